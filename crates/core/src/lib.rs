@@ -1,0 +1,13 @@
+//! The pure core of Updraft.
+//!
+//! Everything here is plain data and plain functions: no async runtime, no database, no clock.
+//! Callers pass `now` in. This is what makes the scheduler testable step by step.
+
+pub mod duration;
+pub mod model;
+pub mod state;
+
+pub use model::{
+    BashSpec, DagSpec, Operator, ParamSpec, Schedule, TaskSpec, TriggerRule, WeightRule,
+};
+pub use state::{IllegalTransition, RunState, RunType, TaskState};

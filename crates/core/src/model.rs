@@ -1,0 +1,526 @@
+//! The canonical, serializable DAG model. YAML files (and later Python files) are turned into a
+//! [`DagSpec`]; the store keeps it as JSON with a content hash; the scheduler reads it.
+
+use crate::duration::serde_secs;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+pub const DEFAULT_POOL: &str = "default_pool";
+pub const DEFAULT_POOL_SLOTS: u32 = 128;
+pub const DEFAULT_QUEUE: &str = "default";
+pub const DEFAULT_OWNER: &str = "airflow";
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// Airflow's `[core] max_task_retry_delay`: no retry waits longer than a day.
+pub const MAX_TASK_RETRY_DELAY: Duration = Duration::from_secs(86_400);
+pub const DEFAULT_MAX_ACTIVE_RUNS: u32 = 16;
+pub const DEFAULT_MAX_ACTIVE_TASKS: u32 = 16;
+
+/// A whole DAG, validated: task ids are unique, every upstream exists, there is no cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagSpec {
+    pub dag_id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub schedule: Schedule,
+    /// IANA name, e.g. `UTC`, `Europe/Amsterdam`.
+    pub timezone: String,
+    #[serde(default)]
+    pub start_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub end_date: Option<DateTime<Utc>>,
+    pub catchup: bool,
+    pub max_active_runs: u32,
+    pub max_active_tasks: u32,
+    #[serde(default, with = "serde_secs::option")]
+    pub dagrun_timeout: Option<Duration>,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamSpec>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub owner: String,
+    #[serde(default)]
+    pub doc_md: Option<String>,
+    #[serde(default)]
+    pub is_paused_upon_creation: Option<bool>,
+    pub tasks: Vec<TaskSpec>,
+    /// Path of the file the DAG came from, relative to the DAGs folder.
+    #[serde(default)]
+    pub fileloc: String,
+}
+
+/// How runs are created. Cron and interval schedules are *trigger* timetables by default
+/// (Airflow 3): logical date = trigger time, zero-width data interval. With
+/// `data_interval: true` the run for `[start, end)` is created at `end` and its logical date is
+/// `start` (Airflow's `CronDataIntervalTimetable` / `DeltaDataIntervalTimetable`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// Manual, API or CLI triggers only.
+    None,
+    Once,
+    Continuous,
+    Cron {
+        /// Five-field cron after preset expansion (`@daily` -> `0 0 * * *`).
+        expr: String,
+        data_interval: bool,
+    },
+    Interval {
+        #[serde(with = "serde_secs")]
+        every: Duration,
+        data_interval: bool,
+    },
+}
+
+impl Schedule {
+    /// The text Airflow shows for the schedule (`timetable_summary`).
+    pub fn summary(&self) -> String {
+        match self {
+            Schedule::None => "None".into(),
+            Schedule::Once => "@once".into(),
+            Schedule::Continuous => "@continuous".into(),
+            Schedule::Cron { expr, .. } => expr.clone(),
+            Schedule::Interval { every, .. } => format!("{}s", every.as_secs_f64()),
+        }
+    }
+}
+
+/// A DAG-level param: a default and JSON-schema constraints (Airflow's `Param`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamSpec {
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The JSON schema keywords (`type`, `enum`, `minimum`, ...), without `default`.
+    #[serde(default)]
+    pub schema: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    pub operator: Operator,
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    pub owner: String,
+    pub retries: u32,
+    #[serde(with = "serde_secs")]
+    pub retry_delay: Duration,
+    /// 0 = constant delay; 2.0 doubles the delay each try (`true` in a DAG file means 2.0).
+    pub retry_exponential_backoff: f64,
+    #[serde(default, with = "serde_secs::option")]
+    pub max_retry_delay: Option<Duration>,
+    #[serde(default, with = "serde_secs::option")]
+    pub execution_timeout: Option<Duration>,
+    pub trigger_rule: TriggerRule,
+    pub depends_on_past: bool,
+    pub pool: String,
+    pub pool_slots: u32,
+    pub priority_weight: i32,
+    pub weight_rule: WeightRule,
+    pub queue: String,
+    #[serde(default)]
+    pub max_active_tis_per_dag: Option<u32>,
+    #[serde(default)]
+    pub doc_md: Option<String>,
+}
+
+impl TaskSpec {
+    /// A task with Airflow's defaults; used by parsers and tests.
+    pub fn new(task_id: impl Into<String>, operator: Operator) -> Self {
+        TaskSpec {
+            task_id: task_id.into(),
+            operator,
+            upstream: Vec::new(),
+            owner: DEFAULT_OWNER.into(),
+            retries: 0,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            retry_exponential_backoff: 0.0,
+            max_retry_delay: None,
+            execution_timeout: None,
+            trigger_rule: TriggerRule::AllSuccess,
+            depends_on_past: false,
+            pool: DEFAULT_POOL.into(),
+            pool_slots: 1,
+            priority_weight: 1,
+            weight_rule: WeightRule::Downstream,
+            queue: DEFAULT_QUEUE.into(),
+            max_active_tis_per_dag: None,
+            doc_md: None,
+        }
+    }
+
+    pub fn operator_name(&self) -> &'static str {
+        match self.operator {
+            Operator::Empty => "EmptyOperator",
+            Operator::Bash(_) => "BashOperator",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Operator {
+    /// Completed by the scheduler itself, without starting a process.
+    Empty,
+    Bash(BashSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BashSpec {
+    /// Jinja template.
+    pub bash_command: String,
+    /// When set, the process environment is exactly this (values are Jinja templates), unless
+    /// `append_env` is true, in which case it is added to the inherited environment.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub append_env: bool,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Exit codes that make the task `skipped` instead of `failed` (Airflow default: 99).
+    pub skip_on_exit_code: Vec<i32>,
+}
+
+impl BashSpec {
+    pub fn new(bash_command: impl Into<String>) -> Self {
+        BashSpec {
+            bash_command: bash_command.into(),
+            env: None,
+            append_env: false,
+            cwd: None,
+            skip_on_exit_code: vec![99],
+        }
+    }
+}
+
+/// The 13 trigger rules of Airflow 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerRule {
+    AllSuccess,
+    AllFailed,
+    AllDone,
+    AllDoneMinOneSuccess,
+    AllDoneSetupSuccess,
+    AllSkipped,
+    OneSuccess,
+    OneFailed,
+    OneDone,
+    NoneFailed,
+    NoneFailedMinOneSuccess,
+    NoneSkipped,
+    Always,
+}
+
+impl TriggerRule {
+    pub const ALL: [TriggerRule; 13] = [
+        TriggerRule::AllSuccess,
+        TriggerRule::AllFailed,
+        TriggerRule::AllDone,
+        TriggerRule::AllDoneMinOneSuccess,
+        TriggerRule::AllDoneSetupSuccess,
+        TriggerRule::AllSkipped,
+        TriggerRule::OneSuccess,
+        TriggerRule::OneFailed,
+        TriggerRule::OneDone,
+        TriggerRule::NoneFailed,
+        TriggerRule::NoneFailedMinOneSuccess,
+        TriggerRule::NoneSkipped,
+        TriggerRule::Always,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerRule::AllSuccess => "all_success",
+            TriggerRule::AllFailed => "all_failed",
+            TriggerRule::AllDone => "all_done",
+            TriggerRule::AllDoneMinOneSuccess => "all_done_min_one_success",
+            TriggerRule::AllDoneSetupSuccess => "all_done_setup_success",
+            TriggerRule::AllSkipped => "all_skipped",
+            TriggerRule::OneSuccess => "one_success",
+            TriggerRule::OneFailed => "one_failed",
+            TriggerRule::OneDone => "one_done",
+            TriggerRule::NoneFailed => "none_failed",
+            TriggerRule::NoneFailedMinOneSuccess => "none_failed_min_one_success",
+            TriggerRule::NoneSkipped => "none_skipped",
+            TriggerRule::Always => "always",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightRule {
+    Downstream,
+    Upstream,
+    Absolute,
+}
+
+impl WeightRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightRule::Downstream => "downstream",
+            WeightRule::Upstream => "upstream",
+            WeightRule::Absolute => "absolute",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "downstream" => Some(WeightRule::Downstream),
+            "upstream" => Some(WeightRule::Upstream),
+            "absolute" => Some(WeightRule::Absolute),
+            _ => None,
+        }
+    }
+}
+
+/// Why a set of tasks does not form a valid DAG.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("duplicate task_id `{0}`")]
+    DuplicateTask(String),
+    #[error("task `{task}` has unknown upstream `{upstream}`")]
+    UnknownUpstream { task: String, upstream: String },
+    #[error("cycle detected: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    #[error("dag has no tasks")]
+    Empty,
+}
+
+impl GraphError {
+    /// The task the error is about, so a parser can point at its line.
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            GraphError::DuplicateTask(t) => Some(t),
+            GraphError::UnknownUpstream { task, .. } => Some(task),
+            GraphError::Cycle(path) => path.first().map(String::as_str),
+            GraphError::Empty => None,
+        }
+    }
+}
+
+/// Index-based adjacency of a validated DAG: task `i` of `DagSpec::tasks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    pub upstream: Vec<Vec<usize>>,
+    pub downstream: Vec<Vec<usize>>,
+    /// Task indices in a topological order.
+    pub topo: Vec<usize>,
+}
+
+impl Graph {
+    pub fn build(tasks: &[TaskSpec]) -> Result<Graph, GraphError> {
+        if tasks.is_empty() {
+            return Err(GraphError::Empty);
+        }
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
+        for (i, t) in tasks.iter().enumerate() {
+            if index.insert(t.task_id.as_str(), i).is_some() {
+                return Err(GraphError::DuplicateTask(t.task_id.clone()));
+            }
+        }
+        let mut upstream = vec![Vec::new(); tasks.len()];
+        let mut downstream = vec![Vec::new(); tasks.len()];
+        for (i, t) in tasks.iter().enumerate() {
+            for u in &t.upstream {
+                let Some(&j) = index.get(u.as_str()) else {
+                    return Err(GraphError::UnknownUpstream {
+                        task: t.task_id.clone(),
+                        upstream: u.clone(),
+                    });
+                };
+                if !upstream[i].contains(&j) {
+                    upstream[i].push(j);
+                    downstream[j].push(i);
+                }
+            }
+        }
+        // Kahn's algorithm; leftovers are on or behind a cycle.
+        let mut indegree: Vec<usize> = upstream.iter().map(Vec::len).collect();
+        let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| indegree[i] == 0).collect();
+        ready.reverse();
+        let mut topo = Vec::with_capacity(tasks.len());
+        while let Some(i) = ready.pop() {
+            topo.push(i);
+            for &d in &downstream[i] {
+                indegree[d] -= 1;
+                if indegree[d] == 0 {
+                    ready.push(d);
+                }
+            }
+        }
+        if topo.len() != tasks.len() {
+            return Err(GraphError::Cycle(find_cycle(tasks, &upstream, &indegree)));
+        }
+        Ok(Graph {
+            upstream,
+            downstream,
+            topo,
+        })
+    }
+
+    /// Airflow's priority weights: `downstream` sums the task's own weight and the weights of
+    /// every task downstream of it, `upstream` of every task upstream, `absolute` is its own.
+    pub fn priority_weights(&self, tasks: &[TaskSpec]) -> Vec<i64> {
+        let n = tasks.len();
+        let own: Vec<i64> = tasks.iter().map(|t| t.priority_weight as i64).collect();
+        let closure_sum = |edges: &Vec<Vec<usize>>, start: usize| -> i64 {
+            let mut seen = vec![false; n];
+            let mut stack = vec![start];
+            seen[start] = true;
+            let mut sum = 0i64;
+            while let Some(i) = stack.pop() {
+                sum += own[i];
+                for &j in &edges[i] {
+                    if !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+            sum
+        };
+        (0..n)
+            .map(|i| {
+                let w = match tasks[i].weight_rule {
+                    WeightRule::Absolute => own[i],
+                    WeightRule::Downstream => closure_sum(&self.downstream, i),
+                    WeightRule::Upstream => closure_sum(&self.upstream, i),
+                };
+                w.clamp(i32::MIN as i64, i32::MAX as i64)
+            })
+            .collect()
+    }
+}
+
+fn find_cycle(tasks: &[TaskSpec], upstream: &[Vec<usize>], indegree: &[usize]) -> Vec<String> {
+    // Walk upstream edges from any node left with a positive indegree until a node repeats.
+    let start = (0..tasks.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
+    let mut path = vec![start];
+    let mut pos = HashMap::from([(start, 0usize)]);
+    let mut cur = start;
+    loop {
+        let Some(&next) = upstream[cur].iter().find(|&&u| indegree[u] > 0) else {
+            break;
+        };
+        if let Some(&at) = pos.get(&next) {
+            let mut cycle: Vec<String> = path[at..]
+                .iter()
+                .rev()
+                .map(|&i| tasks[i].task_id.clone())
+                .collect();
+            cycle.push(cycle[0].clone());
+            return cycle;
+        }
+        pos.insert(next, path.len());
+        path.push(next);
+        cur = next;
+    }
+    vec![tasks[start].task_id.clone()]
+}
+
+impl DagSpec {
+    /// Validates the graph and returns its adjacency.
+    pub fn graph(&self) -> Result<Graph, GraphError> {
+        Graph::build(&self.tasks)
+    }
+
+    /// Content hash of the serialized spec; a new hash makes a new DAG version.
+    pub fn content_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("DagSpec serializes");
+        hex::encode(Sha256::digest(&json))
+    }
+
+    pub fn task(&self, task_id: &str) -> Option<&TaskSpec> {
+        self.tasks.iter().find(|t| t.task_id == task_id)
+    }
+
+    /// Default param values, the base that a trigger's `conf` overrides.
+    pub fn default_params(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.params
+            .iter()
+            .map(|(k, p)| (k.clone(), p.default.clone().unwrap_or(serde_json::Value::Null)))
+            .collect()
+    }
+}
+
+/// Airflow's key rule for dag and task ids: alphanumerics, `-`, `.`, `_`, at most 250 chars.
+pub fn validate_key(kind: &str, key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!("{kind} must not be empty"));
+    }
+    if key.len() > 250 {
+        return Err(format!("{kind} `{key}` is longer than 250 characters"));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(format!(
+            "{kind} `{key}` contains `{c}`; only letters, digits, `-`, `.` and `_` are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, up: &[&str]) -> TaskSpec {
+        let mut t = TaskSpec::new(id, Operator::Empty);
+        t.upstream = up.iter().map(|s| s.to_string()).collect();
+        t
+    }
+
+    #[test]
+    fn graph_detects_errors() {
+        assert_eq!(
+            Graph::build(&[task("a", &[]), task("a", &[])]).unwrap_err(),
+            GraphError::DuplicateTask("a".into())
+        );
+        assert!(matches!(
+            Graph::build(&[task("a", &["zz"])]).unwrap_err(),
+            GraphError::UnknownUpstream { .. }
+        ));
+        let err = Graph::build(&[task("a", &["c"]), task("b", &["a"]), task("c", &["b"])])
+            .unwrap_err();
+        let GraphError::Cycle(path) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(path.len(), 4);
+        assert_eq!(path.first(), path.last());
+        assert!(err.to_string().starts_with("cycle detected: "));
+    }
+
+    #[test]
+    fn priority_weights_follow_weight_rule() {
+        // a -> b -> c, a -> c
+        let mut tasks = vec![task("a", &[]), task("b", &["a"]), task("c", &["a", "b"])];
+        let g = Graph::build(&tasks).unwrap();
+        assert_eq!(g.priority_weights(&tasks), vec![3, 2, 1]);
+        for t in &mut tasks {
+            t.weight_rule = WeightRule::Upstream;
+        }
+        assert_eq!(g.priority_weights(&tasks), vec![1, 2, 3]);
+        for t in &mut tasks {
+            t.weight_rule = WeightRule::Absolute;
+            t.priority_weight = 7;
+        }
+        assert_eq!(g.priority_weights(&tasks), vec![7, 7, 7]);
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        assert!(validate_key("dag_id", "my.dag-1_x").is_ok());
+        assert!(validate_key("dag_id", "bad id").unwrap_err().contains("` `"));
+    }
+}

@@ -1,0 +1,205 @@
+//! The metadata store: one interface ([`Store`]), two implementations (SQLite, PostgreSQL), one
+//! conformance suite (`tests/`) that runs against both.
+//!
+//! Ownership rule: the scheduler is the only component that moves task instances and DAG runs
+//! through their lifecycle, and it writes them with [`Store::apply`] in one transaction per
+//! scheduling step. Other writers (CLI, API) use the narrow methods below (`create_run`,
+//! `set_task_state`, `clear_tasks`, ...), which bump the row's `version` and post an inbox item so
+//! the scheduler reloads what they touched. `apply` refuses a row whose version moved underneath
+//! it, so a stale scheduler cache can never overwrite an outside change.
+
+mod error;
+pub mod types;
+
+pub use error::Error;
+pub use types::*;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use updraft_core::{DagSpec, RunState, TaskState};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A shareable handle to a store.
+pub type DynStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    // ---- schema ---------------------------------------------------------------------------
+    /// Applies pending embedded migrations (under an advisory lock on PostgreSQL).
+    async fn migrate(&self) -> Result<()>;
+    /// Fails unless the database is reachable and fully migrated.
+    async fn check(&self) -> Result<SchemaStatus>;
+    /// Drops every Updraft table, then migrates again.
+    async fn reset(&self) -> Result<()>;
+
+    // ---- DAGs -----------------------------------------------------------------------------
+    /// Inserts or updates a DAG from a parsed spec. A new content hash creates a new version.
+    /// A DAG seen for the first time is paused if `spec.is_paused_upon_creation` (or the given
+    /// default when that is unset) says so.
+    async fn upsert_dag(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert>;
+    /// Marks DAGs from `fileloc` that are not in `dag_ids` as inactive (their file no longer
+    /// defines them). Returns the ids that were deactivated.
+    async fn deactivate_missing_dags(&self, fileloc: &str, dag_ids: &[String])
+    -> Result<Vec<String>>;
+    /// Marks DAGs whose file is not in `filelocs` as inactive.
+    async fn deactivate_dags_outside(&self, filelocs: &[String]) -> Result<Vec<String>>;
+    async fn get_dag(&self, dag_id: &str) -> Result<Option<DagRecord>>;
+    /// The spec of a specific version (runs keep the version they were created with).
+    async fn get_dag_version(&self, dag_id: &str, version: i64) -> Result<Option<DagSpec>>;
+    async fn list_dags(&self, include_inactive: bool) -> Result<Vec<DagRecord>>;
+    async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<()>;
+    /// Deletes the DAG and everything that belongs to it (runs, task instances, XComs, ...).
+    async fn delete_dag(&self, dag_id: &str) -> Result<()>;
+
+    // ---- import errors --------------------------------------------------------------------
+    /// Replaces the import error of one file (`None` clears it).
+    async fn set_import_error(&self, filename: &str, error: Option<&ImportErrorInput>) -> Result<()>;
+    async fn list_import_errors(&self) -> Result<Vec<ImportError>>;
+    /// Clears import errors of files not in `filenames` (the file was deleted).
+    async fn retain_import_errors(&self, filenames: &[String]) -> Result<()>;
+
+    // ---- runs -----------------------------------------------------------------------------
+    /// Creates a run and its task instances (state `none`) in one transaction and posts an
+    /// inbox item. Fails with `Error::Conflict` when the run id, or the logical date of the DAG,
+    /// is taken.
+    async fn create_run(&self, run: NewRun) -> Result<DagRun>;
+    async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>>;
+    async fn get_run_by_id(&self, id: i64) -> Result<Option<DagRun>>;
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<DagRun>>;
+    /// Runs in state `queued` or `running` (what the scheduler loads at start).
+    async fn active_runs(&self) -> Result<Vec<DagRun>>;
+    /// The latest run of a DAG (by logical date, then run_after) among the given run types.
+    async fn latest_run(
+        &self,
+        dag_id: &str,
+        run_types: &[updraft_core::RunType],
+    ) -> Result<Option<DagRun>>;
+    /// The run of this DAG whose logical date is the greatest one strictly before `before`.
+    async fn previous_run(&self, dag_id: &str, before: DateTime<Utc>) -> Result<Option<DagRun>>;
+    /// Outside change of a run's state (user marks it); posts an inbox item.
+    async fn set_run_state(&self, dag_id: &str, run_id: &str, state: RunState) -> Result<DagRun>;
+    async fn delete_run(&self, dag_id: &str, run_id: &str) -> Result<()>;
+
+    // ---- task instances -------------------------------------------------------------------
+    async fn list_task_instances(&self, dag_id: &str, run_id: &str) -> Result<Vec<TaskInstance>>;
+    /// Task instances of many runs at once (by run row id), for the scheduler's loads.
+    async fn task_instances_of_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstance>>;
+    async fn get_task_instance(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+    ) -> Result<Option<TaskInstance>>;
+    /// Earlier tries of a task instance, oldest first (Airflow's task_instance_history).
+    async fn task_instance_history(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+    ) -> Result<Vec<TaskInstance>>;
+    /// All task instances in the given states (crash recovery).
+    async fn task_instances_in_states(&self, states: &[TaskState]) -> Result<Vec<TaskInstance>>;
+    /// State of `task_id` in the DAG's run with the greatest logical date before `before`
+    /// (`depends_on_past`).
+    async fn past_task_state(
+        &self,
+        dag_id: &str,
+        task_id: &str,
+        before: DateTime<Utc>,
+    ) -> Result<PastState>;
+    /// Outside change of one task instance's state (user marks it), checked against the core
+    /// transition table; bumps the version and posts an inbox item.
+    async fn set_task_state(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+        state: TaskState,
+    ) -> Result<TaskInstance>;
+    /// Clears task instances: each finished try is copied to history, the instance goes back
+    /// to `none` (a running one to `restarting`), `max_tries` is extended by the task's
+    /// retries, and the run goes back to `queued`. Posts an inbox item. Returns what was
+    /// cleared.
+    async fn clear_tasks(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<TaskInstance>>;
+    /// Records executor heartbeats; does not bump versions.
+    async fn heartbeat(&self, ti_ids: &[uuid::Uuid], at: DateTime<Utc>) -> Result<()>;
+
+    /// The scheduler's write path: every change of one scheduling step in one transaction.
+    /// All or nothing: a task instance or run whose stored `version` differs from the one in
+    /// the batch fails the whole batch with `Error::Stale` naming the run row ids involved.
+    /// On success the stored versions are the batch's versions + 1.
+    async fn apply(&self, batch: &Batch) -> Result<()>;
+
+    // ---- rendered fields and XCom -----------------------------------------------------------
+    async fn get_rendered_fields(
+        &self,
+        ti_id: uuid::Uuid,
+        try_number: u32,
+    ) -> Result<Option<serde_json::Value>>;
+    async fn get_xcom(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>>;
+    async fn list_xcoms(&self, dag_id: &str, run_id: &str) -> Result<Vec<XCom>>;
+
+    // ---- variables ------------------------------------------------------------------------
+    async fn get_variable(&self, key: &str) -> Result<Option<Variable>>;
+    async fn set_variable(&self, key: &str, value: &str, description: Option<&str>) -> Result<()>;
+    async fn delete_variable(&self, key: &str) -> Result<bool>;
+    async fn list_variables(&self) -> Result<Vec<Variable>>;
+
+    // ---- pools ----------------------------------------------------------------------------
+    async fn get_pool(&self, name: &str) -> Result<Option<Pool>>;
+    async fn list_pools(&self) -> Result<Vec<Pool>>;
+    /// Creates or updates a pool; posts an inbox item (slot changes release waiting tasks).
+    async fn set_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<()>;
+    /// Deletes a pool; `default_pool` cannot be deleted (`Error::Invalid`).
+    async fn delete_pool(&self, name: &str) -> Result<bool>;
+
+    // ---- scheduler inbox and leadership -----------------------------------------------------
+    async fn post_inbox(&self, item: &InboxItemInput) -> Result<()>;
+    /// Items with id > `after_id`, oldest first.
+    async fn read_inbox(&self, after_id: i64, limit: i64) -> Result<Vec<InboxItem>>;
+    /// Deletes items with id <= `up_to_id`.
+    async fn trim_inbox(&self, up_to_id: i64) -> Result<()>;
+    /// The greatest inbox id (0 when empty).
+    async fn max_inbox_id(&self) -> Result<i64>;
+    /// Wakes when new inbox items may exist: immediately for posts from this process, through
+    /// LISTEN/NOTIFY on PostgreSQL, and by polling `max_inbox_id` every `poll` otherwise.
+    async fn inbox_waker(&self, poll: Duration) -> Result<tokio::sync::mpsc::Receiver<()>>;
+    /// Takes or renews the named lease for `holder` until `now + ttl`. Returns false when
+    /// another holder has an unexpired lease.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+}
+
+/// Opens a store from a `database.url`: `sqlite://PATH` (created if missing, `sqlite::memory:`
+/// for tests) or `postgres://...`.
+pub async fn connect(url: &str) -> Result<DynStore> {
+    let _ = url;
+    Err(Error::Invalid("not yet implemented".into()))
+}

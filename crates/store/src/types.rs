@@ -1,0 +1,281 @@
+//! Row types of the store. They mirror Airflow's tables where users see them (REST API, CLI).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use updraft_core::{DagSpec, RunState, RunType, TaskState};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    pub backend: &'static str,
+    pub applied_migrations: i64,
+    pub latest_migration: i64,
+}
+
+/// A DAG as the store knows it: the latest parsed version plus its operational flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DagRecord {
+    pub dag_id: String,
+    pub fileloc: String,
+    pub is_paused: bool,
+    /// False once its file no longer defines it.
+    pub is_active: bool,
+    /// Latest version number, starting at 1.
+    pub version: i64,
+    pub spec_hash: String,
+    pub spec: DagSpec,
+    pub last_parsed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DagUpsert {
+    pub version: i64,
+    /// A new row or a new version was written.
+    pub changed: bool,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportErrorInput {
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportError {
+    pub id: i64,
+    pub filename: String,
+    pub line: Option<u32>,
+    pub message: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagRun {
+    /// Row id.
+    pub id: i64,
+    pub dag_id: String,
+    pub run_id: String,
+    pub run_type: RunType,
+    pub state: RunState,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub data_interval_start: Option<DateTime<Utc>>,
+    pub data_interval_end: Option<DateTime<Utc>>,
+    /// Earliest time the run may start; orders runs without a logical date.
+    pub run_after: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    /// The trigger's `conf` (a JSON object).
+    pub conf: serde_json::Value,
+    /// The DAG version the run executes.
+    pub dag_version: i64,
+    /// `cli`, `rest_api`, `ui`, `test`, `timetable`, `backfill`.
+    pub triggered_by: String,
+    pub note: Option<String>,
+    pub version: i64,
+}
+
+/// What `create_run` needs; the store fills ids, versions and timestamps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub dag_id: String,
+    pub run_id: String,
+    pub run_type: RunType,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub data_interval_start: Option<DateTime<Utc>>,
+    pub data_interval_end: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+    pub conf: serde_json::Value,
+    pub dag_version: i64,
+    pub triggered_by: String,
+    pub queued_at: DateTime<Utc>,
+    /// One entry per task of the DAG version.
+    pub tasks: Vec<NewTaskInstance>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTaskInstance {
+    pub task_id: String,
+    pub map_index: i32,
+    /// `retries` of the task: a try number above `max_tries` is not retried.
+    pub max_tries: u32,
+    pub pool: String,
+    pub pool_slots: u32,
+    pub priority_weight: i64,
+    pub queue: String,
+    pub operator: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    pub dag_id: Option<String>,
+    pub states: Vec<RunState>,
+    pub run_types: Vec<RunType>,
+    pub logical_date_gte: Option<DateTime<Utc>>,
+    pub logical_date_lte: Option<DateTime<Utc>>,
+    /// Newest first when true (by run_after, then id).
+    pub newest_first: bool,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInstance {
+    pub id: Uuid,
+    /// Row id of the DAG run.
+    pub run_pk: i64,
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    pub map_index: i32,
+    /// 0 before the first try; each start of a try increments it (Airflow 3 semantics).
+    pub try_number: u32,
+    /// The last try number that may still run (= retries, extended by clears).
+    pub max_tries: u32,
+    pub state: TaskState,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub duration: Option<f64>,
+    pub scheduled_dttm: Option<DateTime<Utc>>,
+    pub queued_dttm: Option<DateTime<Utc>>,
+    /// When an `up_for_retry` instance becomes runnable again.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub pool: String,
+    pub pool_slots: u32,
+    pub priority_weight: i64,
+    pub queue: String,
+    pub operator: String,
+    pub hostname: Option<String>,
+    pub pid: Option<i32>,
+    /// Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22), so a recycled pid
+    /// is never mistaken for the task's process.
+    pub pid_start_ticks: Option<i64>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+/// Result of a `depends_on_past` lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastState {
+    /// No earlier run of the DAG exists.
+    NoPreviousRun,
+    /// The previous run has no instance of the task (it was added later).
+    Missing,
+    State(TaskState),
+}
+
+/// One scheduling step's writes, applied atomically by [`crate::Store::apply`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Full rows; every mutable column is written, guarded by `version`.
+    pub task_instances: Vec<TaskInstance>,
+    /// Full rows; every mutable column (state, dates, note) is written, guarded by `version`.
+    pub runs: Vec<DagRun>,
+    /// Finished tries to copy into history (a retry or clear archives the previous try).
+    pub history: Vec<TaskInstance>,
+    /// Rendered template fields per try.
+    pub rendered: Vec<RenderedFields>,
+    /// XComs to write (replacing the same key).
+    pub xcoms: Vec<XCom>,
+    /// XComs of these task instances are deleted first (a new try starts clean).
+    pub clear_xcoms_of: Vec<Uuid>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.task_instances.is_empty()
+            && self.runs.is_empty()
+            && self.history.is_empty()
+            && self.rendered.is_empty()
+            && self.xcoms.is_empty()
+            && self.clear_xcoms_of.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderedFields {
+    pub ti_id: Uuid,
+    pub try_number: u32,
+    pub fields: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct XCom {
+    pub ti_id: Uuid,
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    pub map_index: i32,
+    pub key: String,
+    pub value: serde_json::Value,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub name: String,
+    /// -1 means unlimited, as in Airflow.
+    pub slots: i32,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxKind {
+    /// A run was created outside the scheduler.
+    RunCreated,
+    /// A run or its task instances changed outside the scheduler (mark, clear, delete).
+    RunChanged,
+    /// Pools changed.
+    PoolsChanged,
+    /// A DAG was paused, unpaused, parsed anew or deleted.
+    DagChanged,
+}
+
+impl InboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxKind::RunCreated => "run_created",
+            InboxKind::RunChanged => "run_changed",
+            InboxKind::PoolsChanged => "pools_changed",
+            InboxKind::DagChanged => "dag_changed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            InboxKind::RunCreated,
+            InboxKind::RunChanged,
+            InboxKind::PoolsChanged,
+            InboxKind::DagChanged,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItemInput {
+    pub kind: InboxKind,
+    pub dag_id: Option<String>,
+    /// Row id of the run, when the item is about one.
+    pub run_pk: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    pub id: i64,
+    pub kind: InboxKind,
+    pub dag_id: Option<String>,
+    pub run_pk: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
