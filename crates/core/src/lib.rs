@@ -3,9 +3,14 @@
 //! Everything here is plain data and plain functions: no async runtime, no database, no clock.
 //! Callers pass `now` in. This is what makes the scheduler testable step by step.
 
+pub mod cron;
+pub mod decide;
 pub mod duration;
 pub mod model;
+pub mod retry;
 pub mod state;
+pub mod timetable;
+pub mod trigger_rule;
 
 pub use model::{
     BashSpec, DagSpec, Operator, ParamSpec, Schedule, TaskSpec, TriggerRule, WeightRule,
