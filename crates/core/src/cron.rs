@@ -447,16 +447,15 @@ pub(crate) fn days_in_month(year: i32, month: u32) -> u32 {
         .unwrap_or(31)
 }
 
+/// A field's expanded items and its nth-weekday entries.
+type Expanded = (std::collections::BTreeSet<Item>, Vec<(u8, Nth)>);
+
 /// The `*` marker in an expanded set.
 const STAR: Item = Item::Num(u32::MAX);
 
 /// Expands one field like croniter's `_expand`: returns the set of items (or `{STAR}`) and
 /// the nth-weekday entries.
-fn expand_field(
-    index: usize,
-    field: &str,
-    fe: &FieldError<'_>,
-) -> Result<(std::collections::BTreeSet<Item>, Vec<(u8, Nth)>), String> {
+fn expand_field(index: usize, field: &str, fe: &FieldError<'_>) -> Result<Expanded, String> {
     let spec = FIELDS[index];
     let mut field = field.to_string();
     if field.contains('?') {
