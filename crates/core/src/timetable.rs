@@ -9,6 +9,12 @@ use chrono_tz::Tz;
 /// and what it allows.
 pub fn validate_cron(expr: &str) -> Result<String, String> {
     let cron = CronExpr::parse(expr)?;
+    if !cron.ever_fires() {
+        return Err(format!(
+            "cron expression `{}` never fires (no date matches its day and month fields)",
+            cron.as_str()
+        ));
+    }
     Ok(cron.as_str().to_string())
 }
 
@@ -70,6 +76,8 @@ mod tests {
         let e = validate_cron("*/0 * * * *").unwrap_err();
         assert!(e.contains("step"), "{e}");
         assert!(validate_cron("").is_err());
+        let e = validate_cron("0 0 30 2 *").unwrap_err();
+        assert!(e.contains("never fires"), "{e}");
         assert!(
             validate_cron("0 0 * * 2,MON#2")
                 .unwrap_err()
