@@ -8,10 +8,15 @@
 //! the scheduler reloads what they touched. `apply` refuses a row whose version moved underneath
 //! it, so a stale scheduler cache can never overwrite an outside change.
 
+mod common;
 mod error;
+mod postgres;
+mod sqlite;
 pub mod types;
 
 pub use error::Error;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -45,8 +50,11 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_dag(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert>;
     /// Marks DAGs from `fileloc` that are not in `dag_ids` as inactive (their file no longer
     /// defines them). Returns the ids that were deactivated.
-    async fn deactivate_missing_dags(&self, fileloc: &str, dag_ids: &[String])
-    -> Result<Vec<String>>;
+    async fn deactivate_missing_dags(
+        &self,
+        fileloc: &str,
+        dag_ids: &[String],
+    ) -> Result<Vec<String>>;
     /// Marks DAGs whose file is not in `filelocs` as inactive.
     async fn deactivate_dags_outside(&self, filelocs: &[String]) -> Result<Vec<String>>;
     async fn get_dag(&self, dag_id: &str) -> Result<Option<DagRecord>>;
@@ -59,7 +67,11 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- import errors --------------------------------------------------------------------
     /// Replaces the import error of one file (`None` clears it).
-    async fn set_import_error(&self, filename: &str, error: Option<&ImportErrorInput>) -> Result<()>;
+    async fn set_import_error(
+        &self,
+        filename: &str,
+        error: Option<&ImportErrorInput>,
+    ) -> Result<()>;
     async fn list_import_errors(&self) -> Result<Vec<ImportError>>;
     /// Clears import errors of files not in `filenames` (the file was deleted).
     async fn retain_import_errors(&self, filenames: &[String]) -> Result<()>;
@@ -199,7 +211,19 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens a store from a `database.url`: `sqlite://PATH` (created if missing, `sqlite::memory:`
 /// for tests) or `postgres://...`.
+///
+/// Connecting does not migrate: call [`Store::migrate`] (`updraft db migrate`) or
+/// [`Store::check`] afterwards.
 pub async fn connect(url: &str) -> Result<DynStore> {
-    let _ = url;
-    Err(Error::Invalid("not yet implemented".into()))
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(Error::Invalid(format!(
+            "unsupported database url scheme `{scheme}`; use `sqlite://PATH`, `sqlite::memory:` \
+             or `postgres://...`"
+        )))
+    }
 }

@@ -1,0 +1,499 @@
+//! What both backends share: column lists, row decoding, timestamp text, error mapping, the
+//! embedded migration list and the in-process inbox wake-up.
+
+use crate::{
+    DagRun, Error, ImportError, InboxItem, InboxKind, Pool, Result, TaskInstance, Variable, XCom,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+use updraft_core::{RunState, RunType, TaskState};
+use uuid::Uuid;
+
+/// One embedded migration: applied in `version` order, each exactly once.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];
+
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+/// Every table the migrations create, children before parents (the drop order of `reset`).
+pub(crate) const TABLES: &[&str] = &[
+    "xcom",
+    "rendered_task_instance_fields",
+    "task_instance_history",
+    "task_instance",
+    "dag_run",
+    "dag_version",
+    "dag",
+    "import_error",
+    "variable",
+    "slot_pool",
+    "scheduler_inbox",
+    "lease",
+    "updraft_schema_migration",
+];
+
+pub(crate) const DEFAULT_POOL: &str = updraft_core::model::DEFAULT_POOL;
+
+pub(crate) const DAG_RUN_COLS: &str = "id, dag_id, run_id, run_type, state, logical_date, \
+    data_interval_start, data_interval_end, run_after, queued_at, start_date, end_date, conf, \
+    dag_version, triggered_by, note, version";
+
+pub(crate) const TI_COLS: &str = "id, run_pk, dag_id, run_id, task_id, map_index, try_number, \
+    max_tries, state, start_date, end_date, duration, scheduled_dttm, queued_dttm, next_retry_at, \
+    pool, pool_slots, priority_weight, queue, operator, hostname, pid, pid_start_ticks, \
+    last_heartbeat_at, version";
+
+/// The same columns in `task_instance_history`, where the task instance's id is `ti_id`.
+pub(crate) const TIH_COLS: &str = "ti_id AS id, run_pk, dag_id, run_id, task_id, map_index, \
+    try_number, max_tries, state, start_date, end_date, duration, scheduled_dttm, queued_dttm, \
+    next_retry_at, pool, pool_slots, priority_weight, queue, operator, hostname, pid, \
+    pid_start_ticks, last_heartbeat_at, version";
+
+pub(crate) const XCOM_COLS: &str =
+    "ti_id, dag_id, run_id, task_id, map_index, key, value, timestamp";
+
+/// Now, truncated to microseconds: both backends keep exactly microseconds, so a value written
+/// and read back compares equal.
+pub(crate) fn now() -> DateTime<Utc> {
+    trunc_micros(Utc::now())
+}
+
+pub(crate) fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = t.timestamp_subsec_nanos();
+    t - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
+}
+
+/// SQLite's timestamp text: fixed width, so text order is time order.
+pub(crate) fn ts_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn ts_text_opt(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(ts_text)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::Database(format!("bad timestamp `{s}` in database: {e}")))
+}
+
+pub(crate) fn u32_of(v: i32, col: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Database(format!("negative {col} {v} in database")))
+}
+
+pub(crate) fn i32_of(v: u32, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Invalid(format!("{what} {v} is larger than {}", i32::MAX)))
+}
+
+/// Column access that hides how each backend stores timestamps, UUIDs and JSON.
+pub(crate) trait Get {
+    fn text(&self, col: &str) -> Result<String>;
+    fn text_opt(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn int_opt(&self, col: &str) -> Result<Option<i64>>;
+    fn i32(&self, col: &str) -> Result<i32>;
+    fn i32_opt(&self, col: &str) -> Result<Option<i32>>;
+    fn f64_opt(&self, col: &str) -> Result<Option<f64>>;
+    fn boolean(&self, col: &str) -> Result<bool>;
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>>;
+    fn ts_opt(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
+    fn uuid(&self, col: &str) -> Result<Uuid>;
+    fn json(&self, col: &str) -> Result<serde_json::Value>;
+}
+
+fn bad(col: &str, e: impl std::fmt::Display) -> Error {
+    Error::Database(format!("bad value in column `{col}`: {e}"))
+}
+
+pub(crate) fn task_state(s: &str) -> Result<TaskState> {
+    s.parse().map_err(|e| bad("state", e))
+}
+
+pub(crate) fn dag_run<R: Get>(r: &R) -> Result<DagRun> {
+    Ok(DagRun {
+        id: r.int("id")?,
+        dag_id: r.text("dag_id")?,
+        run_id: r.text("run_id")?,
+        run_type: r
+            .text("run_type")?
+            .parse::<RunType>()
+            .map_err(|e| bad("run_type", e))?,
+        state: r
+            .text("state")?
+            .parse::<RunState>()
+            .map_err(|e| bad("state", e))?,
+        logical_date: r.ts_opt("logical_date")?,
+        data_interval_start: r.ts_opt("data_interval_start")?,
+        data_interval_end: r.ts_opt("data_interval_end")?,
+        run_after: r.ts("run_after")?,
+        queued_at: r.ts_opt("queued_at")?,
+        start_date: r.ts_opt("start_date")?,
+        end_date: r.ts_opt("end_date")?,
+        conf: r.json("conf")?,
+        dag_version: r.int("dag_version")?,
+        triggered_by: r.text("triggered_by")?,
+        note: r.text_opt("note")?,
+        version: r.int("version")?,
+    })
+}
+
+pub(crate) fn task_instance<R: Get>(r: &R) -> Result<TaskInstance> {
+    Ok(TaskInstance {
+        id: r.uuid("id")?,
+        run_pk: r.int("run_pk")?,
+        dag_id: r.text("dag_id")?,
+        run_id: r.text("run_id")?,
+        task_id: r.text("task_id")?,
+        map_index: r.i32("map_index")?,
+        try_number: u32_of(r.i32("try_number")?, "try_number")?,
+        max_tries: u32_of(r.i32("max_tries")?, "max_tries")?,
+        state: task_state(&r.text("state")?)?,
+        start_date: r.ts_opt("start_date")?,
+        end_date: r.ts_opt("end_date")?,
+        duration: r.f64_opt("duration")?,
+        scheduled_dttm: r.ts_opt("scheduled_dttm")?,
+        queued_dttm: r.ts_opt("queued_dttm")?,
+        next_retry_at: r.ts_opt("next_retry_at")?,
+        pool: r.text("pool")?,
+        pool_slots: u32_of(r.i32("pool_slots")?, "pool_slots")?,
+        priority_weight: r.int("priority_weight")?,
+        queue: r.text("queue")?,
+        operator: r.text("operator")?,
+        hostname: r.text_opt("hostname")?,
+        pid: r.i32_opt("pid")?,
+        pid_start_ticks: r.int_opt("pid_start_ticks")?,
+        last_heartbeat_at: r.ts_opt("last_heartbeat_at")?,
+        version: r.int("version")?,
+    })
+}
+
+pub(crate) fn import_error<R: Get>(r: &R) -> Result<ImportError> {
+    Ok(ImportError {
+        id: r.int("id")?,
+        filename: r.text("filename")?,
+        line: r.i32_opt("line")?.map(|l| u32_of(l, "line")).transpose()?,
+        message: r.text("message")?,
+        timestamp: r.ts("timestamp")?,
+    })
+}
+
+pub(crate) fn xcom<R: Get>(r: &R) -> Result<XCom> {
+    Ok(XCom {
+        ti_id: r.uuid("ti_id")?,
+        dag_id: r.text("dag_id")?,
+        run_id: r.text("run_id")?,
+        task_id: r.text("task_id")?,
+        map_index: r.i32("map_index")?,
+        key: r.text("key")?,
+        value: r.json("value")?,
+        timestamp: r.ts("timestamp")?,
+    })
+}
+
+pub(crate) fn variable<R: Get>(r: &R) -> Result<Variable> {
+    Ok(Variable {
+        key: r.text("key")?,
+        value: r.text("val")?,
+        description: r.text_opt("description")?,
+    })
+}
+
+pub(crate) fn pool<R: Get>(r: &R) -> Result<Pool> {
+    Ok(Pool {
+        name: r.text("pool")?,
+        slots: r.i32("slots")?,
+        description: r.text_opt("description")?,
+    })
+}
+
+pub(crate) fn inbox_item<R: Get>(r: &R) -> Result<InboxItem> {
+    let kind = r.text("kind")?;
+    Ok(InboxItem {
+        id: r.int("id")?,
+        kind: InboxKind::parse(&kind).ok_or_else(|| bad("kind", kind))?,
+        dag_id: r.text_opt("dag_id")?,
+        run_pk: r.int_opt("run_pk")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+pub(crate) fn check_pool_slots(name: &str, slots: i32) -> Result<()> {
+    if slots < -1 {
+        return Err(Error::Invalid(format!(
+            "pool `{name}` cannot have {slots} slots; use a count >= 0, or -1 for unlimited"
+        )));
+    }
+    if name.is_empty() {
+        return Err(Error::Invalid("pool name must not be empty".into()));
+    }
+    Ok(())
+}
+
+/// Whether a clear archives the current try: it started and is no longer running.
+pub(crate) fn clear_archives(ti: &TaskInstance) -> bool {
+    ti.try_number > 0
+        && !matches!(
+            ti.state,
+            TaskState::None | TaskState::Running | TaskState::Restarting
+        )
+}
+
+/// The row a clear leaves behind (with the version it was read at; the write bumps it) (see `Store::clear_tasks`): a running try becomes
+/// `restarting` and keeps its process fields; anything else goes back to `none` with the try's
+/// dates and process fields reset. `max_tries` becomes `max(max_tries, try_number + retries)`,
+/// `retries` being the value the instance was created with, so a cleared task gets its full
+/// retries again without ever lowering a limit a previous clear raised.
+pub(crate) fn cleared(ti: &TaskInstance, retries: u32) -> TaskInstance {
+    let mut t = ti.clone();
+    t.max_tries = t.max_tries.max(t.try_number.saturating_add(retries));
+    if matches!(t.state, TaskState::Running | TaskState::Restarting) {
+        t.state = TaskState::Restarting;
+    } else {
+        t.state = TaskState::None;
+        t.start_date = None;
+        t.end_date = None;
+        t.duration = None;
+        t.scheduled_dttm = None;
+        t.queued_dttm = None;
+        t.next_retry_at = None;
+        t.hostname = None;
+        t.pid = None;
+        t.pid_start_ticks = None;
+        t.last_heartbeat_at = None;
+    }
+    t
+}
+
+/// The row `set_task_state` leaves behind: a terminal state stamps `end_date` (and a missing
+/// `start_date`) with `now`.
+pub(crate) fn marked(ti: &TaskInstance, state: TaskState, now: DateTime<Utc>) -> TaskInstance {
+    let mut t = ti.clone();
+    if state != t.state && state.is_terminal() {
+        let start = t.start_date.unwrap_or(now);
+        t.start_date = Some(start);
+        t.end_date = Some(now);
+        t.duration = Some((now - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
+    }
+    t.state = state;
+    t
+}
+
+/// The run `set_run_state` (or a clear, with `Queued`) leaves behind.
+pub(crate) fn run_marked(run: &DagRun, state: RunState, now: DateTime<Utc>) -> DagRun {
+    let mut r = run.clone();
+    if state != r.state {
+        match state {
+            RunState::Queued => {
+                r.queued_at = Some(now);
+                r.start_date = None;
+                r.end_date = None;
+            }
+            RunState::Running => {
+                r.start_date = r.start_date.or(Some(now));
+                r.end_date = None;
+            }
+            RunState::Success | RunState::Failed => {
+                r.end_date = Some(now);
+            }
+        }
+    }
+    r.state = state;
+    r
+}
+
+/// Message of a unique violation on `dag_run`, naming which rule was broken.
+pub(crate) fn run_conflict(
+    err_text: &str,
+    dag_id: &str,
+    run_id: &str,
+    logical_date: Option<DateTime<Utc>>,
+) -> String {
+    match logical_date {
+        Some(ld) if err_text.contains("logical_date") => format!(
+            "a dag run with logical date {} already exists for dag `{dag_id}`",
+            ts_text(ld)
+        ),
+        _ => format!("dag run `{run_id}` already exists for dag `{dag_id}`"),
+    }
+}
+
+/// Maps a driver error; `Conflict` and `NotMigrated` are recognised by SQLSTATE (PostgreSQL)
+/// or extended result code (SQLite).
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(d) = &e {
+        let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+        let msg = d.message();
+        // 23505 unique_violation; SQLite 2067 SQLITE_CONSTRAINT_UNIQUE, 1555 ..._PRIMARYKEY
+        if code == "23505" || code == "2067" || code == "1555" {
+            return Error::Conflict(format!("already exists: {msg}"));
+        }
+        // 42P01 undefined_table
+        if code == "42P01" || msg.starts_with("no such table") {
+            return Error::NotMigrated(msg.to_string());
+        }
+    }
+    match e {
+        sqlx::Error::RowNotFound => Error::NotFound("row".into()),
+        e => Error::Database(e.to_string()),
+    }
+}
+
+/// Whether an error is SQLite's "database is locked/busy" (another process holds the write
+/// lock for longer than the busy timeout).
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            // SQLITE_BUSY (5) and its extended codes, SQLITE_LOCKED (6)
+            matches!(code.as_str(), "5" | "6" | "261" | "517" | "773" | "262")
+                || d.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// Wakes every in-process inbox waker of one store (posts from this process need no polling).
+#[derive(Default)]
+pub(crate) struct LocalWake {
+    senders: Mutex<Vec<mpsc::Sender<()>>>,
+}
+
+impl LocalWake {
+    pub fn register(&self, tx: mpsc::Sender<()>) {
+        self.senders.lock().expect("wake list lock").push(tx);
+    }
+
+    pub fn wake(&self) {
+        let mut senders = self.senders.lock().expect("wake list lock");
+        senders.retain(|s| !s.is_closed());
+        for s in senders.iter() {
+            // a full channel already holds a pending wake-up
+            let _ = s.try_send(());
+        }
+    }
+}
+
+/// The sorted, de-duplicated run ids of stale rows.
+pub(crate) fn stale_runs(mut ids: Vec<i64>) -> Error {
+    ids.sort_unstable();
+    ids.dedup();
+    Error::Stale(ids)
+}
+
+pub(crate) const DAG_COLS: &str = "d.dag_id, d.fileloc, d.is_paused, d.is_active, \
+    d.latest_version, d.spec_hash, d.last_parsed_at, d.created_at, v.spec";
+
+pub(crate) const DAG_FROM: &str =
+    "dag d JOIN dag_version v ON v.dag_id = d.dag_id AND v.version = d.latest_version";
+
+pub(crate) fn dag_record<R: Get>(r: &R) -> Result<crate::DagRecord> {
+    let spec = serde_json::from_value(r.json("spec")?).map_err(|e| bad("spec", e))?;
+    Ok(crate::DagRecord {
+        dag_id: r.text("dag_id")?,
+        fileloc: r.text("fileloc")?,
+        is_paused: r.boolean("is_paused")?,
+        is_active: r.boolean("is_active")?,
+        version: r.int("latest_version")?,
+        spec_hash: r.text("spec_hash")?,
+        spec,
+        last_parsed_at: r.ts("last_parsed_at")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+pub(crate) fn spec_json(spec: &updraft_core::DagSpec) -> Result<serde_json::Value> {
+    serde_json::to_value(spec)
+        .map_err(|e| Error::Invalid(format!("dag spec does not serialize: {e}")))
+}
+
+pub(crate) fn ti_not_found(dag_id: &str, run_id: &str, task_id: &str, map_index: i32) -> Error {
+    Error::NotFound(format!(
+        "task instance `{task_id}` (map index {map_index}) of dag run `{run_id}` of dag `{dag_id}`"
+    ))
+}
+
+pub(crate) fn run_not_found(dag_id: &str, run_id: &str) -> Error {
+    Error::NotFound(format!("dag run `{run_id}` of dag `{dag_id}`"))
+}
+
+pub(crate) fn dag_not_found(dag_id: &str) -> Error {
+    Error::NotFound(format!("dag `{dag_id}`"))
+}
+
+pub(crate) fn ttl(ttl: std::time::Duration) -> Result<chrono::Duration> {
+    chrono::Duration::from_std(ttl)
+        .map_err(|_| Error::Invalid(format!("lease ttl {ttl:?} is too long")))
+}
+
+/// Task-instance columns in `TI_COLS` order.
+pub(crate) const TI_ALL: [&str; 25] = [
+    "id",
+    "run_pk",
+    "dag_id",
+    "run_id",
+    "task_id",
+    "map_index",
+    "try_number",
+    "max_tries",
+    "state",
+    "start_date",
+    "end_date",
+    "duration",
+    "scheduled_dttm",
+    "queued_dttm",
+    "next_retry_at",
+    "pool",
+    "pool_slots",
+    "priority_weight",
+    "queue",
+    "operator",
+    "hostname",
+    "pid",
+    "pid_start_ticks",
+    "last_heartbeat_at",
+    "version",
+];
+
+/// Columns the scheduler may change on an existing row (heartbeat has its own rule).
+pub(crate) const TI_MUTABLE: [&str; 18] = [
+    "try_number",
+    "max_tries",
+    "state",
+    "start_date",
+    "end_date",
+    "duration",
+    "scheduled_dttm",
+    "queued_dttm",
+    "next_retry_at",
+    "pool",
+    "pool_slots",
+    "priority_weight",
+    "queue",
+    "operator",
+    "hostname",
+    "pid",
+    "pid_start_ticks",
+    "last_heartbeat_at",
+];
+
+/// A heartbeat recorded after the scheduler read the row must survive the scheduler's write
+/// of the same try: keep the later of the two; a new try takes the batch's value.
+pub(crate) const HEARTBEAT_RULE: &str = "CASE WHEN u.try_number = t.try_number \
+    AND t.last_heartbeat_at IS NOT NULL \
+    AND (u.last_heartbeat_at IS NULL OR t.last_heartbeat_at > u.last_heartbeat_at) \
+    THEN t.last_heartbeat_at ELSE u.last_heartbeat_at END";

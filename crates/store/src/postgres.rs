@@ -1,0 +1,1680 @@
+//! The PostgreSQL store.
+//!
+//! It must work through PgBouncer in transaction pooling mode, where a server connection is
+//! only ours for one transaction: every statement is unnamed (`persistent(false)`), locks are
+//! transaction-scoped (`pg_advisory_xact_lock`) and nothing relies on session state.
+//! Bulk writes are set-based: one `unnest` of column arrays per table, never a round trip per
+//! row.
+
+use crate::common::{
+    self, Get, HEARTBEAT_RULE, LocalWake, TI_ALL, TI_MUTABLE, db_err, i32_of, now,
+};
+use crate::{
+    Batch, DagRecord, DagRun, DagUpsert, Error, ImportError, ImportErrorInput, InboxItem,
+    InboxItemInput, InboxKind, NewRun, PastState, Pool, Result, RunFilter, SchemaStatus, Store,
+    TaskInstance, Variable, XCom,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow,
+};
+use sqlx::query::{Query, QueryAs, QueryScalar};
+use sqlx::{Postgres, Row, Transaction};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use updraft_core::{DagSpec, RunState, RunType, TaskState};
+use uuid::Uuid;
+
+/// `pg_advisory_xact_lock` keys: schema migrations, and inbox posts (so inbox ids become
+/// visible in id order and a reader never skips an id that commits late).
+const MIGRATE_LOCK: i64 = 0x7570_6472_6166_7401;
+const INBOX_LOCK: i64 = 0x7570_6472_6166_7402;
+const CHANNEL: &str = "updraft_inbox";
+
+pub struct PgStore {
+    pool: PgPool,
+    wake: Arc<LocalWake>,
+}
+
+fn q(sql: &str) -> Query<'_, Postgres, PgArguments> {
+    sqlx::query(sql).persistent(false)
+}
+
+fn qs<O>(sql: &str) -> QueryScalar<'_, Postgres, O, PgArguments>
+where
+    (O,): for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    sqlx::query_scalar(sql).persistent(false)
+}
+
+fn qa<O>(sql: &str) -> QueryAs<'_, Postgres, O, PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    sqlx::query_as(sql).persistent(false)
+}
+
+impl PgStore {
+    /// Opens a pool on `postgres://...`. Works directly and through PgBouncer in transaction
+    /// pooling mode.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Invalid(format!("bad postgres url: {e}")))?
+            // named statements do not survive PgBouncer's transaction pooling
+            .statement_cache_capacity(0);
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            wake: Arc::default(),
+        }
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(db_err)
+    }
+
+    async fn commit(&self, tx: Transaction<'static, Postgres>, posted: bool) -> Result<()> {
+        tx.commit().await.map_err(db_err)?;
+        if posted {
+            self.wake.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Get for PgRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn text_opt(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn int_opt(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn i32(&self, col: &str) -> Result<i32> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn i32_opt(&self, col: &str) -> Result<Option<i32>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn f64_opt(&self, col: &str) -> Result<Option<f64>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn boolean(&self, col: &str) -> Result<bool> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn ts_opt(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn uuid(&self, col: &str) -> Result<Uuid> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn json(&self, col: &str) -> Result<serde_json::Value> {
+        self.try_get(col).map_err(db_err)
+    }
+}
+
+/// PostgreSQL array types of the `TI_ALL` columns, in the same order.
+const TI_TYPES: [&str; 25] = [
+    "uuid",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int4",
+    "int4",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "float8",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "int4",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int8",
+    "timestamptz",
+    "int8",
+];
+
+/// `unnest($1::uuid[], ...) AS u(id, ...)` over every task-instance column.
+static TI_UNNEST: LazyLock<String> = LazyLock::new(|| {
+    let args: Vec<String> = TI_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", i + 1))
+        .collect();
+    format!("unnest({}) AS u({})", args.join(", "), TI_ALL.join(", "))
+});
+
+static TI_UPDATE: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = TI_MUTABLE
+        .iter()
+        .filter(|c| **c != "last_heartbeat_at")
+        .map(|c| format!("{c} = u.{c}"))
+        .collect();
+    format!(
+        "UPDATE task_instance AS t SET {}, last_heartbeat_at = {HEARTBEAT_RULE}, \
+         version = t.version + 1 FROM {} \
+         WHERE t.id = u.id AND t.version = u.version RETURNING t.id",
+        set.join(", "),
+        *TI_UNNEST
+    )
+});
+
+static TIH_INSERT: LazyLock<String> = LazyLock::new(|| {
+    let rest: Vec<&str> = TI_ALL.iter().copied().filter(|c| *c != "id").collect();
+    let set: Vec<String> = rest
+        .iter()
+        .filter(|c| **c != "try_number")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO task_instance_history (ti_id, {}) SELECT {} FROM {} \
+         ON CONFLICT (ti_id, try_number) DO UPDATE SET {}",
+        rest.join(", "),
+        TI_ALL.join(", "),
+        *TI_UNNEST,
+        set.join(", ")
+    )
+});
+
+/// Column arrays of task-instance rows, bound in `TI_ALL` order.
+struct TiArrays<'a> {
+    id: Vec<Uuid>,
+    run_pk: Vec<i64>,
+    dag_id: Vec<&'a str>,
+    run_id: Vec<&'a str>,
+    task_id: Vec<&'a str>,
+    map_index: Vec<i32>,
+    try_number: Vec<i32>,
+    max_tries: Vec<i32>,
+    state: Vec<&'static str>,
+    start_date: Vec<Option<DateTime<Utc>>>,
+    end_date: Vec<Option<DateTime<Utc>>>,
+    duration: Vec<Option<f64>>,
+    scheduled_dttm: Vec<Option<DateTime<Utc>>>,
+    queued_dttm: Vec<Option<DateTime<Utc>>>,
+    next_retry_at: Vec<Option<DateTime<Utc>>>,
+    pool: Vec<&'a str>,
+    pool_slots: Vec<i32>,
+    priority_weight: Vec<i64>,
+    queue: Vec<&'a str>,
+    operator: Vec<&'a str>,
+    hostname: Vec<Option<&'a str>>,
+    pid: Vec<Option<i32>>,
+    pid_start_ticks: Vec<Option<i64>>,
+    last_heartbeat_at: Vec<Option<DateTime<Utc>>>,
+    version: Vec<i64>,
+}
+
+impl<'a> TiArrays<'a> {
+    fn new(tis: &'a [TaskInstance]) -> Result<Self> {
+        let n = tis.len();
+        let mut a = TiArrays {
+            id: Vec::with_capacity(n),
+            run_pk: Vec::with_capacity(n),
+            dag_id: Vec::with_capacity(n),
+            run_id: Vec::with_capacity(n),
+            task_id: Vec::with_capacity(n),
+            map_index: Vec::with_capacity(n),
+            try_number: Vec::with_capacity(n),
+            max_tries: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            start_date: Vec::with_capacity(n),
+            end_date: Vec::with_capacity(n),
+            duration: Vec::with_capacity(n),
+            scheduled_dttm: Vec::with_capacity(n),
+            queued_dttm: Vec::with_capacity(n),
+            next_retry_at: Vec::with_capacity(n),
+            pool: Vec::with_capacity(n),
+            pool_slots: Vec::with_capacity(n),
+            priority_weight: Vec::with_capacity(n),
+            queue: Vec::with_capacity(n),
+            operator: Vec::with_capacity(n),
+            hostname: Vec::with_capacity(n),
+            pid: Vec::with_capacity(n),
+            pid_start_ticks: Vec::with_capacity(n),
+            last_heartbeat_at: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+        };
+        for t in tis {
+            a.id.push(t.id);
+            a.run_pk.push(t.run_pk);
+            a.dag_id.push(&t.dag_id);
+            a.run_id.push(&t.run_id);
+            a.task_id.push(&t.task_id);
+            a.map_index.push(t.map_index);
+            a.try_number.push(i32_of(t.try_number, "try_number")?);
+            a.max_tries.push(i32_of(t.max_tries, "max_tries")?);
+            a.state.push(t.state.as_str());
+            a.start_date.push(t.start_date);
+            a.end_date.push(t.end_date);
+            a.duration.push(t.duration);
+            a.scheduled_dttm.push(t.scheduled_dttm);
+            a.queued_dttm.push(t.queued_dttm);
+            a.next_retry_at.push(t.next_retry_at);
+            a.pool.push(&t.pool);
+            a.pool_slots.push(i32_of(t.pool_slots, "pool_slots")?);
+            a.priority_weight.push(t.priority_weight);
+            a.queue.push(&t.queue);
+            a.operator.push(&t.operator);
+            a.hostname.push(t.hostname.as_deref());
+            a.pid.push(t.pid);
+            a.pid_start_ticks.push(t.pid_start_ticks);
+            a.last_heartbeat_at.push(t.last_heartbeat_at);
+            a.version.push(t.version);
+        }
+        Ok(a)
+    }
+
+    fn bind<'q>(&'q self, q: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        q.bind(&self.id)
+            .bind(&self.run_pk)
+            .bind(&self.dag_id)
+            .bind(&self.run_id)
+            .bind(&self.task_id)
+            .bind(&self.map_index)
+            .bind(&self.try_number)
+            .bind(&self.max_tries)
+            .bind(&self.state)
+            .bind(&self.start_date)
+            .bind(&self.end_date)
+            .bind(&self.duration)
+            .bind(&self.scheduled_dttm)
+            .bind(&self.queued_dttm)
+            .bind(&self.next_retry_at)
+            .bind(&self.pool)
+            .bind(&self.pool_slots)
+            .bind(&self.priority_weight)
+            .bind(&self.queue)
+            .bind(&self.operator)
+            .bind(&self.hostname)
+            .bind(&self.pid)
+            .bind(&self.pid_start_ticks)
+            .bind(&self.last_heartbeat_at)
+            .bind(&self.version)
+    }
+}
+
+async fn post(conn: &mut PgConnection, item: &InboxItemInput) -> Result<()> {
+    q("SELECT pg_advisory_xact_lock($1)")
+        .bind(INBOX_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    q(
+        "WITH i AS (INSERT INTO scheduler_inbox (kind, dag_id, run_pk, created_at) \
+       VALUES ($1, $2, $3, $4) RETURNING id) \
+       SELECT pg_notify($5, i.id::text) FROM i",
+    )
+    .bind(item.kind.as_str())
+    .bind(item.dag_id.as_deref())
+    .bind(item.run_pk)
+    .bind(now())
+    .bind(CHANNEL)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn item(kind: InboxKind, dag_id: &str, run_pk: Option<i64>) -> InboxItemInput {
+    InboxItemInput {
+        kind,
+        dag_id: Some(dag_id.to_string()),
+        run_pk,
+    }
+}
+
+async fn update_tis(conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<Vec<i64>> {
+    if tis.is_empty() {
+        return Ok(Vec::new());
+    }
+    let arrays = TiArrays::new(tis)?;
+    let done: Vec<Uuid> = arrays
+        .bind(q(&TI_UPDATE))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| r.uuid("id"))
+        .collect::<Result<_>>()?;
+    if done.len() == tis.len() {
+        return Ok(Vec::new());
+    }
+    let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
+    Ok(tis
+        .iter()
+        .filter(|t| !done.contains(&t.id))
+        .map(|t| t.run_pk)
+        .collect())
+}
+
+async fn update_runs(conn: &mut PgConnection, runs: &[DagRun]) -> Result<Vec<i64>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let states: Vec<&str> = runs.iter().map(|r| r.state.as_str()).collect();
+    let queued: Vec<Option<DateTime<Utc>>> = runs.iter().map(|r| r.queued_at).collect();
+    let start: Vec<Option<DateTime<Utc>>> = runs.iter().map(|r| r.start_date).collect();
+    let end: Vec<Option<DateTime<Utc>>> = runs.iter().map(|r| r.end_date).collect();
+    let note: Vec<Option<&str>> = runs.iter().map(|r| r.note.as_deref()).collect();
+    let version: Vec<i64> = runs.iter().map(|r| r.version).collect();
+    let done: Vec<i64> = qs(
+        "UPDATE dag_run AS r SET state = u.state, queued_at = u.queued_at, \
+         start_date = u.start_date, end_date = u.end_date, note = u.note, \
+         version = r.version + 1 \
+         FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+         $5::timestamptz[], $6::text[], $7::int8[]) \
+         AS u(id, state, queued_at, start_date, end_date, note, version) \
+         WHERE r.id = u.id AND r.version = u.version RETURNING r.id",
+    )
+    .bind(&ids)
+    .bind(&states)
+    .bind(&queued)
+    .bind(&start)
+    .bind(&end)
+    .bind(&note)
+    .bind(&version)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(runs
+        .iter()
+        .filter(|r| !done.contains(&r.id))
+        .map(|r| r.id)
+        .collect())
+}
+
+async fn insert_history(conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<()> {
+    if tis.is_empty() {
+        return Ok(());
+    }
+    let arrays = TiArrays::new(tis)?;
+    arrays
+        .bind(q(&TIH_INSERT))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+async fn run_by_key(
+    conn: &mut PgConnection,
+    dag_id: &str,
+    run_id: &str,
+    for_update: bool,
+) -> Result<Option<DagRun>> {
+    let sql = format!(
+        "SELECT {} FROM dag_run WHERE dag_id = $1 AND run_id = $2{}",
+        common::DAG_RUN_COLS,
+        if for_update { " FOR UPDATE" } else { "" }
+    );
+    q(&sql)
+        .bind(dag_id)
+        .bind(run_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(common::dag_run)
+        .transpose()
+}
+
+async fn max_id(pool: &PgPool) -> Result<i64> {
+    qs("SELECT COALESCE(MAX(id), 0)::int8 FROM scheduler_inbox")
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut l = match PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "inbox listener cannot connect; polling only");
+            return None;
+        }
+    };
+    match l.listen(CHANNEL).await {
+        Ok(()) => Some(l),
+        Err(e) => {
+            tracing::debug!(error = %e, "inbox LISTEN failed; polling only");
+            None
+        }
+    }
+}
+
+enum Wake {
+    Closed,
+    Notified,
+    ListenerFailed,
+    Tick,
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // transaction-scoped, so concurrent `db migrate` calls serialize even via PgBouncer
+        q("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        exec_raw(
+            &mut tx,
+            "CREATE TABLE IF NOT EXISTS updraft_schema_migration (version BIGINT PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .await
+        .map_err(db_err)?;
+        let applied: Vec<i64> = qs("SELECT version FROM updraft_schema_migration")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for m in common::POSTGRES_MIGRATIONS {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "applying postgres migration"
+            );
+            exec_raw(&mut tx, m.sql)
+                .await
+                .map_err(|e| Error::Database(format!("migration {} failed: {e}", m.version)))?;
+            q(
+                "INSERT INTO updraft_schema_migration (version, name, applied_at) \
+               VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn check(&self) -> Result<SchemaStatus> {
+        let applied: i64 = qs("SELECT COUNT(*) FROM updraft_schema_migration")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match db_err(e) {
+                Error::NotMigrated(_) => Error::NotMigrated("no migrations applied".into()),
+                e => e,
+            })?;
+        let latest = common::POSTGRES_MIGRATIONS.last().map_or(0, |m| m.version);
+        if applied < latest {
+            return Err(Error::NotMigrated(format!(
+                "{applied} of {latest} migrations applied"
+            )));
+        }
+        Ok(SchemaStatus {
+            backend: "postgres",
+            applied_migrations: applied,
+            latest_migration: latest,
+        })
+    }
+
+    async fn reset(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        q("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        exec_raw(
+            &mut tx,
+            &format!("DROP TABLE IF EXISTS {} CASCADE", common::TABLES.join(", ")),
+        )
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await?;
+        self.migrate().await
+    }
+
+    async fn upsert_dag(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert> {
+        let hash = spec.content_hash();
+        let json = common::spec_json(spec)?;
+        let at = now();
+        let mut tx = self.begin().await?;
+        let existing: Option<(i64, String, bool)> =
+            qa("SELECT latest_version, spec_hash, is_active FROM dag WHERE dag_id = $1 FOR UPDATE")
+                .bind(&spec.dag_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let result = match existing {
+            None => {
+                let paused = spec.is_paused_upon_creation.unwrap_or(paused_by_default);
+                q(
+                    "INSERT INTO dag (dag_id, fileloc, is_paused, is_active, latest_version, \
+                   spec_hash, last_parsed_at, created_at) \
+                   VALUES ($1, $2, $3, TRUE, 1, $4, $5, $5)",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(paused)
+                .bind(&hash)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                DagUpsert {
+                    version: 1,
+                    changed: true,
+                    created: true,
+                }
+            }
+            Some((version, old_hash, active)) if old_hash == hash => {
+                q(
+                    "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3 \
+                   WHERE dag_id = $1",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if !active {
+                    post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+                }
+                self.commit(tx, !active).await?;
+                return Ok(DagUpsert {
+                    version,
+                    changed: false,
+                    created: false,
+                });
+            }
+            Some((version, _, _)) => {
+                q(
+                    "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3, \
+                   latest_version = $4, spec_hash = $5 WHERE dag_id = $1",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(at)
+                .bind(version + 1)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                DagUpsert {
+                    version: version + 1,
+                    changed: true,
+                    created: false,
+                }
+            }
+        };
+        q(
+            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
+           VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&spec.dag_id)
+        .bind(result.version)
+        .bind(&hash)
+        .bind(&json)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+        self.commit(tx, true).await?;
+        Ok(result)
+    }
+
+    async fn deactivate_missing_dags(
+        &self,
+        fileloc: &str,
+        dag_ids: &[String],
+    ) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        let mut gone: Vec<String> = qs(
+            "UPDATE dag SET is_active = FALSE WHERE fileloc = $1 AND is_active \
+             AND NOT (dag_id = ANY($2)) RETURNING dag_id",
+        )
+        .bind(fileloc)
+        .bind(dag_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for d in &gone {
+            post(&mut tx, &item(InboxKind::DagChanged, d, None)).await?;
+        }
+        self.commit(tx, !gone.is_empty()).await?;
+        gone.sort();
+        Ok(gone)
+    }
+
+    async fn deactivate_dags_outside(&self, filelocs: &[String]) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        let mut gone: Vec<String> = qs("UPDATE dag SET is_active = FALSE WHERE is_active \
+             AND NOT (fileloc = ANY($1)) RETURNING dag_id")
+        .bind(filelocs)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for d in &gone {
+            post(&mut tx, &item(InboxKind::DagChanged, d, None)).await?;
+        }
+        self.commit(tx, !gone.is_empty()).await?;
+        gone.sort();
+        Ok(gone)
+    }
+
+    async fn get_dag(&self, dag_id: &str) -> Result<Option<DagRecord>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE d.dag_id = $1",
+            common::DAG_COLS,
+            common::DAG_FROM
+        );
+        q(&sql)
+            .bind(dag_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_record)
+            .transpose()
+    }
+
+    async fn get_dag_version(&self, dag_id: &str, version: i64) -> Result<Option<DagSpec>> {
+        let spec: Option<serde_json::Value> =
+            qs("SELECT spec FROM dag_version WHERE dag_id = $1 AND version = $2")
+                .bind(dag_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        spec.map(|s| {
+            serde_json::from_value(s)
+                .map_err(|e| Error::Database(format!("bad spec of dag `{dag_id}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn list_dags(&self, include_inactive: bool) -> Result<Vec<DagRecord>> {
+        let sql = format!(
+            "SELECT {} FROM {} {} ORDER BY d.dag_id",
+            common::DAG_COLS,
+            common::DAG_FROM,
+            if include_inactive {
+                ""
+            } else {
+                "WHERE d.is_active"
+            }
+        );
+        q(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::dag_record)
+            .collect()
+    }
+
+    async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = q("UPDATE dag SET is_paused = $2 WHERE dag_id = $1")
+            .bind(dag_id)
+            .bind(paused)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(common::dag_not_found(dag_id));
+        }
+        post(&mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn delete_dag(&self, dag_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // foreign keys cascade to versions, runs, task instances, history, xcoms
+        let n = q("DELETE FROM dag WHERE dag_id = $1")
+            .bind(dag_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(common::dag_not_found(dag_id));
+        }
+        post(&mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn set_import_error(
+        &self,
+        filename: &str,
+        error: Option<&ImportErrorInput>,
+    ) -> Result<()> {
+        match error {
+            None => {
+                q("DELETE FROM import_error WHERE filename = $1")
+                    .bind(filename)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+            }
+            Some(e) => {
+                let line = e.line.map(|l| i32_of(l, "line")).transpose()?;
+                q(
+                    "INSERT INTO import_error (filename, line, message, timestamp) \
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (filename) DO UPDATE SET \
+                   line = excluded.line, message = excluded.message, \
+                   timestamp = excluded.timestamp",
+                )
+                .bind(filename)
+                .bind(line)
+                .bind(&e.message)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_import_errors(&self) -> Result<Vec<ImportError>> {
+        q("SELECT id, filename, line, message, timestamp FROM import_error ORDER BY filename")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::import_error)
+            .collect()
+    }
+
+    async fn retain_import_errors(&self, filenames: &[String]) -> Result<()> {
+        q("DELETE FROM import_error WHERE NOT (filename = ANY($1))")
+            .bind(filenames)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<DagRun> {
+        let mut tx = self.begin().await?;
+        let exists: Option<i32> = qs("SELECT 1 FROM dag WHERE dag_id = $1")
+            .bind(&run.dag_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if exists.is_none() {
+            return Err(common::dag_not_found(&run.dag_id));
+        }
+        let sql = format!(
+            "INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, \
+             data_interval_start, data_interval_end, run_after, queued_at, conf, dag_version, \
+             triggered_by) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING {}",
+            common::DAG_RUN_COLS
+        );
+        let row = q(&sql)
+            .bind(&run.dag_id)
+            .bind(&run.run_id)
+            .bind(run.run_type.as_str())
+            .bind(run.logical_date)
+            .bind(run.data_interval_start)
+            .bind(run.data_interval_end)
+            .bind(run.run_after)
+            .bind(run.queued_at)
+            .bind(&run.conf)
+            .bind(run.dag_version)
+            .bind(&run.triggered_by)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match db_err(e) {
+                Error::Conflict(m) => Error::Conflict(common::run_conflict(
+                    &m,
+                    &run.dag_id,
+                    &run.run_id,
+                    run.logical_date,
+                )),
+                e => e,
+            })?;
+        let created = common::dag_run(&row)?;
+        if !run.tasks.is_empty() {
+            let t = &run.tasks;
+            let ids: Vec<Uuid> = t.iter().map(|_| Uuid::now_v7()).collect();
+            let task_ids: Vec<&str> = t.iter().map(|t| t.task_id.as_str()).collect();
+            let map_index: Vec<i32> = t.iter().map(|t| t.map_index).collect();
+            let max_tries: Vec<i32> = t
+                .iter()
+                .map(|t| i32_of(t.max_tries, "max_tries"))
+                .collect::<Result<_>>()?;
+            let pool: Vec<&str> = t.iter().map(|t| t.pool.as_str()).collect();
+            let slots: Vec<i32> = t
+                .iter()
+                .map(|t| i32_of(t.pool_slots, "pool_slots"))
+                .collect::<Result<_>>()?;
+            let weight: Vec<i64> = t.iter().map(|t| t.priority_weight).collect();
+            let queue: Vec<&str> = t.iter().map(|t| t.queue.as_str()).collect();
+            let operator: Vec<&str> = t.iter().map(|t| t.operator.as_str()).collect();
+            q(
+                "INSERT INTO task_instance (id, run_pk, dag_id, run_id, task_id, map_index, \
+               max_tries, retries, pool, pool_slots, priority_weight, queue, operator) \
+               SELECT u.id, $1, $2, $3, u.task_id, u.map_index, u.max_tries, u.max_tries, \
+               u.pool, u.pool_slots, u.priority_weight, u.queue, u.operator \
+               FROM unnest($4::uuid[], $5::text[], $6::int4[], $7::int4[], $8::text[], \
+               $9::int4[], $10::int8[], $11::text[], $12::text[]) \
+               AS u(id, task_id, map_index, max_tries, pool, pool_slots, priority_weight, \
+               queue, operator)",
+            )
+            .bind(created.id)
+            .bind(&run.dag_id)
+            .bind(&run.run_id)
+            .bind(&ids)
+            .bind(&task_ids)
+            .bind(&map_index)
+            .bind(&max_tries)
+            .bind(&pool)
+            .bind(&slots)
+            .bind(&weight)
+            .bind(&queue)
+            .bind(&operator)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        post(
+            &mut tx,
+            &item(InboxKind::RunCreated, &run.dag_id, Some(created.id)),
+        )
+        .await?;
+        self.commit(tx, true).await?;
+        Ok(created)
+    }
+
+    async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        run_by_key(&mut conn, dag_id, run_id, false).await
+    }
+
+    async fn get_run_by_id(&self, id: i64) -> Result<Option<DagRun>> {
+        let sql = format!("SELECT {} FROM dag_run WHERE id = $1", common::DAG_RUN_COLS);
+        q(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_run)
+            .transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<DagRun>> {
+        let mut b = sqlx::QueryBuilder::<Postgres>::new(format!(
+            "SELECT {} FROM dag_run WHERE TRUE",
+            common::DAG_RUN_COLS
+        ));
+        if let Some(d) = &filter.dag_id {
+            b.push(" AND dag_id = ").push_bind(d.clone());
+        }
+        if !filter.states.is_empty() {
+            let s: Vec<String> = filter.states.iter().map(|s| s.to_string()).collect();
+            b.push(" AND state = ANY(").push_bind(s).push(")");
+        }
+        if !filter.run_types.is_empty() {
+            let s: Vec<String> = filter.run_types.iter().map(|s| s.to_string()).collect();
+            b.push(" AND run_type = ANY(").push_bind(s).push(")");
+        }
+        if let Some(t) = filter.logical_date_gte {
+            b.push(" AND logical_date >= ").push_bind(t);
+        }
+        if let Some(t) = filter.logical_date_lte {
+            b.push(" AND logical_date <= ").push_bind(t);
+        }
+        let dir = if filter.newest_first { "DESC" } else { "ASC" };
+        b.push(format!(" ORDER BY run_after {dir}, id {dir} LIMIT "))
+            .push_bind(filter.limit)
+            .push(" OFFSET ")
+            .push_bind(filter.offset.unwrap_or(0));
+        b.build()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::dag_run)
+            .collect()
+    }
+
+    async fn active_runs(&self) -> Result<Vec<DagRun>> {
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE state IN ('queued', 'running') ORDER BY id",
+            common::DAG_RUN_COLS
+        );
+        q(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::dag_run)
+            .collect()
+    }
+
+    async fn latest_run(&self, dag_id: &str, run_types: &[RunType]) -> Result<Option<DagRun>> {
+        let types: Vec<&str> = run_types.iter().map(|t| t.as_str()).collect();
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE dag_id = $1 \
+             AND (cardinality($2::text[]) = 0 OR run_type = ANY($2)) \
+             ORDER BY logical_date DESC NULLS LAST, run_after DESC, id DESC LIMIT 1",
+            common::DAG_RUN_COLS
+        );
+        q(&sql)
+            .bind(dag_id)
+            .bind(&types)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_run)
+            .transpose()
+    }
+
+    async fn previous_run(&self, dag_id: &str, before: DateTime<Utc>) -> Result<Option<DagRun>> {
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+             ORDER BY logical_date DESC LIMIT 1",
+            common::DAG_RUN_COLS
+        );
+        q(&sql)
+            .bind(dag_id)
+            .bind(before)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_run)
+            .transpose()
+    }
+
+    async fn set_run_state(&self, dag_id: &str, run_id: &str, state: RunState) -> Result<DagRun> {
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id, true)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        updraft_core::state::check_run_transition(run.state, state)?;
+        let mut new = common::run_marked(&run, state, now());
+        let stale = update_runs(&mut tx, std::slice::from_ref(&new)).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        new.version += 1;
+        Ok(new)
+    }
+
+    async fn delete_run(&self, dag_id: &str, run_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let id: Option<i64> =
+            qs("DELETE FROM dag_run WHERE dag_id = $1 AND run_id = $2 RETURNING id")
+                .bind(dag_id)
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let Some(id) = id else {
+            return Err(common::run_not_found(dag_id, run_id));
+        };
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(id))).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn list_task_instances(&self, dag_id: &str, run_id: &str) -> Result<Vec<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = \
+             (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
+             ORDER BY task_id, map_index",
+            common::TI_COLS
+        );
+        q(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn task_instances_of_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstance>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = ANY($1) \
+             ORDER BY run_pk, task_id, map_index",
+            common::TI_COLS
+        );
+        q(&sql)
+            .bind(run_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn get_task_instance(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+    ) -> Result<Option<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = \
+             (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
+             AND task_id = $3 AND map_index = $4",
+            common::TI_COLS
+        );
+        q(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::task_instance)
+            .transpose()
+    }
+
+    async fn task_instance_history(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+    ) -> Result<Vec<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instance_history WHERE ti_id = \
+             (SELECT t.id FROM task_instance t JOIN dag_run r ON r.id = t.run_pk \
+              WHERE r.dag_id = $1 AND r.run_id = $2 AND t.task_id = $3 AND t.map_index = $4) \
+             ORDER BY try_number",
+            common::TIH_COLS
+        );
+        q(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn task_instances_in_states(&self, states: &[TaskState]) -> Result<Vec<TaskInstance>> {
+        let s: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE state = ANY($1) \
+             ORDER BY run_pk, task_id, map_index",
+            common::TI_COLS
+        );
+        q(&sql)
+            .bind(&s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn past_task_state(
+        &self,
+        dag_id: &str,
+        task_id: &str,
+        before: DateTime<Utc>,
+    ) -> Result<PastState> {
+        let prev: Option<i64> = qs(
+            "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+             ORDER BY logical_date DESC LIMIT 1",
+        )
+        .bind(dag_id)
+        .bind(before)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(run_pk) = prev else {
+            return Ok(PastState::NoPreviousRun);
+        };
+        let state: Option<String> = qs(
+            "SELECT state FROM task_instance WHERE run_pk = $1 AND task_id = $2 \
+             ORDER BY map_index LIMIT 1",
+        )
+        .bind(run_pk)
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        match state {
+            None => Ok(PastState::Missing),
+            Some(s) => Ok(PastState::State(common::task_state(&s)?)),
+        }
+    }
+
+    async fn set_task_state(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+        state: TaskState,
+    ) -> Result<TaskInstance> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = \
+             (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
+             AND task_id = $3 AND map_index = $4 FOR UPDATE",
+            common::TI_COLS
+        );
+        let ti = q(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::task_instance)
+            .transpose()?
+            .ok_or_else(|| common::ti_not_found(dag_id, run_id, task_id, map_index))?;
+        updraft_core::state::check_task_transition(ti.state, state)?;
+        let mut new = common::marked(&ti, state, now());
+        let stale = update_tis(&mut tx, std::slice::from_ref(&new)).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        post(
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(ti.run_pk)),
+        )
+        .await?;
+        self.commit(tx, true).await?;
+        new.version += 1;
+        Ok(new)
+    }
+
+    async fn clear_tasks(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<TaskInstance>> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id, true)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        let sql = format!(
+            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
+             AND (cardinality($2::text[]) = 0 OR task_id = ANY($2)) \
+             ORDER BY task_id, map_index FOR UPDATE",
+            common::TI_COLS
+        );
+        let rows = q(&sql)
+            .bind(run.id)
+            .bind(task_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut archive = Vec::new();
+        let mut cleared = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ti = common::task_instance(row)?;
+            let retries = common::u32_of(row.i32("retries")?, "retries")?;
+            if common::clear_archives(&ti) {
+                archive.push(ti.clone());
+            }
+            cleared.push(common::cleared(&ti, retries));
+        }
+        insert_history(&mut tx, &archive).await?;
+        let stale = update_tis(&mut tx, &cleared).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        let new_run = common::run_marked(&run, RunState::Queued, at);
+        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        for t in &mut cleared {
+            t.version += 1;
+        }
+        Ok(cleared)
+    }
+
+    async fn heartbeat(&self, ti_ids: &[Uuid], at: DateTime<Utc>) -> Result<()> {
+        if ti_ids.is_empty() {
+            return Ok(());
+        }
+        q("UPDATE task_instance SET last_heartbeat_at = $1 WHERE id = ANY($2)")
+            .bind(at)
+            .bind(ti_ids)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let mut stale = update_tis(&mut tx, &batch.task_instances).await?;
+        stale.extend(update_runs(&mut tx, &batch.runs).await?);
+        if !stale.is_empty() {
+            // dropping the transaction rolls every write of the batch back
+            return Err(common::stale_runs(stale));
+        }
+        insert_history(&mut tx, &batch.history).await?;
+        if !batch.rendered.is_empty() {
+            let ids: Vec<Uuid> = batch.rendered.iter().map(|r| r.ti_id).collect();
+            let tries: Vec<i32> = batch
+                .rendered
+                .iter()
+                .map(|r| i32_of(r.try_number, "try_number"))
+                .collect::<Result<_>>()?;
+            let fields: Vec<&serde_json::Value> =
+                batch.rendered.iter().map(|r| &r.fields).collect();
+            q(
+                "INSERT INTO rendered_task_instance_fields (ti_id, try_number, rendered_fields) \
+               SELECT * FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) \
+               ON CONFLICT (ti_id, try_number) \
+               DO UPDATE SET rendered_fields = excluded.rendered_fields",
+            )
+            .bind(&ids)
+            .bind(&tries)
+            .bind(&fields)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        if !batch.clear_xcoms_of.is_empty() {
+            q("DELETE FROM xcom WHERE ti_id = ANY($1)")
+                .bind(&batch.clear_xcoms_of)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        if !batch.xcoms.is_empty() {
+            let x = &batch.xcoms;
+            let ti: Vec<Uuid> = x.iter().map(|x| x.ti_id).collect();
+            let dag: Vec<&str> = x.iter().map(|x| x.dag_id.as_str()).collect();
+            let run: Vec<&str> = x.iter().map(|x| x.run_id.as_str()).collect();
+            let task: Vec<&str> = x.iter().map(|x| x.task_id.as_str()).collect();
+            let map: Vec<i32> = x.iter().map(|x| x.map_index).collect();
+            let key: Vec<&str> = x.iter().map(|x| x.key.as_str()).collect();
+            let value: Vec<&serde_json::Value> = x.iter().map(|x| &x.value).collect();
+            let ts: Vec<DateTime<Utc>> = x.iter().map(|x| x.timestamp).collect();
+            q(
+                "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, \
+               timestamp) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+               $5::int4[], $6::text[], $7::jsonb[], $8::timestamptz[]) \
+               ON CONFLICT (ti_id, key) DO UPDATE SET value = excluded.value, \
+               timestamp = excluded.timestamp",
+            )
+            .bind(&ti)
+            .bind(&dag)
+            .bind(&run)
+            .bind(&task)
+            .bind(&map)
+            .bind(&key)
+            .bind(&value)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn get_rendered_fields(
+        &self,
+        ti_id: Uuid,
+        try_number: u32,
+    ) -> Result<Option<serde_json::Value>> {
+        qs("SELECT rendered_fields FROM rendered_task_instance_fields \
+            WHERE ti_id = $1 AND try_number = $2")
+        .bind(ti_id)
+        .bind(i32_of(try_number, "try_number")?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn get_xcom(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        qs(
+            "SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 \
+            AND map_index = $4 AND key = $5",
+        )
+        .bind(dag_id)
+        .bind(run_id)
+        .bind(task_id)
+        .bind(map_index)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn list_xcoms(&self, dag_id: &str, run_id: &str) -> Result<Vec<XCom>> {
+        let sql = format!(
+            "SELECT {} FROM xcom WHERE dag_id = $1 AND run_id = $2 \
+             ORDER BY task_id, map_index, key",
+            common::XCOM_COLS
+        );
+        q(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::xcom)
+            .collect()
+    }
+
+    async fn get_variable(&self, key: &str) -> Result<Option<Variable>> {
+        q("SELECT key, val, description FROM variable WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::variable)
+            .transpose()
+    }
+
+    async fn set_variable(&self, key: &str, value: &str, description: Option<&str>) -> Result<()> {
+        q(
+            "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
+           ON CONFLICT (key) DO UPDATE SET val = excluded.val, description = excluded.description",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(description)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_variable(&self, key: &str) -> Result<bool> {
+        let n = q("DELETE FROM variable WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn list_variables(&self) -> Result<Vec<Variable>> {
+        q("SELECT key, val, description FROM variable ORDER BY key")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::variable)
+            .collect()
+    }
+
+    async fn get_pool(&self, name: &str) -> Result<Option<Pool>> {
+        q("SELECT pool, slots, description FROM slot_pool WHERE pool = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::pool)
+            .transpose()
+    }
+
+    async fn list_pools(&self) -> Result<Vec<Pool>> {
+        q("SELECT pool, slots, description FROM slot_pool ORDER BY pool")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::pool)
+            .collect()
+    }
+
+    async fn set_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<()> {
+        common::check_pool_slots(name, slots)?;
+        let mut tx = self.begin().await?;
+        q(
+            "INSERT INTO slot_pool (pool, slots, description) VALUES ($1, $2, $3) \
+           ON CONFLICT (pool) DO UPDATE SET slots = excluded.slots, \
+           description = excluded.description",
+        )
+        .bind(name)
+        .bind(slots)
+        .bind(description)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        post(
+            &mut tx,
+            &InboxItemInput {
+                kind: InboxKind::PoolsChanged,
+                dag_id: None,
+                run_pk: None,
+            },
+        )
+        .await?;
+        self.commit(tx, true).await
+    }
+
+    async fn delete_pool(&self, name: &str) -> Result<bool> {
+        if name == common::DEFAULT_POOL {
+            return Err(Error::Invalid(format!(
+                "`{name}` cannot be deleted; set its slots instead"
+            )));
+        }
+        let mut tx = self.begin().await?;
+        let n = q("DELETE FROM slot_pool WHERE pool = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n > 0 {
+            post(
+                &mut tx,
+                &InboxItemInput {
+                    kind: InboxKind::PoolsChanged,
+                    dag_id: None,
+                    run_pk: None,
+                },
+            )
+            .await?;
+        }
+        self.commit(tx, n > 0).await?;
+        Ok(n > 0)
+    }
+
+    async fn post_inbox(&self, item: &InboxItemInput) -> Result<()> {
+        let mut tx = self.begin().await?;
+        post(&mut tx, item).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn read_inbox(&self, after_id: i64, limit: i64) -> Result<Vec<InboxItem>> {
+        q(
+            "SELECT id, kind, dag_id, run_pk, created_at FROM scheduler_inbox WHERE id > $1 \
+           ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(common::inbox_item)
+        .collect()
+    }
+
+    async fn trim_inbox(&self, up_to_id: i64) -> Result<()> {
+        q("DELETE FROM scheduler_inbox WHERE id <= $1")
+            .bind(up_to_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn max_inbox_id(&self) -> Result<i64> {
+        max_id(&self.pool).await
+    }
+
+    async fn inbox_waker(&self, poll: Duration) -> Result<mpsc::Receiver<()>> {
+        let (tx, rx) = mpsc::channel(1);
+        let mut last = max_id(&self.pool).await?;
+        self.wake.register(tx.clone());
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            // LISTEN needs a session of its own; through PgBouncer in transaction mode it
+            // never hears anything, and polling below still wakes the scheduler.
+            let mut listener = listen(&pool).await;
+            loop {
+                let event = {
+                    let notified = async {
+                        match listener.as_mut() {
+                            Some(l) => l.recv().await.map(|_| ()),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = tx.closed() => Wake::Closed,
+                        r = notified => if r.is_ok() { Wake::Notified } else { Wake::ListenerFailed },
+                        _ = tokio::time::sleep(poll) => Wake::Tick,
+                    }
+                };
+                match event {
+                    Wake::Closed => return,
+                    Wake::Notified => {
+                        let _ = tx.try_send(());
+                        continue;
+                    }
+                    Wake::ListenerFailed => {
+                        tracing::debug!("inbox listener failed; polling only");
+                        listener = None;
+                    }
+                    Wake::Tick => {}
+                }
+                match max_id(&pool).await {
+                    Ok(m) if m > last => {
+                        last = m;
+                        let _ = tx.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "inbox poll failed"),
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let expires = now + common::ttl(ttl)?;
+        let got: Option<String> = qs(
+            "INSERT INTO lease (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at, acquired_at = CASE \
+             WHEN lease.holder = excluded.holder THEN lease.acquired_at \
+             ELSE excluded.acquired_at END \
+             WHERE lease.holder = excluded.holder OR lease.expires_at <= excluded.acquired_at \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .bind(expires)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(got.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        q("DELETE FROM lease WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+/// Runs SQL text that may hold several statements (simple query protocol, no parameters).
+async fn exec_raw(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(sql).await.map(|_| ())
+}

@@ -1,0 +1,1606 @@
+//! The SQLite store: one file shared by several processes (CLI, scheduler, API server).
+//!
+//! WAL mode lets readers run next to the one writer. Every write transaction starts with
+//! `BEGIN IMMEDIATE`, so it takes the write lock up front (waiting up to the busy timeout, then
+//! retrying) instead of failing with `SQLITE_BUSY` when it upgrades from a read. Within one
+//! process, writes go through a one-connection pool, so they queue instead of contending.
+//! Bulk writes pass their rows as one JSON array expanded by `json_each`, so a batch of
+//! 10,000 rows is one statement, not 10,000 calls into the driver.
+
+use crate::common::{
+    self, Get, HEARTBEAT_RULE, LocalWake, TI_ALL, TI_MUTABLE, db_err, now, ts_text, ts_text_opt,
+};
+use crate::{
+    Batch, DagRecord, DagRun, DagUpsert, Error, ImportError, ImportErrorInput, InboxItem,
+    InboxItemInput, InboxKind, NewRun, PastState, Pool, RenderedFields, Result, RunFilter,
+    SchemaStatus, Store, TaskInstance, Variable, XCom,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use updraft_core::{DagSpec, RunState, RunType, TaskState};
+use uuid::Uuid;
+
+/// How long a writer keeps retrying `BEGIN IMMEDIATE` while another process holds the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+    wake: Arc<LocalWake>,
+}
+
+impl SqliteStore {
+    /// Opens `sqlite://PATH` (the file is created if missing) or `sqlite::memory:`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Invalid(format!("bad sqlite url `{url}`: {e}")))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .synchronous(SqliteSynchronous::Normal);
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        if memory {
+            // every connection to `:memory:` is its own database: keep exactly one, forever
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(opts)
+                .await
+                .map_err(db_err)?;
+            return Ok(Self {
+                read: pool.clone(),
+                write: pool,
+                wake: Arc::default(),
+            });
+        }
+        let opts = opts.journal_mode(SqliteJournalMode::Wal);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(db_err)?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        Ok(Self {
+            read,
+            write,
+            wake: Arc::default(),
+        })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match self.write.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => return Ok(tx),
+                Err(e) if common::is_busy(&e) && Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "sqlite database is locked, retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+    }
+
+    async fn commit(&self, tx: Transaction<'static, Sqlite>, posted: bool) -> Result<()> {
+        tx.commit().await.map_err(db_err)?;
+        if posted {
+            self.wake.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Get for SqliteRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn text_opt(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn int_opt(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn i32(&self, col: &str) -> Result<i32> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn i32_opt(&self, col: &str) -> Result<Option<i32>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn f64_opt(&self, col: &str) -> Result<Option<f64>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn boolean(&self, col: &str) -> Result<bool> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>> {
+        common::parse_ts(&self.text(col)?)
+    }
+    fn ts_opt(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        self.text_opt(col)?
+            .map(|s| common::parse_ts(&s))
+            .transpose()
+    }
+    fn uuid(&self, col: &str) -> Result<Uuid> {
+        let s = self.text(col)?;
+        Uuid::parse_str(&s).map_err(|e| Error::Database(format!("bad uuid `{s}` in `{col}`: {e}")))
+    }
+    fn json(&self, col: &str) -> Result<serde_json::Value> {
+        let s = self.text(col)?;
+        serde_json::from_str(&s)
+            .map_err(|e| Error::Database(format!("bad json in column `{col}`: {e}")))
+    }
+}
+
+fn json_list<T: Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).expect("plain values serialize")
+}
+
+/// A task instance as one element of the JSON array that bulk statements expand.
+#[derive(Serialize)]
+struct TiJson<'a> {
+    id: Uuid,
+    run_pk: i64,
+    dag_id: &'a str,
+    run_id: &'a str,
+    task_id: &'a str,
+    map_index: i32,
+    try_number: u32,
+    max_tries: u32,
+    state: &'static str,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    duration: Option<f64>,
+    scheduled_dttm: Option<String>,
+    queued_dttm: Option<String>,
+    next_retry_at: Option<String>,
+    pool: &'a str,
+    pool_slots: u32,
+    priority_weight: i64,
+    queue: &'a str,
+    operator: &'a str,
+    hostname: Option<&'a str>,
+    pid: Option<i32>,
+    pid_start_ticks: Option<i64>,
+    last_heartbeat_at: Option<String>,
+    version: i64,
+}
+
+impl<'a> From<&'a TaskInstance> for TiJson<'a> {
+    fn from(t: &'a TaskInstance) -> Self {
+        TiJson {
+            id: t.id,
+            run_pk: t.run_pk,
+            dag_id: &t.dag_id,
+            run_id: &t.run_id,
+            task_id: &t.task_id,
+            map_index: t.map_index,
+            try_number: t.try_number,
+            max_tries: t.max_tries,
+            state: t.state.as_str(),
+            start_date: ts_text_opt(t.start_date),
+            end_date: ts_text_opt(t.end_date),
+            duration: t.duration,
+            scheduled_dttm: ts_text_opt(t.scheduled_dttm),
+            queued_dttm: ts_text_opt(t.queued_dttm),
+            next_retry_at: ts_text_opt(t.next_retry_at),
+            pool: &t.pool,
+            pool_slots: t.pool_slots,
+            priority_weight: t.priority_weight,
+            queue: &t.queue,
+            operator: &t.operator,
+            hostname: t.hostname.as_deref(),
+            pid: t.pid,
+            pid_start_ticks: t.pid_start_ticks,
+            last_heartbeat_at: ts_text_opt(t.last_heartbeat_at),
+            version: t.version,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RunJson<'a> {
+    id: i64,
+    state: &'static str,
+    queued_at: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    note: Option<&'a str>,
+    version: i64,
+}
+
+fn json_select(cols: &[&str]) -> String {
+    cols.iter()
+        .map(|c| format!("value ->> '{c}' AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+static TI_UPDATE: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = TI_MUTABLE
+        .iter()
+        .filter(|c| **c != "last_heartbeat_at")
+        .map(|c| format!("{c} = u.{c}"))
+        .collect();
+    let mut sel = vec!["id", "version"];
+    sel.extend(TI_MUTABLE);
+    format!(
+        "UPDATE task_instance AS t SET {}, last_heartbeat_at = {HEARTBEAT_RULE}, \
+         version = t.version + 1 \
+         FROM (SELECT {} FROM json_each($1)) AS u \
+         WHERE t.id = u.id AND t.version = u.version RETURNING t.id",
+        set.join(", "),
+        json_select(&sel)
+    )
+});
+
+static TIH_INSERT: LazyLock<String> = LazyLock::new(|| {
+    let cols: Vec<&str> = TI_ALL.iter().copied().filter(|c| *c != "id").collect();
+    let set: Vec<String> = cols
+        .iter()
+        .filter(|c| **c != "try_number")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO task_instance_history (ti_id, {}) SELECT value ->> 'id', {} \
+         FROM json_each($1) WHERE true \
+         ON CONFLICT (ti_id, try_number) DO UPDATE SET {}",
+        cols.join(", "),
+        cols.iter()
+            .map(|c| format!("value ->> '{c}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        set.join(", ")
+    )
+});
+
+const RUN_UPDATE: &str = "UPDATE dag_run AS r SET state = u.state, queued_at = u.queued_at, \
+    start_date = u.start_date, end_date = u.end_date, note = u.note, version = r.version + 1 \
+    FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state, \
+    value ->> 'queued_at' AS queued_at, value ->> 'start_date' AS start_date, \
+    value ->> 'end_date' AS end_date, value ->> 'note' AS note, value ->> 'version' AS version \
+    FROM json_each($1)) AS u \
+    WHERE r.id = u.id AND r.version = u.version RETURNING r.id";
+
+async fn post(conn: &mut SqliteConnection, item: &InboxItemInput) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO scheduler_inbox (kind, dag_id, run_pk, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(item.kind.as_str())
+    .bind(item.dag_id.as_deref())
+    .bind(item.run_pk)
+    .bind(ts_text(now()))
+    .execute(conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn item(kind: InboxKind, dag_id: &str, run_pk: Option<i64>) -> InboxItemInput {
+    InboxItemInput {
+        kind,
+        dag_id: Some(dag_id.to_string()),
+        run_pk,
+    }
+}
+
+/// Writes full task-instance rows guarded by their version; returns the run ids of rows whose
+/// version did not match (or that no longer exist).
+async fn update_tis(conn: &mut SqliteConnection, tis: &[TaskInstance]) -> Result<Vec<i64>> {
+    if tis.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<TiJson> = tis.iter().map(TiJson::from).collect();
+    let done: Vec<String> = sqlx::query_scalar(&TI_UPDATE)
+        .bind(json_list(&rows))
+        .fetch_all(conn)
+        .await
+        .map_err(db_err)?;
+    if done.len() == tis.len() {
+        return Ok(Vec::new());
+    }
+    let done: std::collections::HashSet<String> = done.into_iter().collect();
+    Ok(tis
+        .iter()
+        .filter(|t| !done.contains(&t.id.to_string()))
+        .map(|t| t.run_pk)
+        .collect())
+}
+
+async fn update_runs(conn: &mut SqliteConnection, runs: &[DagRun]) -> Result<Vec<i64>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<RunJson> = runs
+        .iter()
+        .map(|r| RunJson {
+            id: r.id,
+            state: r.state.as_str(),
+            queued_at: ts_text_opt(r.queued_at),
+            start_date: ts_text_opt(r.start_date),
+            end_date: ts_text_opt(r.end_date),
+            note: r.note.as_deref(),
+            version: r.version,
+        })
+        .collect();
+    let done: Vec<i64> = sqlx::query_scalar(RUN_UPDATE)
+        .bind(json_list(&rows))
+        .fetch_all(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(runs
+        .iter()
+        .filter(|r| !done.contains(&r.id))
+        .map(|r| r.id)
+        .collect())
+}
+
+async fn insert_history(conn: &mut SqliteConnection, tis: &[TaskInstance]) -> Result<()> {
+    if tis.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<TiJson> = tis.iter().map(TiJson::from).collect();
+    sqlx::query(&TIH_INSERT)
+        .bind(json_list(&rows))
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+async fn run_by_key(
+    conn: &mut SqliteConnection,
+    dag_id: &str,
+    run_id: &str,
+) -> Result<Option<DagRun>> {
+    let sql = format!(
+        "SELECT {} FROM dag_run WHERE dag_id = $1 AND run_id = $2",
+        common::DAG_RUN_COLS
+    );
+    sqlx::query(&sql)
+        .bind(dag_id)
+        .bind(run_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(common::dag_run)
+        .transpose()
+}
+
+async fn max_id(pool: &SqlitePool) -> Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM scheduler_inbox")
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        exec_raw(
+            &mut tx,
+            "CREATE TABLE IF NOT EXISTS updraft_schema_migration (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .await
+        .map_err(db_err)?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM updraft_schema_migration")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for m in common::SQLITE_MIGRATIONS {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "applying sqlite migration"
+            );
+            exec_raw(&mut tx, m.sql)
+                .await
+                .map_err(|e| Error::Database(format!("migration {} failed: {e}", m.version)))?;
+            sqlx::query(
+                "INSERT INTO updraft_schema_migration (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(ts_text(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn check(&self) -> Result<SchemaStatus> {
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM updraft_schema_migration")
+            .fetch_one(&self.read)
+            .await
+            .map_err(|e| match db_err(e) {
+                Error::NotMigrated(_) => Error::NotMigrated("no migrations applied".into()),
+                e => e,
+            })?;
+        let latest = common::SQLITE_MIGRATIONS.last().map_or(0, |m| m.version);
+        if applied < latest {
+            return Err(Error::NotMigrated(format!(
+                "{applied} of {latest} migrations applied"
+            )));
+        }
+        Ok(SchemaStatus {
+            backend: "sqlite",
+            applied_migrations: applied,
+            latest_migration: latest,
+        })
+    }
+
+    async fn reset(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // children first, so foreign keys never dangle mid-way
+        for t in common::TABLES {
+            exec_raw(&mut tx, &format!("DROP TABLE IF EXISTS {t}"))
+                .await
+                .map_err(db_err)?;
+        }
+        self.commit(tx, false).await?;
+        self.migrate().await
+    }
+
+    async fn upsert_dag(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert> {
+        let hash = spec.content_hash();
+        let json = common::spec_json(spec)?.to_string();
+        let at = ts_text(now());
+        let mut tx = self.begin().await?;
+        let existing: Option<(i64, String, bool)> = sqlx::query_as(
+            "SELECT latest_version, spec_hash, is_active FROM dag WHERE dag_id = $1",
+        )
+        .bind(&spec.dag_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let result = match existing {
+            None => {
+                let paused = spec.is_paused_upon_creation.unwrap_or(paused_by_default);
+                sqlx::query(
+                    "INSERT INTO dag (dag_id, fileloc, is_paused, is_active, latest_version, \
+                     spec_hash, last_parsed_at, created_at) VALUES ($1, $2, $3, 1, 1, $4, $5, $5)",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(paused)
+                .bind(&hash)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                DagUpsert {
+                    version: 1,
+                    changed: true,
+                    created: true,
+                }
+            }
+            Some((version, old_hash, active)) if old_hash == hash => {
+                sqlx::query(
+                    "UPDATE dag SET fileloc = $2, is_active = 1, last_parsed_at = $3 \
+                     WHERE dag_id = $1",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if !active {
+                    post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+                }
+                self.commit(tx, !active).await?;
+                return Ok(DagUpsert {
+                    version,
+                    changed: false,
+                    created: false,
+                });
+            }
+            Some((version, _, _)) => {
+                sqlx::query(
+                    "UPDATE dag SET fileloc = $2, is_active = 1, last_parsed_at = $3, \
+                     latest_version = $4, spec_hash = $5 WHERE dag_id = $1",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(&at)
+                .bind(version + 1)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                DagUpsert {
+                    version: version + 1,
+                    changed: true,
+                    created: false,
+                }
+            }
+        };
+        sqlx::query(
+            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&spec.dag_id)
+        .bind(result.version)
+        .bind(&hash)
+        .bind(&json)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+        self.commit(tx, true).await?;
+        Ok(result)
+    }
+
+    async fn deactivate_missing_dags(
+        &self,
+        fileloc: &str,
+        dag_ids: &[String],
+    ) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        let mut gone: Vec<String> = sqlx::query_scalar(
+            "UPDATE dag SET is_active = 0 WHERE fileloc = $1 AND is_active = 1 \
+             AND dag_id NOT IN (SELECT value FROM json_each($2)) RETURNING dag_id",
+        )
+        .bind(fileloc)
+        .bind(json_list(dag_ids))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for d in &gone {
+            post(&mut tx, &item(InboxKind::DagChanged, d, None)).await?;
+        }
+        self.commit(tx, !gone.is_empty()).await?;
+        gone.sort();
+        Ok(gone)
+    }
+
+    async fn deactivate_dags_outside(&self, filelocs: &[String]) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        let mut gone: Vec<String> = sqlx::query_scalar(
+            "UPDATE dag SET is_active = 0 WHERE is_active = 1 \
+             AND fileloc NOT IN (SELECT value FROM json_each($1)) RETURNING dag_id",
+        )
+        .bind(json_list(filelocs))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for d in &gone {
+            post(&mut tx, &item(InboxKind::DagChanged, d, None)).await?;
+        }
+        self.commit(tx, !gone.is_empty()).await?;
+        gone.sort();
+        Ok(gone)
+    }
+
+    async fn get_dag(&self, dag_id: &str) -> Result<Option<DagRecord>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE d.dag_id = $1",
+            common::DAG_COLS,
+            common::DAG_FROM
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_record)
+            .transpose()
+    }
+
+    async fn get_dag_version(&self, dag_id: &str, version: i64) -> Result<Option<DagSpec>> {
+        let spec: Option<String> =
+            sqlx::query_scalar("SELECT spec FROM dag_version WHERE dag_id = $1 AND version = $2")
+                .bind(dag_id)
+                .bind(version)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_err)?;
+        spec.map(|s| {
+            serde_json::from_str(&s)
+                .map_err(|e| Error::Database(format!("bad spec of dag `{dag_id}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn list_dags(&self, include_inactive: bool) -> Result<Vec<DagRecord>> {
+        let sql = format!(
+            "SELECT {} FROM {} {} ORDER BY d.dag_id",
+            common::DAG_COLS,
+            common::DAG_FROM,
+            if include_inactive {
+                ""
+            } else {
+                "WHERE d.is_active = 1"
+            }
+        );
+        sqlx::query(&sql)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::dag_record)
+            .collect()
+    }
+
+    async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE dag SET is_paused = $2 WHERE dag_id = $1")
+            .bind(dag_id)
+            .bind(paused)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(common::dag_not_found(dag_id));
+        }
+        post(&mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn delete_dag(&self, dag_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // foreign keys cascade to versions, runs, task instances, history, xcoms
+        let n = sqlx::query("DELETE FROM dag WHERE dag_id = $1")
+            .bind(dag_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(common::dag_not_found(dag_id));
+        }
+        post(&mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn set_import_error(
+        &self,
+        filename: &str,
+        error: Option<&ImportErrorInput>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        match error {
+            None => {
+                sqlx::query("DELETE FROM import_error WHERE filename = $1")
+                    .bind(filename)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            Some(e) => {
+                sqlx::query(
+                    "INSERT INTO import_error (filename, line, message, timestamp) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (filename) DO UPDATE SET \
+                     line = excluded.line, message = excluded.message, timestamp = excluded.timestamp",
+                )
+                .bind(filename)
+                .bind(e.line.map(i64::from))
+                .bind(&e.message)
+                .bind(ts_text(now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn list_import_errors(&self) -> Result<Vec<ImportError>> {
+        sqlx::query(
+            "SELECT id, filename, line, message, timestamp FROM import_error ORDER BY filename",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(common::import_error)
+        .collect()
+    }
+
+    async fn retain_import_errors(&self, filenames: &[String]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "DELETE FROM import_error WHERE filename NOT IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_list(filenames))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<DagRun> {
+        let mut tx = self.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM dag WHERE dag_id = $1")
+            .bind(&run.dag_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if exists.is_none() {
+            return Err(common::dag_not_found(&run.dag_id));
+        }
+        let sql = format!(
+            "INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, \
+             data_interval_start, data_interval_end, run_after, queued_at, conf, dag_version, \
+             triggered_by) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING {}",
+            common::DAG_RUN_COLS
+        );
+        let row = sqlx::query(&sql)
+            .bind(&run.dag_id)
+            .bind(&run.run_id)
+            .bind(run.run_type.as_str())
+            .bind(ts_text_opt(run.logical_date))
+            .bind(ts_text_opt(run.data_interval_start))
+            .bind(ts_text_opt(run.data_interval_end))
+            .bind(ts_text(run.run_after))
+            .bind(ts_text(run.queued_at))
+            .bind(run.conf.to_string())
+            .bind(run.dag_version)
+            .bind(&run.triggered_by)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match db_err(e) {
+                Error::Conflict(m) => Error::Conflict(common::run_conflict(
+                    &m,
+                    &run.dag_id,
+                    &run.run_id,
+                    run.logical_date,
+                )),
+                e => e,
+            })?;
+        let created = common::dag_run(&row)?;
+        if !run.tasks.is_empty() {
+            #[derive(Serialize)]
+            struct NewTi<'a> {
+                id: Uuid,
+                task_id: &'a str,
+                map_index: i32,
+                max_tries: u32,
+                pool: &'a str,
+                pool_slots: u32,
+                priority_weight: i64,
+                queue: &'a str,
+                operator: &'a str,
+            }
+            let rows: Vec<NewTi> = run
+                .tasks
+                .iter()
+                .map(|t| NewTi {
+                    id: Uuid::now_v7(),
+                    task_id: &t.task_id,
+                    map_index: t.map_index,
+                    max_tries: t.max_tries,
+                    pool: &t.pool,
+                    pool_slots: t.pool_slots,
+                    priority_weight: t.priority_weight,
+                    queue: &t.queue,
+                    operator: &t.operator,
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO task_instance (id, run_pk, dag_id, run_id, task_id, map_index, \
+                 max_tries, retries, pool, pool_slots, priority_weight, queue, operator) \
+                 SELECT value ->> 'id', $1, $2, $3, value ->> 'task_id', value ->> 'map_index', \
+                 value ->> 'max_tries', value ->> 'max_tries', value ->> 'pool', \
+                 value ->> 'pool_slots', value ->> 'priority_weight', value ->> 'queue', \
+                 value ->> 'operator' FROM json_each($4)",
+            )
+            .bind(created.id)
+            .bind(&run.dag_id)
+            .bind(&run.run_id)
+            .bind(json_list(&rows))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        post(
+            &mut tx,
+            &item(InboxKind::RunCreated, &run.dag_id, Some(created.id)),
+        )
+        .await?;
+        self.commit(tx, true).await?;
+        Ok(created)
+    }
+
+    async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        run_by_key(&mut conn, dag_id, run_id).await
+    }
+
+    async fn get_run_by_id(&self, id: i64) -> Result<Option<DagRun>> {
+        let sql = format!("SELECT {} FROM dag_run WHERE id = $1", common::DAG_RUN_COLS);
+        sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_run)
+            .transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<DagRun>> {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {} FROM dag_run WHERE 1 = 1",
+            common::DAG_RUN_COLS
+        ));
+        if let Some(d) = &filter.dag_id {
+            q.push(" AND dag_id = ").push_bind(d.clone());
+        }
+        if !filter.states.is_empty() {
+            let s: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+            q.push(" AND state IN (SELECT value FROM json_each(")
+                .push_bind(json_list(&s))
+                .push("))");
+        }
+        if !filter.run_types.is_empty() {
+            let s: Vec<&str> = filter.run_types.iter().map(|s| s.as_str()).collect();
+            q.push(" AND run_type IN (SELECT value FROM json_each(")
+                .push_bind(json_list(&s))
+                .push("))");
+        }
+        if let Some(t) = filter.logical_date_gte {
+            q.push(" AND logical_date >= ").push_bind(ts_text(t));
+        }
+        if let Some(t) = filter.logical_date_lte {
+            q.push(" AND logical_date <= ").push_bind(ts_text(t));
+        }
+        let dir = if filter.newest_first { "DESC" } else { "ASC" };
+        q.push(format!(" ORDER BY run_after {dir}, id {dir} LIMIT "))
+            .push_bind(filter.limit.unwrap_or(-1))
+            .push(" OFFSET ")
+            .push_bind(filter.offset.unwrap_or(0));
+        q.build()
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::dag_run)
+            .collect()
+    }
+
+    async fn active_runs(&self) -> Result<Vec<DagRun>> {
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE state IN ('queued', 'running') ORDER BY id",
+            common::DAG_RUN_COLS
+        );
+        sqlx::query(&sql)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::dag_run)
+            .collect()
+    }
+
+    async fn latest_run(&self, dag_id: &str, run_types: &[RunType]) -> Result<Option<DagRun>> {
+        let types: Vec<&str> = run_types.iter().map(|t| t.as_str()).collect();
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE dag_id = $1 \
+             AND ($2 = '[]' OR run_type IN (SELECT value FROM json_each($2))) \
+             ORDER BY logical_date IS NULL, logical_date DESC, run_after DESC, id DESC LIMIT 1",
+            common::DAG_RUN_COLS
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(json_list(&types))
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_run)
+            .transpose()
+    }
+
+    async fn previous_run(&self, dag_id: &str, before: DateTime<Utc>) -> Result<Option<DagRun>> {
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+             ORDER BY logical_date DESC LIMIT 1",
+            common::DAG_RUN_COLS
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(ts_text(before))
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::dag_run)
+            .transpose()
+    }
+
+    async fn set_run_state(&self, dag_id: &str, run_id: &str, state: RunState) -> Result<DagRun> {
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        updraft_core::state::check_run_transition(run.state, state)?;
+        let mut new = common::run_marked(&run, state, now());
+        let stale = update_runs(&mut tx, std::slice::from_ref(&new)).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        new.version += 1;
+        Ok(new)
+    }
+
+    async fn delete_run(&self, dag_id: &str, run_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM dag_run WHERE dag_id = $1 AND run_id = $2 RETURNING id",
+        )
+        .bind(dag_id)
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(id) = id else {
+            return Err(common::run_not_found(dag_id, run_id));
+        };
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(id))).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn list_task_instances(&self, dag_id: &str, run_id: &str) -> Result<Vec<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = \
+             (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
+             ORDER BY task_id, map_index",
+            common::TI_COLS
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn task_instances_of_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstance>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk IN (SELECT value FROM json_each($1)) \
+             ORDER BY run_pk, task_id, map_index",
+            common::TI_COLS
+        );
+        sqlx::query(&sql)
+            .bind(json_list(run_ids))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn get_task_instance(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+    ) -> Result<Option<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = \
+             (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
+             AND task_id = $3 AND map_index = $4",
+            common::TI_COLS
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::task_instance)
+            .transpose()
+    }
+
+    async fn task_instance_history(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+    ) -> Result<Vec<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instance_history WHERE ti_id = \
+             (SELECT t.id FROM task_instance t JOIN dag_run r ON r.id = t.run_pk \
+              WHERE r.dag_id = $1 AND r.run_id = $2 AND t.task_id = $3 AND t.map_index = $4) \
+             ORDER BY try_number",
+            common::TIH_COLS
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn task_instances_in_states(&self, states: &[TaskState]) -> Result<Vec<TaskInstance>> {
+        let s: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE state IN (SELECT value FROM json_each($1)) \
+             ORDER BY run_pk, task_id, map_index",
+            common::TI_COLS
+        );
+        sqlx::query(&sql)
+            .bind(json_list(&s))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::task_instance)
+            .collect()
+    }
+
+    async fn past_task_state(
+        &self,
+        dag_id: &str,
+        task_id: &str,
+        before: DateTime<Utc>,
+    ) -> Result<PastState> {
+        let prev: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+             ORDER BY logical_date DESC LIMIT 1",
+        )
+        .bind(dag_id)
+        .bind(ts_text(before))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        let Some(run_pk) = prev else {
+            return Ok(PastState::NoPreviousRun);
+        };
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM task_instance WHERE run_pk = $1 AND task_id = $2 \
+             ORDER BY map_index LIMIT 1",
+        )
+        .bind(run_pk)
+        .bind(task_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        match state {
+            None => Ok(PastState::Missing),
+            Some(s) => Ok(PastState::State(common::task_state(&s)?)),
+        }
+    }
+
+    async fn set_task_state(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+        state: TaskState,
+    ) -> Result<TaskInstance> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "SELECT {} FROM task_instance WHERE run_pk = \
+             (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
+             AND task_id = $3 AND map_index = $4",
+            common::TI_COLS
+        );
+        let ti = sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::task_instance)
+            .transpose()?
+            .ok_or_else(|| common::ti_not_found(dag_id, run_id, task_id, map_index))?;
+        updraft_core::state::check_task_transition(ti.state, state)?;
+        let mut new = common::marked(&ti, state, now());
+        let stale = update_tis(&mut tx, std::slice::from_ref(&new)).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        post(
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(ti.run_pk)),
+        )
+        .await?;
+        self.commit(tx, true).await?;
+        new.version += 1;
+        Ok(new)
+    }
+
+    async fn clear_tasks(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<TaskInstance>> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        let sql = format!(
+            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
+             AND ($2 = '[]' OR task_id IN (SELECT value FROM json_each($2))) \
+             ORDER BY task_id, map_index",
+            common::TI_COLS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(run.id)
+            .bind(json_list(task_ids))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut archive = Vec::new();
+        let mut cleared = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ti = common::task_instance(row)?;
+            let retries = common::u32_of(row.i32("retries")?, "retries")?;
+            if common::clear_archives(&ti) {
+                archive.push(ti.clone());
+            }
+            cleared.push(common::cleared(&ti, retries));
+        }
+        insert_history(&mut tx, &archive).await?;
+        let stale = update_tis(&mut tx, &cleared).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        let new_run = common::run_marked(&run, RunState::Queued, at);
+        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        for t in &mut cleared {
+            t.version += 1;
+        }
+        Ok(cleared)
+    }
+
+    async fn heartbeat(&self, ti_ids: &[Uuid], at: DateTime<Utc>) -> Result<()> {
+        if ti_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE task_instance SET last_heartbeat_at = $1 \
+             WHERE id IN (SELECT value FROM json_each($2))",
+        )
+        .bind(ts_text(at))
+        .bind(json_list(ti_ids))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let mut stale = update_tis(&mut tx, &batch.task_instances).await?;
+        stale.extend(update_runs(&mut tx, &batch.runs).await?);
+        if !stale.is_empty() {
+            // dropping the transaction rolls every write of the batch back
+            return Err(common::stale_runs(stale));
+        }
+        insert_history(&mut tx, &batch.history).await?;
+        if !batch.rendered.is_empty() {
+            #[derive(Serialize)]
+            struct R<'a> {
+                ti_id: Uuid,
+                try_number: u32,
+                fields: &'a serde_json::Value,
+            }
+            let rows: Vec<R> = batch
+                .rendered
+                .iter()
+                .map(|r: &RenderedFields| R {
+                    ti_id: r.ti_id,
+                    try_number: r.try_number,
+                    fields: &r.fields,
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO rendered_task_instance_fields (ti_id, try_number, rendered_fields) \
+                 SELECT value ->> 'ti_id', value ->> 'try_number', json(value -> 'fields') \
+                 FROM json_each($1) WHERE true ON CONFLICT (ti_id, try_number) \
+                 DO UPDATE SET rendered_fields = excluded.rendered_fields",
+            )
+            .bind(json_list(&rows))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        if !batch.clear_xcoms_of.is_empty() {
+            sqlx::query("DELETE FROM xcom WHERE ti_id IN (SELECT value FROM json_each($1))")
+                .bind(json_list(&batch.clear_xcoms_of))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        if !batch.xcoms.is_empty() {
+            #[derive(Serialize)]
+            struct X<'a> {
+                ti_id: Uuid,
+                dag_id: &'a str,
+                run_id: &'a str,
+                task_id: &'a str,
+                map_index: i32,
+                key: &'a str,
+                value: &'a serde_json::Value,
+                timestamp: String,
+            }
+            let rows: Vec<X> = batch
+                .xcoms
+                .iter()
+                .map(|x: &XCom| X {
+                    ti_id: x.ti_id,
+                    dag_id: &x.dag_id,
+                    run_id: &x.run_id,
+                    task_id: &x.task_id,
+                    map_index: x.map_index,
+                    key: &x.key,
+                    value: &x.value,
+                    timestamp: ts_text(x.timestamp),
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, \
+                 timestamp) SELECT value ->> 'ti_id', value ->> 'dag_id', value ->> 'run_id', \
+                 value ->> 'task_id', value ->> 'map_index', value ->> 'key', \
+                 json(value -> 'value'), value ->> 'timestamp' FROM json_each($1) WHERE true \
+                 ON CONFLICT (ti_id, key) DO UPDATE SET value = excluded.value, \
+                 timestamp = excluded.timestamp",
+            )
+            .bind(json_list(&rows))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn get_rendered_fields(
+        &self,
+        ti_id: Uuid,
+        try_number: u32,
+    ) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> = sqlx::query_scalar(
+            "SELECT rendered_fields FROM rendered_task_instance_fields \
+             WHERE ti_id = $1 AND try_number = $2",
+        )
+        .bind(ti_id.to_string())
+        .bind(i64::from(try_number))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        v.map(|s| {
+            serde_json::from_str(&s)
+                .map_err(|e| Error::Database(format!("bad rendered fields json: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn get_xcom(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        map_index: i32,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 \
+             AND map_index = $4 AND key = $5",
+        )
+        .bind(dag_id)
+        .bind(run_id)
+        .bind(task_id)
+        .bind(map_index)
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        v.map(|s| {
+            serde_json::from_str(&s).map_err(|e| Error::Database(format!("bad xcom json: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn list_xcoms(&self, dag_id: &str, run_id: &str) -> Result<Vec<XCom>> {
+        let sql = format!(
+            "SELECT {} FROM xcom WHERE dag_id = $1 AND run_id = $2 \
+             ORDER BY task_id, map_index, key",
+            common::XCOM_COLS
+        );
+        sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::xcom)
+            .collect()
+    }
+
+    async fn get_variable(&self, key: &str) -> Result<Option<Variable>> {
+        sqlx::query("SELECT key, val, description FROM variable WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::variable)
+            .transpose()
+    }
+
+    async fn set_variable(&self, key: &str, value: &str, description: Option<&str>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET val = excluded.val, description = excluded.description",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(description)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+
+    async fn delete_variable(&self, key: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM variable WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        self.commit(tx, false).await?;
+        Ok(n > 0)
+    }
+
+    async fn list_variables(&self) -> Result<Vec<Variable>> {
+        sqlx::query("SELECT key, val, description FROM variable ORDER BY key")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::variable)
+            .collect()
+    }
+
+    async fn get_pool(&self, name: &str) -> Result<Option<Pool>> {
+        sqlx::query("SELECT pool, slots, description FROM slot_pool WHERE pool = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(common::pool)
+            .transpose()
+    }
+
+    async fn list_pools(&self) -> Result<Vec<Pool>> {
+        sqlx::query("SELECT pool, slots, description FROM slot_pool ORDER BY pool")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::pool)
+            .collect()
+    }
+
+    async fn set_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<()> {
+        common::check_pool_slots(name, slots)?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO slot_pool (pool, slots, description) VALUES ($1, $2, $3) \
+             ON CONFLICT (pool) DO UPDATE SET slots = excluded.slots, \
+             description = excluded.description",
+        )
+        .bind(name)
+        .bind(slots)
+        .bind(description)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        post(
+            &mut tx,
+            &InboxItemInput {
+                kind: InboxKind::PoolsChanged,
+                dag_id: None,
+                run_pk: None,
+            },
+        )
+        .await?;
+        self.commit(tx, true).await
+    }
+
+    async fn delete_pool(&self, name: &str) -> Result<bool> {
+        if name == common::DEFAULT_POOL {
+            return Err(Error::Invalid(format!(
+                "`{name}` cannot be deleted; set its slots instead"
+            )));
+        }
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM slot_pool WHERE pool = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n > 0 {
+            post(
+                &mut tx,
+                &InboxItemInput {
+                    kind: InboxKind::PoolsChanged,
+                    dag_id: None,
+                    run_pk: None,
+                },
+            )
+            .await?;
+        }
+        self.commit(tx, n > 0).await?;
+        Ok(n > 0)
+    }
+
+    async fn post_inbox(&self, item: &InboxItemInput) -> Result<()> {
+        let mut tx = self.begin().await?;
+        post(&mut tx, item).await?;
+        self.commit(tx, true).await
+    }
+
+    async fn read_inbox(&self, after_id: i64, limit: i64) -> Result<Vec<InboxItem>> {
+        sqlx::query(
+            "SELECT id, kind, dag_id, run_pk, created_at FROM scheduler_inbox WHERE id > $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(common::inbox_item)
+        .collect()
+    }
+
+    async fn trim_inbox(&self, up_to_id: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM scheduler_inbox WHERE id <= $1")
+            .bind(up_to_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+
+    async fn max_inbox_id(&self) -> Result<i64> {
+        max_id(&self.read).await
+    }
+
+    async fn inbox_waker(&self, poll: Duration) -> Result<mpsc::Receiver<()>> {
+        let (tx, rx) = mpsc::channel(1);
+        let mut last = max_id(&self.read).await?;
+        self.wake.register(tx.clone());
+        let pool = self.read.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                match max_id(&pool).await {
+                    Ok(m) if m > last => {
+                        last = m;
+                        let _ = tx.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "inbox poll failed"),
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let expires = now + common::ttl(ttl)?;
+        let mut tx = self.begin().await?;
+        let got: Option<String> = sqlx::query_scalar(
+            "INSERT INTO lease (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at, acquired_at = CASE \
+             WHEN lease.holder = excluded.holder THEN lease.acquired_at \
+             ELSE excluded.acquired_at END \
+             WHERE lease.holder = excluded.holder OR lease.expires_at <= excluded.acquired_at \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ts_text(now))
+        .bind(ts_text(expires))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await?;
+        Ok(got.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM lease WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+}
+
+/// Runs SQL text that may hold several statements (simple query protocol, no parameters).
+async fn exec_raw(conn: &mut SqliteConnection, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(sql).await.map(|_| ())
+}
