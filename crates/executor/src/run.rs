@@ -123,7 +123,15 @@ pub(crate) async fn run_try(
                 let _ = log.write_all(&buf).await;
                 let _ = log.flush().await;
             }
-            finish(&shared, &mut guard, task, Outcome::Failed { reason }, None).await;
+            finish(
+                &shared,
+                &mut guard,
+                task,
+                Outcome::Failed { reason },
+                None,
+                None,
+            )
+            .await;
             return;
         }
     };
@@ -152,8 +160,15 @@ pub(crate) async fn run_try(
             log.executor_line("error", &reason, serde_json::Map::new())
                 .await;
             log.close().await;
-            remove_temp(temp).await;
-            finish(&shared, &mut guard, task, Outcome::Failed { reason }, None).await;
+            finish(
+                &shared,
+                &mut guard,
+                task,
+                Outcome::Failed { reason },
+                None,
+                temp,
+            )
+            .await;
             return;
         }
     };
@@ -314,8 +329,7 @@ pub(crate) async fn run_try(
     log.executor_line(level, &text, extra).await;
     log.close().await;
 
-    finish(&shared, &mut guard, task, outcome, last_stdout_line).await;
-    remove_temp(temp).await;
+    finish(&shared, &mut guard, task, outcome, last_stdout_line, temp).await;
 }
 
 fn note_last(last: &mut Option<String>, lines: &[String]) {
@@ -324,17 +338,20 @@ fn note_last(last: &mut Option<String>, lines: &[String]) {
     }
 }
 
-/// Frees the slot, then reports the end: the next waiting try may start before the consumer
-/// has even read this `Finished`.
+/// Frees the slot, removes the temporary working directory, then reports the end: the next
+/// waiting try may start before the consumer has even read this `Finished`, and a `Finished`
+/// try has left nothing behind but its log.
 async fn finish(
     shared: &Shared,
     guard: &mut Guard,
     task: TaskTry,
     outcome: Outcome,
     last_stdout_line: Option<String>,
+    temp: Option<tempfile::TempDir>,
 ) {
     guard.done = true;
     shared.release(task.ti_id);
+    remove_temp(temp).await;
     tracing::debug!(ti_id = %task.ti_id, ?outcome, "task try finished");
     shared
         .emit(Event::Finished {
