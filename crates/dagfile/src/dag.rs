@@ -848,9 +848,14 @@ fn graph_error(cx: &Cx, spec: &DagSpec, lines: &[TaskLines], e: GraphError) -> E
             pos.and_then(|p| lines[i].upstream.get(p).copied())
                 .unwrap_or(lines[i].task_id)
         }),
-        GraphError::Cycle(_) | GraphError::Empty => {
-            e.task_id().and_then(index_of).map(|i| lines[i].task_id)
-        }
+        // The cycle's task written first in the file, so the line does not depend on where
+        // the cycle search happened to start.
+        GraphError::Cycle(path) => path
+            .iter()
+            .filter_map(|id| index_of(id))
+            .map(|i| lines[i].task_id)
+            .min(),
+        GraphError::Empty => None,
     };
     let message = match &e {
         GraphError::UnknownUpstream { upstream, .. } => {
