@@ -68,16 +68,47 @@ pub(crate) fn load(text: &str) -> Result<Vec<Option<Node>>, SyntaxError> {
     let scanned = parser.load(&mut builder, true);
     // A structural error found by the builder (duplicate key, bad alias) comes first in the text
     // than wherever the scanner gave up, because the builder stops at its first error.
-    if let Some(err) = builder.error {
+    if let Some(mut err) = builder.error {
+        err.message.push_str(&quoting_hint(text, err.line));
         return Err(err);
     }
     if let Err(e) = scanned {
+        let line = line_of(e.marker());
         return Err(SyntaxError {
-            line: line_of(e.marker()),
-            message: format!("invalid YAML: {}", e.info()),
+            line,
+            message: format!("invalid YAML: {}{}", e.info(), quoting_hint(text, line)),
         });
     }
     Ok(builder.docs)
+}
+
+/// The usual cause of a YAML error in a DAG file is an unquoted value that YAML reads as syntax:
+/// `@daily`, a cron starting with `*`, a template starting with `{{`, or a `: ` in a command.
+fn quoting_hint(text: &str, line: u32) -> String {
+    let Some(src) = text.lines().nth(line.saturating_sub(1) as usize) else {
+        return String::new();
+    };
+    let item = src.trim_start().trim_start_matches("- ");
+    let Some((key, value)) = item.split_once(": ") else {
+        return String::new();
+    };
+    let value = value.trim();
+    let starts_badly = value.starts_with(['@', '`', '*', '%']) || value.starts_with("{{");
+    if starts_badly {
+        format!(
+            "; a value starting with `{}` must be quoted, e.g. `{}: \"{}\"`",
+            value.chars().next().unwrap_or(' '),
+            key.trim(),
+            value.replace('"', "\\\"")
+        )
+    } else if value.contains(": ") && !value.starts_with(['"', '\'', '|', '>', '{', '[']) {
+        format!(
+            "; a value containing `: ` must be quoted or written as a block (`{}: |`)",
+            key.trim()
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn line_of(mark: &Marker) -> u32 {
@@ -459,6 +490,34 @@ mod tests {
         assert_eq!(map_get(used, "x").value, Value::Int(1));
         assert_eq!(map_get(used, "y").value, Value::Int(3));
         assert_eq!(map_get(&n, "list").line, 7);
+    }
+
+    #[test]
+    fn syntax_errors_explain_unquoted_values() {
+        let err = load("a: 1\nschedule: @daily\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(
+            err.message
+                .ends_with("a value starting with `@` must be quoted, e.g. `schedule: \"@daily\"`"),
+            "{err:?}"
+        );
+        let err = load("a: 1\nschedule: */5 * * * *\n").unwrap_err();
+        assert!(
+            err.message.contains("starting with `*` must be quoted"),
+            "{err:?}"
+        );
+        let err = load("a:\n  - b: {{ ds }}\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(
+            err.message.contains("starting with `{` must be quoted"),
+            "{err:?}"
+        );
+        let err = load("b: echo a: b\n").unwrap_err();
+        assert!(
+            err.message.contains("containing `: ` must be quoted"),
+            "{err:?}"
+        );
+        assert_eq!(quoting_hint("a: 'ok'\n", 1), "");
     }
 
     #[test]
