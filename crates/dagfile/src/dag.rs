@@ -883,7 +883,17 @@ fn parse_task(
     opts: &ParseOptions,
 ) -> Result<(TaskSpec, TaskLines), Error> {
     let anonymous = format!("task #{} of `tasks`", index + 1);
-    let f = Fields::new(cx, n, &anonymous, TASK_KEYS)?;
+    // Name the task by its id in messages about its keys, when it has a usable one.
+    let place = match &n.value {
+        Value::Map(m) => m
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("task_id"))
+            .and_then(|(_, v)| v.as_str())
+            .map(|id| format!("task `{id}`")),
+        _ => None,
+    }
+    .unwrap_or_else(|| anonymous.clone());
+    let f = Fields::new(cx, n, &place, TASK_KEYS)?;
     let id_node = f.get("task_id").ok_or_else(|| {
         cx.err(
             f.line,
@@ -900,9 +910,25 @@ fn parse_task(
     };
     let own = TaskFields::read(cx, &f, &label)?;
     let own_bash_key = f.first_of(BASH_KEYS);
+    // The task's own words decide its operator before default_args do: a task that writes a
+    // `bash_command` is a bash task even when default_args says `operator: empty`.
+    let kind = own
+        .operator
+        .or_else(|| {
+            own.bash_command
+                .as_ref()
+                .map(|_| (OperatorKind::Bash, id_node.line))
+        })
+        .or(defaults.operator)
+        .or_else(|| {
+            defaults
+                .bash_command
+                .as_ref()
+                .map(|_| (OperatorKind::Bash, id_node.line))
+        });
     let merged = own.or(defaults);
 
-    let operator = match merged.operator {
+    let operator = match kind {
         Some((OperatorKind::Empty, _)) => {
             if let Some((key, line)) = own_bash_key {
                 return Err(cx.err(
@@ -925,18 +951,15 @@ fn parse_task(
             };
             Operator::Bash(bash_spec(cmd, &merged))
         }
-        None => match merged.bash_command.clone() {
-            Some((cmd, _)) => Operator::Bash(bash_spec(cmd, &merged)),
-            None => {
-                return Err(cx.err(
-                    id_node.line,
-                    format!(
-                        "task `{task_id}` has neither `operator` nor `bash_command`; set \
-                         `bash_command` for a shell task or `operator: empty` for a no-op"
-                    ),
-                ));
-            }
-        },
+        None => {
+            return Err(cx.err(
+                id_node.line,
+                format!(
+                    "task `{task_id}` has neither `operator` nor `bash_command`; set \
+                     `bash_command` for a shell task or `operator: empty` for a no-op"
+                ),
+            ));
+        }
     };
 
     let task = TaskSpec {

@@ -480,7 +480,7 @@ fn unknown_keys_name_the_key_and_suggest_or_list() {
         "dag_id: d\ntasks:\n  - task_id: a\n    bash_command: echo\n    retires: 3\n",
         5,
         &[
-            "unknown key `retires` in task #1 of `tasks`",
+            "unknown key `retires` in task `a`",
             "did you mean `retries`?",
         ],
     );
@@ -802,6 +802,17 @@ fn operator_rules() {
         4,
         &["task `a` is a `bash` task without `bash_command`"],
     );
+    assert_error(
+        "dag_id: d\ntasks:\n  - operator: empty\n    retires: 1\n",
+        4,
+        &["unknown key `retires` in task #1 of `tasks`"],
+    );
+    // The task's own bash_command beats default_args' operator.
+    let dag = parse_one(
+        "dag_id: d\ndefault_args: {operator: empty}\ntasks:\n  - {task_id: a}\n  - {task_id: b, bash_command: echo}\n",
+    );
+    assert_eq!(dag.task("a").unwrap().operator, Operator::Empty);
+    assert!(matches!(dag.task("b").unwrap().operator, Operator::Bash(_)));
     assert_error(
         "dag_id: d\ntasks:\n  - task_id: a\n    bash_command: '  '\n",
         4,
