@@ -407,10 +407,7 @@ fn find_cycle(tasks: &[TaskSpec], upstream: &[Vec<usize>], indegree: &[usize]) -
     let mut path = vec![start];
     let mut pos = HashMap::from([(start, 0usize)]);
     let mut cur = start;
-    loop {
-        let Some(&next) = upstream[cur].iter().find(|&&u| indegree[u] > 0) else {
-            break;
-        };
+    while let Some(&next) = upstream[cur].iter().find(|&&u| indegree[u] > 0) {
         if let Some(&at) = pos.get(&next) {
             let mut cycle: Vec<String> = path[at..]
                 .iter()
