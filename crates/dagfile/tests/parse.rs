@@ -1027,3 +1027,17 @@ fn example_dags_all_parse() {
     assert!(matches!(sched.schedule, Schedule::Cron { .. }));
     assert_ne!(sched.timezone, "UTC");
 }
+
+#[test]
+fn scan_follows_symlinked_folders_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "real/a.yaml", &dag_text("a"));
+    std::os::unix::fs::symlink(root.join("real"), root.join("linked")).unwrap();
+    // A link back to the top must not loop.
+    std::os::unix::fs::symlink(root, root.join("real/loop")).unwrap();
+    let scan = scan_folder(root, &ParseOptions::default());
+    assert_eq!(scan.files, vec!["linked/a.yaml"]);
+    assert_eq!(scan.dags.len(), 1);
+    assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+}
