@@ -246,7 +246,7 @@ static TI_UPDATE: LazyLock<String> = LazyLock::new(|| {
         "UPDATE task_instance AS t SET {}, last_heartbeat_at = {HEARTBEAT_RULE}, \
          version = t.version + 1 \
          FROM (SELECT {} FROM json_each($1)) AS u \
-         WHERE t.id = u.id AND t.version = u.version RETURNING t.id",
+         WHERE t.id = u.id AND t.version = u.version RETURNING id",
         set.join(", "),
         json_select(&sel)
     )
@@ -278,7 +278,7 @@ const RUN_UPDATE: &str = "UPDATE dag_run AS r SET state = u.state, queued_at = u
     value ->> 'queued_at' AS queued_at, value ->> 'start_date' AS start_date, \
     value ->> 'end_date' AS end_date, value ->> 'note' AS note, value ->> 'version' AS version \
     FROM json_each($1)) AS u \
-    WHERE r.id = u.id AND r.version = u.version RETURNING r.id";
+    WHERE r.id = u.id AND r.version = u.version RETURNING id";
 
 async fn post(conn: &mut SqliteConnection, item: &InboxItemInput) -> Result<()> {
     sqlx::query(

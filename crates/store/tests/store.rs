@@ -1,0 +1,41 @@
+//! The store conformance suite, instantiated for every backend.
+
+mod suite;
+
+use suite::harness::Harness;
+
+store_test_suite!(sqlite, Harness::sqlite());
+store_test_suite!(postgres, Harness::postgres());
+
+// `sqlite::memory:` is one connection: everything but what needs a second process.
+store_test_suite!(sqlite_memory, Harness::sqlite_memory();
+    upsert_dag_versions_and_flags,
+    create_run_and_conflicts,
+    list_runs_filters_and_order,
+    apply_bumps_versions,
+    apply_is_all_or_nothing_on_stale_rows,
+    apply_history_rendered_and_xcom,
+    clear_tasks_resets_and_archives,
+    set_task_state_checks_transitions,
+    pools,
+    inbox_post_read_trim,
+    leases,
+);
+
+// Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
+// migrations, run creation, the batch write path, the inbox and clears.
+store_test_suite!(pgbouncer, Harness::pgbouncer();
+    migrate_check_reset,
+    create_run_and_conflicts,
+    list_runs_filters_and_order,
+    apply_bumps_versions,
+    apply_is_all_or_nothing_on_stale_rows,
+    apply_history_rendered_and_xcom,
+    heartbeat_survives_scheduler_write,
+    clear_tasks_resets_and_archives,
+    set_task_state_checks_transitions,
+    inbox_post_read_trim,
+    inbox_waker_wakes_for_other_connection,
+    leases,
+    large_run,
+);

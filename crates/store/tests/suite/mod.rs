@@ -1,0 +1,1105 @@
+//! The store conformance suite: every test is written once, against `dyn Store`, and
+//! `store_test_suite!` instantiates it per backend (like quickwit's `metastore_test_suite!`).
+
+pub mod harness;
+
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use harness::Harness;
+use std::time::Duration;
+use updraft_core::{DagSpec, Operator, RunState, RunType, Schedule, TaskSpec, TaskState};
+use updraft_store::{
+    Batch, DagRun, Error, ImportErrorInput, InboxItemInput, InboxKind, NewRun, NewTaskInstance,
+    PastState, RenderedFields, RunFilter, Store, TaskInstance, XCom,
+};
+
+/// Generates one `#[tokio::test]` per named suite function for a backend.
+#[macro_export]
+macro_rules! store_test_suite {
+    ($backend:ident, $harness:expr; $($name:ident),+ $(,)?) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = $harness.await else { return };
+                    $crate::suite::$name(&h).await;
+                    h.finish().await;
+                }
+            )+
+        }
+    };
+    ($backend:ident, $harness:expr) => {
+        $crate::store_test_suite!($backend, $harness;
+            migrate_check_reset,
+            upsert_dag_versions_and_flags,
+            dags_deactivate_and_delete,
+            import_errors,
+            create_run_and_conflicts,
+            list_runs_filters_and_order,
+            apply_bumps_versions,
+            apply_is_all_or_nothing_on_stale_rows,
+            apply_history_rendered_and_xcom,
+            heartbeat_survives_scheduler_write,
+            past_task_state,
+            set_task_state_checks_transitions,
+            clear_tasks_resets_and_archives,
+            set_run_state_and_delete_run,
+            variables,
+            pools,
+            inbox_post_read_trim,
+            inbox_waker_wakes_for_other_connection,
+            leases,
+            dead_database_is_an_error,
+            large_run,
+        );
+    };
+}
+
+/// A timestamp with microseconds, which both backends must keep exactly.
+pub fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
+        + ChronoDuration::seconds(secs)
+        + ChronoDuration::microseconds(123_456)
+}
+
+pub fn dag(dag_id: &str, tasks: &[&str]) -> DagSpec {
+    DagSpec {
+        dag_id: dag_id.into(),
+        description: None,
+        schedule: Schedule::None,
+        timezone: "UTC".into(),
+        start_date: None,
+        end_date: None,
+        catchup: false,
+        max_active_runs: 16,
+        max_active_tasks: 16,
+        dagrun_timeout: None,
+        params: Default::default(),
+        tags: vec![],
+        owner: "airflow".into(),
+        doc_md: None,
+        is_paused_upon_creation: None,
+        tasks: tasks
+            .iter()
+            .map(|id| TaskSpec::new(*id, Operator::Empty))
+            .collect(),
+        fileloc: format!("{dag_id}.yaml"),
+    }
+}
+
+pub fn new_run(
+    dag_id: &str,
+    run_id: &str,
+    logical: Option<DateTime<Utc>>,
+    tasks: &[&str],
+) -> NewRun {
+    NewRun {
+        dag_id: dag_id.into(),
+        run_id: run_id.into(),
+        run_type: RunType::Manual,
+        logical_date: logical,
+        data_interval_start: logical,
+        data_interval_end: logical,
+        run_after: logical.unwrap_or_else(|| t(0)),
+        conf: serde_json::json!({"k": 1}),
+        dag_version: 1,
+        triggered_by: "test".into(),
+        queued_at: t(1),
+        tasks: tasks
+            .iter()
+            .map(|id| NewTaskInstance {
+                task_id: (*id).into(),
+                map_index: -1,
+                max_tries: 1,
+                pool: "default_pool".into(),
+                pool_slots: 1,
+                priority_weight: 1,
+                queue: "default".into(),
+                operator: "EmptyOperator".into(),
+            })
+            .collect(),
+    }
+}
+
+/// A migrated store holding dag `d` with tasks a, b, c and one run `r1`.
+async fn with_run(h: &Harness) -> (&dyn Store, DagRun, Vec<TaskInstance>) {
+    let s = h.migrated().await.as_ref();
+    s.upsert_dag(&dag("d", &["a", "b", "c"]), false)
+        .await
+        .unwrap();
+    let run = s
+        .create_run(new_run("d", "r1", Some(t(0)), &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let tis = s.list_task_instances("d", "r1").await.unwrap();
+    (s, run, tis)
+}
+
+fn by_task<'a>(tis: &'a [TaskInstance], task_id: &str) -> &'a TaskInstance {
+    tis.iter()
+        .find(|t| t.task_id == task_id)
+        .expect("task instance")
+}
+
+// ---- schema ---------------------------------------------------------------------------------
+
+pub async fn migrate_check_reset(h: &Harness) {
+    let s = &h.store;
+    assert!(matches!(s.check().await, Err(Error::NotMigrated(_))));
+    assert!(matches!(s.list_pools().await, Err(Error::NotMigrated(_))));
+    s.migrate().await.unwrap();
+    s.migrate().await.unwrap();
+    let status = s.check().await.unwrap();
+    assert_eq!(status.backend, s.backend());
+    assert_eq!(status.applied_migrations, status.latest_migration);
+    assert!(status.latest_migration >= 1);
+
+    s.set_variable("v", "1", None).await.unwrap();
+    s.set_pool("p", 3, None).await.unwrap();
+    s.reset().await.unwrap();
+    assert_eq!(s.get_variable("v").await.unwrap(), None);
+    let pools = s.list_pools().await.unwrap();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].name, "default_pool");
+    s.check().await.unwrap();
+
+    // two migrations at once (two processes running `db migrate`) both succeed
+    let other = h.another().await;
+    other.reset().await.unwrap();
+    let (a, b) = tokio::join!(s.migrate(), other.migrate());
+    a.unwrap();
+    b.unwrap();
+    s.check().await.unwrap();
+}
+
+// ---- DAGs -----------------------------------------------------------------------------------
+
+pub async fn upsert_dag_versions_and_flags(h: &Harness) {
+    let s = h.migrated().await;
+    let spec = dag("d", &["a"]);
+    let up = s.upsert_dag(&spec, true).await.unwrap();
+    assert_eq!((up.version, up.changed, up.created), (1, true, true));
+    let rec = s.get_dag("d").await.unwrap().unwrap();
+    assert!(rec.is_paused, "paused_by_default applies to a new dag");
+    assert!(rec.is_active);
+    assert_eq!(rec.spec, spec);
+    assert_eq!(rec.spec_hash, spec.content_hash());
+    assert_eq!(rec.fileloc, "d.yaml");
+
+    let up = s.upsert_dag(&spec, true).await.unwrap();
+    assert_eq!((up.version, up.changed, up.created), (1, false, false));
+
+    let mut spec2 = spec.clone();
+    spec2.tasks.push(TaskSpec::new("b", Operator::Empty));
+    let up = s.upsert_dag(&spec2, true).await.unwrap();
+    assert_eq!((up.version, up.changed, up.created), (2, true, false));
+    assert_eq!(s.get_dag("d").await.unwrap().unwrap().spec, spec2);
+    assert_eq!(s.get_dag_version("d", 1).await.unwrap(), Some(spec.clone()));
+    assert_eq!(s.get_dag_version("d", 2).await.unwrap(), Some(spec2));
+    assert_eq!(s.get_dag_version("d", 3).await.unwrap(), None);
+
+    // is_paused_upon_creation wins over the default; an update never re-pauses
+    let mut e = dag("e", &["a"]);
+    e.is_paused_upon_creation = Some(false);
+    s.upsert_dag(&e, true).await.unwrap();
+    assert!(!s.get_dag("e").await.unwrap().unwrap().is_paused);
+    s.upsert_dag(&dag("f", &["a"]), false).await.unwrap();
+    assert!(!s.get_dag("f").await.unwrap().unwrap().is_paused);
+
+    s.set_paused("f", true).await.unwrap();
+    assert!(s.get_dag("f").await.unwrap().unwrap().is_paused);
+    s.upsert_dag(&dag("f", &["a", "z"]), false).await.unwrap();
+    assert!(s.get_dag("f").await.unwrap().unwrap().is_paused);
+    assert!(matches!(
+        s.set_paused("nope", true).await,
+        Err(Error::NotFound(_))
+    ));
+    let ids: Vec<String> = s
+        .list_dags(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.dag_id)
+        .collect();
+    assert_eq!(ids, ["d", "e", "f"]);
+    assert_eq!(s.get_dag("nope").await.unwrap(), None);
+}
+
+pub async fn dags_deactivate_and_delete(h: &Harness) {
+    let s = h.migrated().await;
+    let mut a = dag("a", &["t"]);
+    a.fileloc = "one.yaml".into();
+    let mut b = dag("b", &["t"]);
+    b.fileloc = "one.yaml".into();
+    let mut c = dag("c", &["t"]);
+    c.fileloc = "two.yaml".into();
+    for d in [&a, &b, &c] {
+        s.upsert_dag(d, false).await.unwrap();
+    }
+    let gone = s
+        .deactivate_missing_dags("one.yaml", &["a".into()])
+        .await
+        .unwrap();
+    assert_eq!(gone, ["b"]);
+    assert!(!s.get_dag("b").await.unwrap().unwrap().is_active);
+    assert_eq!(s.list_dags(false).await.unwrap().len(), 2);
+    assert_eq!(s.list_dags(true).await.unwrap().len(), 3);
+
+    let gone = s
+        .deactivate_dags_outside(&["one.yaml".into()])
+        .await
+        .unwrap();
+    assert_eq!(gone, ["c"]);
+    // parsing it again brings it back
+    let up = s.upsert_dag(&c, false).await.unwrap();
+    assert!(!up.changed);
+    assert!(s.get_dag("c").await.unwrap().unwrap().is_active);
+
+    // delete cascades to runs and task instances
+    s.create_run(new_run("a", "r1", Some(t(0)), &["t"]))
+        .await
+        .unwrap();
+    s.delete_dag("a").await.unwrap();
+    assert_eq!(s.get_dag("a").await.unwrap(), None);
+    assert_eq!(s.get_run("a", "r1").await.unwrap(), None);
+    assert!(s.list_task_instances("a", "r1").await.unwrap().is_empty());
+    assert!(matches!(s.delete_dag("a").await, Err(Error::NotFound(_))));
+}
+
+pub async fn import_errors(h: &Harness) {
+    let s = h.migrated().await;
+    let e1 = ImportErrorInput {
+        line: Some(3),
+        message: "bad key `x`".into(),
+    };
+    s.set_import_error("a.yaml", Some(&e1)).await.unwrap();
+    s.set_import_error(
+        "b.yaml",
+        Some(&ImportErrorInput {
+            line: None,
+            message: "cycle".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let e2 = ImportErrorInput {
+        line: Some(4),
+        message: "bad key `y`".into(),
+    };
+    s.set_import_error("a.yaml", Some(&e2)).await.unwrap();
+    let errs = s.list_import_errors().await.unwrap();
+    assert_eq!(errs.len(), 2);
+    assert_eq!(errs[0].filename, "a.yaml");
+    assert_eq!(
+        (errs[0].line, errs[0].message.as_str()),
+        (Some(4), "bad key `y`")
+    );
+    assert_eq!(errs[1].line, None);
+
+    s.set_import_error("a.yaml", None).await.unwrap();
+    assert_eq!(s.list_import_errors().await.unwrap().len(), 1);
+    s.set_import_error("c.yaml", Some(&e1)).await.unwrap();
+    s.retain_import_errors(&["c.yaml".into()]).await.unwrap();
+    let errs = s.list_import_errors().await.unwrap();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].filename, "c.yaml");
+}
+
+// ---- runs -----------------------------------------------------------------------------------
+
+pub async fn create_run_and_conflicts(h: &Harness) {
+    let s = h.migrated().await;
+    s.upsert_dag(&dag("d", &["a", "b"]), false).await.unwrap();
+    let before = s.max_inbox_id().await.unwrap();
+    let run = s
+        .create_run(new_run("d", "r1", Some(t(0)), &["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.logical_date, Some(t(0)));
+    assert_eq!(run.queued_at, Some(t(1)));
+    assert_eq!(run.conf, serde_json::json!({"k": 1}));
+    assert_eq!(run.triggered_by, "test");
+    assert_eq!(s.get_run("d", "r1").await.unwrap(), Some(run.clone()));
+    assert_eq!(s.get_run_by_id(run.id).await.unwrap(), Some(run.clone()));
+
+    let tis = s.list_task_instances("d", "r1").await.unwrap();
+    assert_eq!(tis.len(), 2);
+    for ti in &tis {
+        assert_eq!(ti.state, TaskState::None);
+        assert_eq!((ti.try_number, ti.max_tries), (0, 1));
+        assert_eq!(ti.run_pk, run.id);
+        assert_eq!((ti.dag_id.as_str(), ti.run_id.as_str()), ("d", "r1"));
+        assert_eq!(ti.map_index, -1);
+        assert_eq!(ti.pool, "default_pool");
+    }
+    let got = s
+        .get_task_instance("d", "r1", "b", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, by_task(&tis, "b"));
+
+    let items = s.read_inbox(before, 100).await.unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i.kind == InboxKind::RunCreated && i.run_pk == Some(run.id)),
+        "create_run posts RunCreated: {items:?}"
+    );
+
+    let err = s
+        .create_run(new_run("d", "r1", Some(t(10)), &["a"]))
+        .await
+        .unwrap_err();
+    let Error::Conflict(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("`r1`") && msg.contains("`d`"), "{msg}");
+    let err = s
+        .create_run(new_run("d", "r2", Some(t(0)), &["a"]))
+        .await
+        .unwrap_err();
+    let Error::Conflict(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("logical date"), "{msg}");
+    // a failed create leaves nothing behind
+    assert_eq!(s.get_run("d", "r2").await.unwrap(), None);
+
+    // runs without a logical date never collide on it
+    s.create_run(new_run("d", "m1", None, &["a"]))
+        .await
+        .unwrap();
+    s.create_run(new_run("d", "m2", None, &["a"]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_run(new_run("nope", "r", None, &["a"])).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn list_runs_filters_and_order(h: &Harness) {
+    let s = h.migrated().await;
+    s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
+    s.upsert_dag(&dag("e", &["a"]), false).await.unwrap();
+    for i in 0..4 {
+        let mut r = new_run("d", &format!("r{i}"), Some(t(i * 100)), &["a"]);
+        if i == 3 {
+            r.run_type = RunType::Scheduled;
+        }
+        s.create_run(r).await.unwrap();
+    }
+    s.create_run(new_run("e", "x", Some(t(50)), &["a"]))
+        .await
+        .unwrap();
+    s.set_run_state("d", "r0", RunState::Success).await.unwrap();
+    s.set_run_state("d", "r1", RunState::Running).await.unwrap();
+
+    let ids = |runs: Vec<DagRun>| -> Vec<String> { runs.into_iter().map(|r| r.run_id).collect() };
+    let all = RunFilter {
+        dag_id: Some("d".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_runs(&all).await.unwrap()),
+        ["r0", "r1", "r2", "r3"]
+    );
+    let newest = RunFilter {
+        newest_first: true,
+        limit: Some(2),
+        offset: Some(1),
+        ..all.clone()
+    };
+    assert_eq!(ids(s.list_runs(&newest).await.unwrap()), ["r2", "r1"]);
+    let states = RunFilter {
+        states: vec![RunState::Success, RunState::Running],
+        ..all.clone()
+    };
+    assert_eq!(ids(s.list_runs(&states).await.unwrap()), ["r0", "r1"]);
+    let types = RunFilter {
+        run_types: vec![RunType::Scheduled],
+        ..all.clone()
+    };
+    assert_eq!(ids(s.list_runs(&types).await.unwrap()), ["r3"]);
+    let dates = RunFilter {
+        logical_date_gte: Some(t(100)),
+        logical_date_lte: Some(t(200)),
+        ..all.clone()
+    };
+    assert_eq!(ids(s.list_runs(&dates).await.unwrap()), ["r1", "r2"]);
+    assert_eq!(s.list_runs(&RunFilter::default()).await.unwrap().len(), 5);
+
+    let active = ids(s.active_runs().await.unwrap());
+    assert_eq!(active, ["r1", "r2", "r3", "x"]);
+
+    let latest = s.latest_run("d", &[]).await.unwrap().unwrap();
+    assert_eq!(latest.run_id, "r3");
+    let latest = s
+        .latest_run("d", &[RunType::Manual])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.run_id, "r2");
+    assert_eq!(s.latest_run("d", &[RunType::Backfill]).await.unwrap(), None);
+
+    assert_eq!(
+        s.previous_run("d", t(200)).await.unwrap().unwrap().run_id,
+        "r1"
+    );
+    assert_eq!(s.previous_run("d", t(0)).await.unwrap(), None);
+
+    let tis = s
+        .task_instances_of_runs(&[
+            s.get_run("d", "r0").await.unwrap().unwrap().id,
+            s.get_run("e", "x").await.unwrap().unwrap().id,
+        ])
+        .await
+        .unwrap();
+    let mut got: Vec<(String, String)> = tis.into_iter().map(|t| (t.dag_id, t.run_id)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("d".to_string(), "r0".to_string()),
+            ("e".into(), "x".into())
+        ]
+    );
+    assert!(s.task_instances_of_runs(&[]).await.unwrap().is_empty());
+}
+
+// ---- apply ----------------------------------------------------------------------------------
+
+pub async fn apply_bumps_versions(h: &Harness) {
+    let (s, run, tis) = with_run(h).await;
+    let mut a = by_task(&tis, "a").clone();
+    a.state = TaskState::Running;
+    a.try_number = 1;
+    a.start_date = Some(t(5));
+    a.queued_dttm = Some(t(4));
+    a.scheduled_dttm = Some(t(3));
+    a.hostname = Some("host-1".into());
+    a.pid = Some(4242);
+    a.pid_start_ticks = Some(99);
+    a.priority_weight = 7;
+    let mut r = run.clone();
+    r.state = RunState::Running;
+    r.start_date = Some(t(2));
+    r.note = Some("note".into());
+    s.apply(&Batch {
+        task_instances: vec![a.clone()],
+        runs: vec![r.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = s
+        .get_task_instance("d", "r1", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    a.version += 1;
+    assert_eq!(got, a);
+    let got_run = s.get_run("d", "r1").await.unwrap().unwrap();
+    r.version += 1;
+    assert_eq!(got_run, r);
+
+    // finishing the try with the new versions works again
+    a.state = TaskState::Success;
+    a.end_date = Some(t(9));
+    a.duration = Some(4.0);
+    s.apply(&Batch {
+        task_instances: vec![a.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = s
+        .get_task_instance("d", "r1", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.version, a.version + 1);
+    assert_eq!(got.end_date, Some(t(9)));
+    assert_eq!(got.duration, Some(4.0));
+    assert_eq!(
+        s.task_instances_in_states(&[TaskState::Success])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.task_instances_in_states(&[TaskState::None, TaskState::Running])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    s.apply(&Batch::default()).await.unwrap();
+}
+
+pub async fn apply_is_all_or_nothing_on_stale_rows(h: &Harness) {
+    let (s, run, tis) = with_run(h).await;
+    // an outside write moves b's version
+    s.set_task_state("d", "r1", "b", -1, TaskState::Success)
+        .await
+        .unwrap();
+    let mut a = by_task(&tis, "a").clone();
+    a.state = TaskState::Scheduled;
+    let mut b = by_task(&tis, "b").clone();
+    b.state = TaskState::Scheduled;
+    let mut r = run.clone();
+    r.state = RunState::Running;
+    let mut c = by_task(&tis, "c").clone();
+    c.state = TaskState::Scheduled;
+    let err = s
+        .apply(&Batch {
+            task_instances: vec![a, b, c],
+            runs: vec![r],
+            history: vec![by_task(&tis, "a").clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let Error::Stale(runs) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(runs, [run.id]);
+    // nothing of the batch was written
+    let now = s.list_task_instances("d", "r1").await.unwrap();
+    assert_eq!(by_task(&now, "a"), by_task(&tis, "a"));
+    assert_eq!(by_task(&now, "c"), by_task(&tis, "c"));
+    assert_eq!(by_task(&now, "b").state, TaskState::Success);
+    assert_eq!(s.get_run("d", "r1").await.unwrap().unwrap(), run);
+    assert!(
+        s.task_instance_history("d", "r1", "a", -1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // a stale run alone also fails the batch
+    let mut stale_run = run.clone();
+    stale_run.version -= 1;
+    let err = s
+        .apply(&Batch {
+            runs: vec![stale_run],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Stale(ids) if ids == [run.id]));
+}
+
+pub async fn apply_history_rendered_and_xcom(h: &Harness) {
+    let (s, _run, tis) = with_run(h).await;
+    let mut a = by_task(&tis, "a").clone();
+    a.try_number = 1;
+    a.state = TaskState::Failed;
+    a.start_date = Some(t(1));
+    a.end_date = Some(t(2));
+    let xcom = |key: &str, value: serde_json::Value| XCom {
+        ti_id: a.id,
+        dag_id: "d".into(),
+        run_id: "r1".into(),
+        task_id: "a".into(),
+        map_index: -1,
+        key: key.into(),
+        value,
+        timestamp: t(3),
+    };
+    let mut next = a.clone();
+    next.try_number = 2;
+    next.state = TaskState::UpForRetry;
+    s.apply(&Batch {
+        task_instances: vec![next.clone()],
+        history: vec![a.clone()],
+        rendered: vec![RenderedFields {
+            ti_id: a.id,
+            try_number: 1,
+            fields: serde_json::json!({"bash_command": "echo 1"}),
+        }],
+        xcoms: vec![
+            xcom("return_value", serde_json::json!("out")),
+            xcom("other", serde_json::json!({"n": [1, 2]})),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let hist = s.task_instance_history("d", "r1", "a", -1).await.unwrap();
+    assert_eq!(hist, [a.clone()]);
+    assert_eq!(
+        s.get_rendered_fields(a.id, 1).await.unwrap(),
+        Some(serde_json::json!({"bash_command": "echo 1"}))
+    );
+    assert_eq!(s.get_rendered_fields(a.id, 2).await.unwrap(), None);
+    assert_eq!(
+        s.get_xcom("d", "r1", "a", -1, "return_value")
+            .await
+            .unwrap(),
+        Some(serde_json::json!("out"))
+    );
+    let all = s.list_xcoms("d", "r1").await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], xcom("other", serde_json::json!({"n": [1, 2]})));
+
+    // the next try starts clean, then writes the same key again
+    s.apply(&Batch {
+        clear_xcoms_of: vec![a.id],
+        xcoms: vec![xcom("return_value", serde_json::json!(2))],
+        rendered: vec![RenderedFields {
+            ti_id: a.id,
+            try_number: 1,
+            fields: serde_json::json!({"bash_command": "echo 2"}),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let all = s.list_xcoms("d", "r1").await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].value, serde_json::json!(2));
+    assert_eq!(s.get_xcom("d", "r1", "a", -1, "other").await.unwrap(), None);
+    assert_eq!(
+        s.get_rendered_fields(a.id, 1).await.unwrap(),
+        Some(serde_json::json!({"bash_command": "echo 2"}))
+    );
+}
+
+pub async fn heartbeat_survives_scheduler_write(h: &Harness) {
+    let (s, _run, tis) = with_run(h).await;
+    let mut a = by_task(&tis, "a").clone();
+    a.state = TaskState::Running;
+    a.try_number = 1;
+    s.apply(&Batch {
+        task_instances: vec![a.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.version += 1;
+    s.heartbeat(&[a.id], t(30)).await.unwrap();
+    let got = s
+        .get_task_instance("d", "r1", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.last_heartbeat_at, Some(t(30)));
+    assert_eq!(got.version, a.version, "heartbeats do not bump versions");
+
+    // the scheduler's cached row has no heartbeat: the stored one survives for the same try
+    a.priority_weight = 5;
+    s.apply(&Batch {
+        task_instances: vec![a.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.version += 1;
+    let got = s
+        .get_task_instance("d", "r1", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.last_heartbeat_at, Some(t(30)));
+    assert_eq!(got.priority_weight, 5);
+
+    // a new try takes the batch's value
+    a.try_number = 2;
+    a.last_heartbeat_at = None;
+    s.apply(&Batch {
+        task_instances: vec![a.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = s
+        .get_task_instance("d", "r1", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.last_heartbeat_at, None);
+    s.heartbeat(&[], t(40)).await.unwrap();
+}
+
+pub async fn past_task_state(h: &Harness) {
+    let s = h.migrated().await;
+    s.upsert_dag(&dag("d", &["a", "b"]), false).await.unwrap();
+    assert_eq!(
+        s.past_task_state("d", "a", t(100)).await.unwrap(),
+        PastState::NoPreviousRun
+    );
+    s.create_run(new_run("d", "r0", Some(t(0)), &["a"]))
+        .await
+        .unwrap();
+    s.create_run(new_run("d", "r1", Some(t(50)), &["a"]))
+        .await
+        .unwrap();
+    s.set_task_state("d", "r1", "a", -1, TaskState::Success)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.past_task_state("d", "a", t(100)).await.unwrap(),
+        PastState::State(TaskState::Success)
+    );
+    assert_eq!(
+        s.past_task_state("d", "a", t(50)).await.unwrap(),
+        PastState::State(TaskState::None)
+    );
+    assert_eq!(
+        s.past_task_state("d", "b", t(100)).await.unwrap(),
+        PastState::Missing
+    );
+    assert_eq!(
+        s.past_task_state("d", "a", t(0)).await.unwrap(),
+        PastState::NoPreviousRun
+    );
+}
+
+// ---- outside writes -------------------------------------------------------------------------
+
+pub async fn set_task_state_checks_transitions(h: &Harness) {
+    let (s, run, tis) = with_run(h).await;
+    let before = s.max_inbox_id().await.unwrap();
+    let a = s
+        .set_task_state("d", "r1", "a", -1, TaskState::Success)
+        .await
+        .unwrap();
+    assert_eq!(a.state, TaskState::Success);
+    assert!(a.end_date.is_some());
+    assert_eq!(a.version, by_task(&tis, "a").version + 1);
+    assert_eq!(
+        s.get_task_instance("d", "r1", "a", -1).await.unwrap(),
+        Some(a.clone())
+    );
+    let items = s.read_inbox(before, 10).await.unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i.kind == InboxKind::RunChanged && i.run_pk == Some(run.id))
+    );
+
+    let err = s
+        .set_task_state("d", "r1", "a", -1, TaskState::Running)
+        .await
+        .unwrap_err();
+    let Error::Invalid(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("success -> running"), "{msg}");
+    assert_eq!(
+        s.get_task_instance("d", "r1", "a", -1).await.unwrap(),
+        Some(a)
+    );
+    assert!(matches!(
+        s.set_task_state("d", "r1", "zz", -1, TaskState::Success)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn clear_tasks_resets_and_archives(h: &Harness) {
+    let (s, run, tis) = with_run(h).await;
+    // a: failed after its only try; b: running; c: never ran
+    let mut a = by_task(&tis, "a").clone();
+    a.try_number = 1;
+    a.state = TaskState::Failed;
+    a.start_date = Some(t(1));
+    a.end_date = Some(t(2));
+    a.hostname = Some("h".into());
+    let mut b = by_task(&tis, "b").clone();
+    b.try_number = 1;
+    b.state = TaskState::Running;
+    b.start_date = Some(t(1));
+    b.pid = Some(7);
+    let mut r = run.clone();
+    r.state = RunState::Failed;
+    r.start_date = Some(t(1));
+    r.end_date = Some(t(3));
+    s.apply(&Batch {
+        task_instances: vec![a.clone(), b.clone()],
+        runs: vec![r],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let cleared = s
+        .clear_tasks("d", "r1", &["a".into(), "b".into()])
+        .await
+        .unwrap();
+    assert_eq!(cleared.len(), 2);
+    let ca = by_task(&cleared, "a");
+    assert_eq!(ca.state, TaskState::None);
+    assert_eq!(ca.try_number, 1);
+    assert_eq!(ca.max_tries, 2, "max(1, try 1 + retries 1)");
+    assert_eq!(
+        (ca.start_date, ca.end_date, ca.hostname.clone()),
+        (None, None, None)
+    );
+    let cb = by_task(&cleared, "b");
+    assert_eq!(cb.state, TaskState::Restarting);
+    assert_eq!(cb.pid, Some(7));
+    let stored = s.list_task_instances("d", "r1").await.unwrap();
+    assert_eq!(by_task(&stored, "a"), ca);
+    assert_eq!(by_task(&stored, "b"), cb);
+    assert_eq!(by_task(&stored, "c"), by_task(&tis, "c"));
+
+    let mut archived = a.clone();
+    archived.version += 1;
+    assert_eq!(
+        s.task_instance_history("d", "r1", "a", -1).await.unwrap(),
+        [archived]
+    );
+    assert!(
+        s.task_instance_history("d", "r1", "b", -1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a running try is archived when it ends, not when it is cleared"
+    );
+    let run_now = s.get_run("d", "r1").await.unwrap().unwrap();
+    assert_eq!(run_now.state, RunState::Queued);
+    assert_eq!((run_now.start_date, run_now.end_date), (None, None));
+    assert_eq!(run_now.version, run.version + 2);
+
+    // clearing again never lowers max_tries; an empty list clears the whole run
+    let again = s.clear_tasks("d", "r1", &[]).await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(by_task(&again, "a").max_tries, 2);
+    assert!(matches!(
+        s.clear_tasks("d", "nope", &[]).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn set_run_state_and_delete_run(h: &Harness) {
+    let (s, run, _tis) = with_run(h).await;
+    let r = s.set_run_state("d", "r1", RunState::Running).await.unwrap();
+    assert_eq!(r.state, RunState::Running);
+    assert!(r.start_date.is_some());
+    assert_eq!(r.version, run.version + 1);
+    let r = s.set_run_state("d", "r1", RunState::Failed).await.unwrap();
+    assert!(r.end_date.is_some());
+    assert_eq!(s.get_run("d", "r1").await.unwrap(), Some(r));
+    let err = s
+        .set_run_state("d", "r1", RunState::Running)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid(ref m) if m.contains("failed -> running")),
+        "{err:?}"
+    );
+
+    let before = s.max_inbox_id().await.unwrap();
+    s.delete_run("d", "r1").await.unwrap();
+    assert_eq!(s.get_run("d", "r1").await.unwrap(), None);
+    assert!(s.list_task_instances("d", "r1").await.unwrap().is_empty());
+    assert!(
+        s.task_instances_of_runs(&[run.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let items = s.read_inbox(before, 10).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].run_pk, Some(run.id));
+    assert!(matches!(
+        s.delete_run("d", "r1").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn variables(h: &Harness) {
+    let s = h.migrated().await;
+    assert_eq!(s.get_variable("k").await.unwrap(), None);
+    s.set_variable("k", "v1", Some("d")).await.unwrap();
+    s.set_variable("k", "v2", None).await.unwrap();
+    s.set_variable("a", "{\"x\": 1}", None).await.unwrap();
+    let v = s.get_variable("k").await.unwrap().unwrap();
+    assert_eq!((v.value.as_str(), v.description), ("v2", None));
+    let keys: Vec<String> = s
+        .list_variables()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.key)
+        .collect();
+    assert_eq!(keys, ["a", "k"]);
+    assert!(s.delete_variable("k").await.unwrap());
+    assert!(!s.delete_variable("k").await.unwrap());
+}
+
+pub async fn pools(h: &Harness) {
+    let s = h.migrated().await;
+    let default = s.get_pool("default_pool").await.unwrap().unwrap();
+    assert_eq!(default.slots, 128);
+    let before = s.max_inbox_id().await.unwrap();
+    s.set_pool("p", 4, Some("four")).await.unwrap();
+    s.set_pool("p", 5, None).await.unwrap();
+    s.set_pool("unlimited", -1, None).await.unwrap();
+    let p = s.get_pool("p").await.unwrap().unwrap();
+    assert_eq!((p.slots, p.description), (5, None));
+    let names: Vec<String> = s
+        .list_pools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["default_pool", "p", "unlimited"]);
+    let items = s.read_inbox(before, 10).await.unwrap();
+    assert!(items.iter().all(|i| i.kind == InboxKind::PoolsChanged));
+    assert_eq!(items.len(), 3);
+
+    assert!(matches!(
+        s.set_pool("bad", -2, None).await,
+        Err(Error::Invalid(_))
+    ));
+    let err = s.delete_pool("default_pool").await.unwrap_err();
+    assert!(matches!(err, Error::Invalid(ref m) if m.contains("default_pool")));
+    assert!(s.get_pool("default_pool").await.unwrap().is_some());
+    assert!(s.delete_pool("p").await.unwrap());
+    assert!(!s.delete_pool("p").await.unwrap());
+    // default_pool's size can change
+    s.set_pool("default_pool", 16, None).await.unwrap();
+    assert_eq!(s.get_pool("default_pool").await.unwrap().unwrap().slots, 16);
+}
+
+// ---- inbox and leases -----------------------------------------------------------------------
+
+pub async fn inbox_post_read_trim(h: &Harness) {
+    let s = h.migrated().await;
+    assert_eq!(s.max_inbox_id().await.unwrap(), 0);
+    for (kind, run_pk) in [
+        (InboxKind::RunCreated, Some(1)),
+        (InboxKind::RunChanged, Some(2)),
+        (InboxKind::DagChanged, None),
+    ] {
+        s.post_inbox(&InboxItemInput {
+            kind,
+            dag_id: Some("d".into()),
+            run_pk,
+        })
+        .await
+        .unwrap();
+    }
+    let items = s.read_inbox(0, 10).await.unwrap();
+    assert_eq!(items.len(), 3);
+    assert!(items.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(items[0].kind, InboxKind::RunCreated);
+    assert_eq!(items[1].run_pk, Some(2));
+    assert_eq!(items[2].dag_id.as_deref(), Some("d"));
+    assert_eq!(s.max_inbox_id().await.unwrap(), items[2].id);
+    assert_eq!(
+        s.read_inbox(items[0].id, 1).await.unwrap(),
+        [items[1].clone()]
+    );
+    s.trim_inbox(items[1].id).await.unwrap();
+    assert_eq!(s.read_inbox(0, 10).await.unwrap(), [items[2].clone()]);
+    // ids are never reused after a trim
+    s.trim_inbox(items[2].id).await.unwrap();
+    s.post_inbox(&InboxItemInput {
+        kind: InboxKind::PoolsChanged,
+        dag_id: None,
+        run_pk: None,
+    })
+    .await
+    .unwrap();
+    assert!(s.max_inbox_id().await.unwrap() > items[2].id);
+}
+
+pub async fn inbox_waker_wakes_for_other_connection(h: &Harness) {
+    let s = h.migrated().await;
+    let mut waker = s.inbox_waker(Duration::from_millis(100)).await.unwrap();
+    let item = InboxItemInput {
+        kind: InboxKind::RunChanged,
+        dag_id: Some("d".into()),
+        run_pk: Some(1),
+    };
+    // a post from this store wakes without polling
+    s.post_inbox(&item).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waker.recv())
+        .await
+        .expect("local post wakes the waker")
+        .unwrap();
+    while waker.try_recv().is_ok() {}
+    // a post from another process (pool) wakes it through NOTIFY or polling
+    let other = h.another().await;
+    other.post_inbox(&item).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waker.recv())
+        .await
+        .expect("another connection's post wakes the waker")
+        .unwrap();
+}
+
+pub async fn leases(h: &Harness) {
+    let s = h.migrated().await;
+    let ttl = Duration::from_secs(10);
+    assert!(s.acquire_lease("scheduler", "a", ttl, t(0)).await.unwrap());
+    assert!(!s.acquire_lease("scheduler", "b", ttl, t(5)).await.unwrap());
+    // the holder renews
+    assert!(s.acquire_lease("scheduler", "a", ttl, t(8)).await.unwrap());
+    assert!(!s.acquire_lease("scheduler", "b", ttl, t(15)).await.unwrap());
+    // expired: another holder takes it
+    assert!(s.acquire_lease("scheduler", "b", ttl, t(18)).await.unwrap());
+    assert!(!s.acquire_lease("scheduler", "a", ttl, t(19)).await.unwrap());
+    // other names are independent
+    assert!(s.acquire_lease("other", "a", ttl, t(19)).await.unwrap());
+    // releasing someone else's lease does nothing; releasing your own frees it
+    s.release_lease("scheduler", "a").await.unwrap();
+    assert!(!s.acquire_lease("scheduler", "a", ttl, t(20)).await.unwrap());
+    s.release_lease("scheduler", "b").await.unwrap();
+    assert!(s.acquire_lease("scheduler", "a", ttl, t(20)).await.unwrap());
+}
+
+pub async fn dead_database_is_an_error(h: &Harness) {
+    match updraft_store::connect(h.dead_url()).await {
+        Err(Error::Database(_)) => {}
+        Err(e) => panic!("expected a database error, got {e:?}"),
+        Ok(s) => {
+            let err = s.list_pools().await.unwrap_err();
+            assert!(matches!(err, Error::Database(_)), "{err:?}");
+        }
+    }
+}
+
+pub async fn large_run(h: &Harness) {
+    let s = h.migrated().await;
+    let ids: Vec<String> = (0..3000).map(|i| format!("task_{i:05}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    s.upsert_dag(&dag("big", &refs), false).await.unwrap();
+    let run = s
+        .create_run(new_run("big", "r1", Some(t(0)), &refs))
+        .await
+        .unwrap();
+    let mut tis = s.task_instances_of_runs(&[run.id]).await.unwrap();
+    assert_eq!(tis.len(), 3000);
+    for ti in &mut tis {
+        ti.state = TaskState::Scheduled;
+        ti.scheduled_dttm = Some(t(1));
+    }
+    s.apply(&Batch {
+        task_instances: tis.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stored = s.list_task_instances("big", "r1").await.unwrap();
+    assert!(stored.iter().all(|x| {
+        x.state == TaskState::Scheduled && x.version == 2 && x.scheduled_dttm == Some(t(1))
+    }));
+    // replaying the same batch is stale as a whole
+    assert!(matches!(
+        s.apply(&Batch {
+            task_instances: tis,
+            ..Default::default()
+        })
+        .await,
+        Err(Error::Stale(ids)) if ids == [run.id]
+    ));
+}
