@@ -1,1 +1,12 @@
-//! (in progress)
+//! The scheduler role: DAG processing, the event loop around the pure decision core
+//! ([`updraft_core::decide::Engine`]), and crash recovery.
+
+pub mod dag_processor;
+mod dispatch;
+pub mod recovery;
+mod rows;
+pub mod runtime;
+pub mod task_test;
+pub mod trigger;
+
+pub use runtime::{Mode, Scheduler, SchedulerOptions, Summary};

@@ -1,0 +1,103 @@
+//! Turns the DAGs folder into stored DAG versions and import errors.
+//!
+//! YAML parsing takes microseconds per file, so a full rescan is cheap; it runs at start, every
+//! `scheduler.dag_dir_list_interval`, and before CLI commands that need DAGs. One bad file never
+//! affects another: its error is stored against the file, and the DAGs it defined before keep
+//! their last good version.
+
+use std::collections::{BTreeMap, HashSet};
+use updraft_config::Config;
+use updraft_dagfile::{FolderScan, ParseOptions};
+use updraft_store::{DynStore, ImportErrorInput};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Every DAG id defined by the folder.
+    pub dags: Vec<String>,
+    /// DAGs that are new or got a new version.
+    pub changed: Vec<String>,
+    /// DAGs whose file no longer defines them.
+    pub deactivated: Vec<String>,
+    /// Files with an import error.
+    pub errors: Vec<String>,
+}
+
+pub fn parse_options(cfg: &Config) -> ParseOptions {
+    ParseOptions {
+        default_timezone: cfg.core.default_timezone.clone(),
+        create_cron_data_intervals: cfg.scheduler.create_cron_data_intervals,
+        default_retries: cfg.core.default_task_retries,
+        default_retry_delay: cfg.core.default_task_retry_delay,
+        max_active_runs_per_dag: cfg.core.max_active_runs_per_dag,
+        max_active_tasks_per_dag: cfg.core.max_active_tasks_per_dag,
+        catchup_by_default: cfg.scheduler.catchup_by_default,
+        ..ParseOptions::default()
+    }
+}
+
+/// Scans the DAGs folder once and writes what changed.
+pub async fn sync_once(store: &DynStore, cfg: &Config) -> anyhow::Result<SyncReport> {
+    let folder = cfg.core.dags_folder.clone();
+    let opts = parse_options(cfg);
+    let scan: FolderScan =
+        tokio::task::spawn_blocking(move || updraft_dagfile::scan_folder(&folder, &opts)).await?;
+    apply_scan(store, scan, cfg.core.dags_are_paused_at_creation).await
+}
+
+async fn apply_scan(
+    store: &DynStore,
+    scan: FolderScan,
+    paused_by_default: bool,
+) -> anyhow::Result<SyncReport> {
+    let mut report = SyncReport::default();
+    let failed_files: HashSet<String> = scan.errors.iter().map(|e| e.file.clone()).collect();
+
+    let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for spec in &scan.dags {
+        let outcome = store.upsert_dag(spec, paused_by_default).await?;
+        if outcome.changed {
+            report.changed.push(spec.dag_id.clone());
+        }
+        report.dags.push(spec.dag_id.clone());
+        by_file
+            .entry(spec.fileloc.clone())
+            .or_default()
+            .push(spec.dag_id.clone());
+    }
+    // A file that parsed cleanly defines exactly its DAGs now; one with an error keeps the
+    // DAGs it had (their last good version stays runnable).
+    for file in &scan.files {
+        if failed_files.contains(file) {
+            continue;
+        }
+        let ids = by_file.remove(file).unwrap_or_default();
+        report
+            .deactivated
+            .extend(store.deactivate_missing_dags(file, &ids).await?);
+    }
+    report
+        .deactivated
+        .extend(store.deactivate_dags_outside(&scan.files).await?);
+
+    let existing = store.list_import_errors().await?;
+    for err in &scan.errors {
+        let input = ImportErrorInput {
+            line: err.line,
+            message: err.message.clone(),
+        };
+        let same = existing
+            .iter()
+            .any(|e| e.filename == err.file && e.line == err.line && e.message == err.message);
+        if !same {
+            store.set_import_error(&err.file, Some(&input)).await?;
+        }
+        report.errors.push(err.file.clone());
+    }
+    for e in &existing {
+        if !failed_files.contains(&e.filename) && scan.files.contains(&e.filename) {
+            store.set_import_error(&e.filename, None).await?;
+        }
+    }
+    store.retain_import_errors(&scan.files).await?;
+    Ok(report)
+}

@@ -1,0 +1,144 @@
+//! Turning a task instance picked by the engine into an executor command: params, template
+//! rendering (variables and XComs are loaded only when a template uses them), environment.
+
+use crate::rows::RunRows;
+use crate::runtime::iso;
+use std::collections::{BTreeMap, HashMap};
+use updraft_core::Operator;
+use updraft_core::decide::DagVersion;
+use updraft_executor::{Command, TaskTry};
+use updraft_store::DynStore;
+use updraft_template::{Lookups, RenderContext};
+
+/// Store values a template may read, loaded before rendering.
+#[derive(Default)]
+struct Preloaded {
+    variables: HashMap<String, String>,
+    xcoms: HashMap<(String, String), serde_json::Value>,
+}
+
+impl Lookups for Preloaded {
+    fn variable(&self, key: &str) -> Option<String> {
+        self.variables.get(key).cloned()
+    }
+    fn xcom(&self, task_id: &str, key: &str) -> Option<serde_json::Value> {
+        self.xcoms
+            .get(&(task_id.to_string(), key.to_string()))
+            .cloned()
+    }
+}
+
+/// Renders the try's command. `Err` carries the message to record as the try's failure.
+pub(crate) async fn prepare(
+    store: &DynStore,
+    rows: &RunRows,
+    dag: &DagVersion,
+    params: &crate::runtime::RunParams,
+    try_number: u32,
+    i: usize,
+) -> Result<(TaskTry, Command, serde_json::Value), String> {
+    let params = params
+        .as_ref()
+        .map_err(|e| format!("invalid params for this run: {e}"))?;
+    let mut pre = Preloaded::default();
+    if let Operator::Bash(bash) = &dag.spec.tasks[i].operator {
+        let mut texts: Vec<&str> = vec![bash.bash_command.as_str()];
+        if let Some(env) = &bash.env {
+            texts.extend(env.values().map(String::as_str));
+        }
+        let needs = updraft_template::needs(&texts);
+        if needs.variables {
+            pre.variables = store
+                .list_variables()
+                .await
+                .map_err(|e| format!("cannot load variables: {e}"))?
+                .into_iter()
+                .map(|v| (v.key, v.value))
+                .collect();
+        }
+        if needs.xcoms {
+            pre.xcoms = store
+                .list_xcoms(&rows.run.dag_id, &rows.run.run_id)
+                .await
+                .map_err(|e| format!("cannot load xcoms: {e}"))?
+                .into_iter()
+                .filter(|x| x.map_index == -1)
+                .map(|x| ((x.task_id, x.key), x.value))
+                .collect();
+        }
+    }
+    build(rows, dag, params, try_number, i, &pre)
+}
+
+pub(crate) fn build(
+    rows: &RunRows,
+    dag: &DagVersion,
+    params: &serde_json::Map<String, serde_json::Value>,
+    try_number: u32,
+    i: usize,
+    lookups: &dyn Lookups,
+) -> Result<(TaskTry, Command, serde_json::Value), String> {
+    let task = &dag.spec.tasks[i];
+    let row = &rows.tis[i];
+    let run = &rows.run;
+    let Operator::Bash(bash) = &task.operator else {
+        return Err(format!(
+            "task `{}` has no command to run (operator {})",
+            task.task_id,
+            task.operator_name()
+        ));
+    };
+    let ctx = RenderContext {
+        dag: &dag.spec,
+        task_id: &task.task_id,
+        run_id: &run.run_id,
+        run_type: run.run_type.as_str(),
+        logical_date: run.logical_date,
+        data_interval_start: run.data_interval_start,
+        data_interval_end: run.data_interval_end,
+        run_after: run.run_after,
+        conf: &run.conf,
+        params,
+        try_number,
+        map_index: row.map_index,
+        start_date: run.start_date,
+    };
+    let rendered = updraft_template::render_bash(bash, &ctx, lookups)
+        .map_err(|e| format!("cannot render task `{}`: {e}", task.task_id))?;
+    let mut extra_env = BTreeMap::new();
+    extra_env.insert("AIRFLOW_CTX_DAG_ID".into(), run.dag_id.clone());
+    extra_env.insert("AIRFLOW_CTX_TASK_ID".into(), task.task_id.clone());
+    extra_env.insert("AIRFLOW_CTX_DAG_RUN_ID".into(), run.run_id.clone());
+    extra_env.insert("AIRFLOW_CTX_TRY_NUMBER".into(), try_number.to_string());
+    extra_env.insert("AIRFLOW_CTX_DAG_OWNER".into(), dag.spec.owner.clone());
+    if let Some(ld) = run.logical_date {
+        extra_env.insert("AIRFLOW_CTX_LOGICAL_DATE".into(), iso(ld));
+    }
+    // Lets crash recovery find this try's processes even if their pid was never recorded.
+    extra_env.insert(
+        crate::recovery::TRY_MARKER_ENV.into(),
+        crate::recovery::try_marker(row.id, try_number),
+    );
+    let fields = serde_json::json!({
+        "bash_command": rendered.bash_command,
+        "env": rendered.env,
+    });
+    let task_try = TaskTry {
+        ti_id: row.id,
+        dag_id: run.dag_id.clone(),
+        run_id: run.run_id.clone(),
+        task_id: task.task_id.clone(),
+        map_index: row.map_index,
+        try_number,
+    };
+    let command = Command {
+        bash_command: rendered.bash_command,
+        env: rendered.env,
+        append_env: bash.append_env,
+        cwd: bash.cwd.as_ref().map(Into::into),
+        skip_on_exit_code: bash.skip_on_exit_code.clone(),
+        execution_timeout: task.execution_timeout,
+        extra_env,
+    };
+    Ok((task_try, command, fields))
+}

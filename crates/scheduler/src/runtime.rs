@@ -1,0 +1,1082 @@
+//! The scheduler loop: events in, one transaction per step, work out to the executor.
+//!
+//! Shape: [`Scheduler::run`] owns everything. It waits on one `select!` over the executor's
+//! event channel, the store's inbox waker (runs triggered or changed by other processes), the
+//! earliest timer of one timer queue (cron runs, retry times, run timeouts), periodic DAG
+//! rescans and lease renewals, and the shutdown signal. Every wake-up drains what is pending,
+//! feeds it to the pure [`Engine`], and persists the resulting step with one
+//! [`Store::apply`](updraft_store::Store::apply) before the executor is told anything. A crash
+//! between the commit and the spawn leaves a `queued` try that recovery puts back.
+
+use crate::dag_processor;
+use crate::rows::RunRows;
+use crate::trigger::{RunOrigin, new_run, run_id_for};
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+use updraft_config::Config;
+use updraft_core::decide::{
+    DagVersion, Engine, Limits, Past, RunPk, Step, TiKey, Timer, TryResult,
+};
+use updraft_core::timetable::{RunInfo, manual_run_info, next_run};
+use updraft_core::{RunState, RunType, Schedule, TaskState};
+use updraft_executor::{Event, ExecutorOptions, Handle, LocalExecutor, Outcome};
+use updraft_store::{Batch, DagRecord, DagRun, DynStore, InboxKind, PastState, TaskInstance, XCom};
+use uuid::Uuid;
+
+const LEASE_NAME: &str = "scheduler";
+const LEASE_TTL: Duration = Duration::from_secs(30);
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// A run's resolved params, or why they are invalid (its tasks then fail with that message).
+pub(crate) type RunParams = Result<serde_json::Map<String, serde_json::Value>, String>;
+
+/// What the loop is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The long-running role: every active run, cron schedules, crash recovery.
+    Service,
+    /// Only these runs, until they are finished (`dags test`, `dags backfill`).
+    UntilDone(Vec<RunPk>),
+}
+
+pub struct SchedulerOptions {
+    pub store: DynStore,
+    pub config: Config,
+    pub hostname: String,
+    pub mode: Mode,
+    /// Rescan the DAGs folder in this process.
+    pub process_dags: bool,
+    /// Hold the scheduler lease while running, so no second scheduler works on the same runs.
+    pub take_lease: bool,
+}
+
+/// How the loop ended.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Runs that finished while the loop ran, with their final state.
+    pub finished: Vec<(RunPk, RunState)>,
+}
+
+pub struct Scheduler {
+    opts: SchedulerOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerEntry {
+    Engine(Timer),
+    DagDue(String),
+}
+
+struct DagState {
+    record: DagRecord,
+    latest: Arc<DagVersion>,
+    /// The last run the timetable created (to compute the next one).
+    last_auto: Option<RunInfo>,
+    next: Option<RunInfo>,
+    armed_for: Option<DateTime<Utc>>,
+}
+
+/// The loop's state. Everything is owned by the one task that runs the loop.
+struct Loop {
+    store: DynStore,
+    cfg: Config,
+    hostname: String,
+    mode: Mode,
+    engine: Engine,
+    rows: HashMap<RunPk, RunRows>,
+    params: HashMap<RunPk, RunParams>,
+    dags: HashMap<String, DagState>,
+    versions: HashMap<(String, i64), Arc<DagVersion>>,
+    ti_index: HashMap<Uuid, TiKey>,
+    timers: BinaryHeap<Reverse<(DateTime<Utc>, TimerEntry)>>,
+    pools: HashMap<String, i32>,
+    inbox_cursor: i64,
+    executor: Handle,
+    draining: bool,
+    /// Executor events applied since the last commit, re-applied to runs reloaded after a
+    /// stale write so no report is lost.
+    uncommitted: Vec<Event>,
+    pending_xcoms: Vec<XCom>,
+    summary: Summary,
+}
+
+impl Scheduler {
+    pub fn new(opts: SchedulerOptions) -> Self {
+        Scheduler { opts }
+    }
+
+    /// Runs until `shutdown` turns true (Service) or the runs are done (UntilDone).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<Summary> {
+        let SchedulerOptions {
+            store,
+            config,
+            hostname,
+            mode,
+            process_dags,
+            take_lease,
+        } = self.opts;
+        let holder = format!("{hostname}:{}:{}", std::process::id(), Uuid::now_v7());
+        if take_lease {
+            wait_for_lease(&store, &holder, &mut shutdown).await?;
+        }
+
+        let (events_tx, mut events_rx) = mpsc::channel::<Event>(8192);
+        let executor = LocalExecutor::start(
+            ExecutorOptions {
+                parallelism: config.core.parallelism.max(1),
+                logs_dir: config.logging.base_log_folder.clone(),
+                hostname: hostname.clone(),
+                kill_grace: Duration::from_secs(5),
+            },
+            events_tx,
+        );
+        let mut lp = Loop {
+            store: store.clone(),
+            cfg: config.clone(),
+            hostname,
+            mode: mode.clone(),
+            engine: Engine::new(),
+            rows: HashMap::new(),
+            params: HashMap::new(),
+            dags: HashMap::new(),
+            versions: HashMap::new(),
+            ti_index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            pools: HashMap::new(),
+            inbox_cursor: 0,
+            executor: executor.clone(),
+            draining: false,
+            uncommitted: Vec::new(),
+            pending_xcoms: Vec::new(),
+            summary: Summary::default(),
+        };
+        lp.start(process_dags).await?;
+        let mut waker = store
+            .inbox_waker(config.scheduler.inbox_poll_interval)
+            .await
+            .context("cannot watch the scheduler inbox")?;
+
+        let mut dag_tick = tokio::time::interval(config.scheduler.dag_dir_list_interval);
+        dag_tick.tick().await;
+        let mut lease_tick = tokio::time::interval(LEASE_RENEW);
+        lease_tick.tick().await;
+        let mut heartbeat_tick = tokio::time::interval(HEARTBEAT_EVERY);
+        heartbeat_tick.tick().await;
+        let mut trim_tick = tokio::time::interval(Duration::from_secs(60));
+        trim_tick.tick().await;
+        let mut trim_to = 0i64;
+        let mut drain_task: Option<tokio::task::JoinHandle<()>> = None;
+
+        loop {
+            if lp.is_done() && drain_task.is_none() {
+                break;
+            }
+            let sleep = lp.next_timer_sleep();
+            tokio::select! {
+                biased;
+                ev = events_rx.recv() => {
+                    match ev {
+                        Some(ev) => {
+                            lp.on_executor_event(ev);
+                            while let Ok(ev) = events_rx.try_recv() {
+                                lp.on_executor_event(ev);
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                _ = shutdown.changed(), if !lp.draining => {
+                    if *shutdown.borrow() {
+                        info!(grace_s = config.scheduler.shutdown_grace.as_secs_f64(),
+                            "shutting down: no new work; waiting for running tasks");
+                        lp.draining = true;
+                        let ex = executor.clone();
+                        let grace = config.scheduler.shutdown_grace;
+                        drain_task = Some(tokio::spawn(async move { ex.shutdown(grace).await }));
+                    }
+                }
+                _ = async { drain_task.as_mut().expect("guarded").await }, if drain_task.is_some() => {
+                    // Every child is gone; collect the last reports, then stop.
+                    while let Ok(ev) = events_rx.try_recv() {
+                        lp.on_executor_event(ev);
+                    }
+                    lp.commit().await?;
+                    break;
+                }
+                Some(()) = waker.recv() => {
+                    while waker.try_recv().is_ok() {}
+                    lp.on_inbox().await?;
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    lp.fire_timers(Utc::now()).await?;
+                }
+                _ = dag_tick.tick(), if process_dags && lp.mode == Mode::Service => {
+                    lp.sync_dags().await;
+                }
+                _ = lease_tick.tick(), if take_lease => {
+                    if !store.acquire_lease(LEASE_NAME, &holder, LEASE_TTL, Utc::now()).await? {
+                        anyhow::bail!("lost the scheduler lease to another scheduler; stopping");
+                    }
+                }
+                _ = heartbeat_tick.tick() => {
+                    lp.heartbeat().await;
+                }
+                _ = trim_tick.tick(), if lp.mode == Mode::Service => {
+                    if trim_to > 0
+                        && let Err(e) = store.trim_inbox(trim_to).await
+                    {
+                        warn!(error = %e, "cannot trim the scheduler inbox");
+                    }
+                    trim_to = lp.inbox_cursor;
+                }
+            }
+            lp.commit().await?;
+        }
+        if take_lease {
+            let _ = store.release_lease(LEASE_NAME, &holder).await;
+        }
+        Ok(lp.summary)
+    }
+}
+
+async fn wait_for_lease(
+    store: &DynStore,
+    holder: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut warned = false;
+    loop {
+        if store
+            .acquire_lease(LEASE_NAME, holder, LEASE_TTL, Utc::now())
+            .await?
+        {
+            return Ok(());
+        }
+        if !warned {
+            info!("another scheduler is active; standing by until its lease expires");
+            warned = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    anyhow::bail!("shut down while standing by");
+                }
+            }
+        }
+    }
+}
+
+impl Loop {
+    fn is_done(&self) -> bool {
+        match &self.mode {
+            Mode::Service => false,
+            Mode::UntilDone(pks) => pks.iter().all(|pk| self.engine.run(*pk).is_none()),
+        }
+    }
+
+    /// Start-up: DAGs, pools, crash recovery, active runs, schedules.
+    async fn start(&mut self, process_dags: bool) -> Result<()> {
+        let now = Utc::now();
+        if process_dags {
+            self.sync_dags().await;
+        }
+        // Read the cursor before loading runs so nothing posted in between is missed.
+        self.inbox_cursor = self.store.max_inbox_id().await?;
+        self.reload_pools().await?;
+        for record in self.store.list_dags(false).await? {
+            let dag_id = record.dag_id.clone();
+            self.install_dag(record);
+            if self.mode == Mode::Service {
+                self.load_last_auto(&dag_id).await?;
+            }
+        }
+        let orphans = if self.mode == Mode::Service {
+            let orphans = self
+                .store
+                .task_instances_in_states(&[
+                    TaskState::Queued,
+                    TaskState::Running,
+                    TaskState::Restarting,
+                ])
+                .await?;
+            crate::recovery::kill_leftovers(&orphans, &self.hostname);
+            orphans
+        } else {
+            Vec::new()
+        };
+        let runs: Vec<DagRun> = match &self.mode {
+            Mode::Service => self.store.active_runs().await?,
+            Mode::UntilDone(pks) => {
+                let mut runs = Vec::new();
+                for pk in pks {
+                    if let Some(r) = self.store.get_run_by_id(*pk).await? {
+                        runs.push(r);
+                    }
+                }
+                runs
+            }
+        };
+        self.load_runs(runs).await?;
+        for ti in &orphans {
+            let Some(&key) = self.ti_index.get(&ti.id) else {
+                continue;
+            };
+            match ti.state {
+                TaskState::Queued => {
+                    self.engine.requeue(key, now);
+                }
+                _ => {
+                    warn!(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id,
+                        try_number = ti.try_number, "task process was lost in a crash; failing this try");
+                    crate::recovery::note_in_log(
+                        &self.cfg,
+                        ti,
+                        "the scheduler that ran this try stopped without reporting its end (crash or kill -9); the try is marked failed",
+                    );
+                    self.engine
+                        .on_finished(key, ti.try_number, TryResult::Failed, now);
+                }
+            }
+        }
+        let dag_ids: Vec<String> = self.dags.keys().cloned().collect();
+        for dag_id in dag_ids {
+            self.arm_dag(&dag_id, now);
+        }
+        Ok(())
+    }
+
+    async fn sync_dags(&mut self) {
+        match dag_processor::sync_once(&self.store, &self.cfg).await {
+            Ok(report) => {
+                for dag_id in report.changed.iter().chain(report.deactivated.iter()) {
+                    if let Err(e) = self.reload_dag(dag_id).await {
+                        warn!(dag_id, error = %e, "cannot reload dag");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "dag folder scan failed"),
+        }
+    }
+
+    fn install_dag(&mut self, record: DagRecord) {
+        let dag_id = record.dag_id.clone();
+        let latest = match DagVersion::new(record.spec.clone(), record.version) {
+            Ok(v) => v,
+            Err(e) => {
+                error!(dag_id, error = %e, "stored dag is invalid; ignoring it");
+                return;
+            }
+        };
+        self.versions
+            .insert((dag_id.clone(), record.version), latest.clone());
+        // `dags test` and backfills run whatever the DAG's paused flag says.
+        self.engine
+            .set_paused(&dag_id, record.is_paused && self.mode == Mode::Service);
+        let (last_auto, armed_for) = match self.dags.remove(&dag_id) {
+            Some(old) => (old.last_auto, old.armed_for),
+            None => (None, None),
+        };
+        self.dags.insert(
+            dag_id,
+            DagState {
+                record,
+                latest,
+                last_auto,
+                next: None,
+                armed_for,
+            },
+        );
+    }
+
+    async fn reload_dag(&mut self, dag_id: &str) -> Result<()> {
+        match self.store.get_dag(dag_id).await? {
+            Some(record) => {
+                let first = !self.dags.contains_key(dag_id);
+                self.install_dag(record);
+                if first && self.mode == Mode::Service {
+                    self.load_last_auto(dag_id).await?;
+                }
+                self.arm_dag(dag_id, Utc::now());
+            }
+            None => {
+                self.dags.remove(dag_id);
+                let pks: Vec<RunPk> = self
+                    .rows
+                    .values()
+                    .filter(|r| r.run.dag_id == dag_id)
+                    .map(|r| r.run.id)
+                    .collect();
+                for pk in pks {
+                    self.drop_run(pk, true);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_last_auto(&mut self, dag_id: &str) -> Result<()> {
+        let last = self.store.latest_run(dag_id, &[RunType::Scheduled]).await?;
+        if let (Some(state), Some(run)) = (self.dags.get_mut(dag_id), last) {
+            state.last_auto = run_info(&run);
+        }
+        Ok(())
+    }
+
+    async fn reload_pools(&mut self) -> Result<()> {
+        self.pools = self
+            .store
+            .list_pools()
+            .await?
+            .into_iter()
+            .map(|p| (p.name, p.slots))
+            .collect();
+        Ok(())
+    }
+
+    async fn dag_version(&mut self, dag_id: &str, version: i64) -> Result<Option<Arc<DagVersion>>> {
+        if let Some(v) = self.versions.get(&(dag_id.to_string(), version)) {
+            return Ok(Some(v.clone()));
+        }
+        let Some(spec) = self.store.get_dag_version(dag_id, version).await? else {
+            return Ok(None);
+        };
+        let v = DagVersion::new(spec, version)
+            .map_err(|e| anyhow::anyhow!("stored dag `{dag_id}` v{version} is invalid: {e}"))?;
+        self.versions
+            .insert((dag_id.to_string(), version), v.clone());
+        Ok(Some(v))
+    }
+
+    async fn load_runs(&mut self, runs: Vec<DagRun>) -> Result<()> {
+        let runs: Vec<DagRun> = runs
+            .into_iter()
+            .filter(|r| !r.state.is_finished())
+            .collect();
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let pks: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let mut tis_by_run: HashMap<i64, Vec<TaskInstance>> = HashMap::new();
+        for ti in self.store.task_instances_of_runs(&pks).await? {
+            tis_by_run.entry(ti.run_pk).or_default().push(ti);
+        }
+        for run in runs {
+            let tis = tis_by_run.remove(&run.id).unwrap_or_default();
+            self.install_run(run, tis).await?;
+        }
+        Ok(())
+    }
+
+    async fn install_run(&mut self, run: DagRun, tis: Vec<TaskInstance>) -> Result<()> {
+        let pk = run.id;
+        if self.mode == Mode::Service && run.triggered_by == "test" {
+            // `dags test` runs its run in its own process.
+            return Ok(());
+        }
+        let Some(dag) = self.dag_version(&run.dag_id, run.dag_version).await? else {
+            warn!(dag_id = %run.dag_id, run_id = %run.run_id, "run refers to an unknown dag version; ignoring it");
+            return Ok(());
+        };
+        let rows = match RunRows::new(run, tis, &dag) {
+            Ok(rows) => rows,
+            Err(e) => {
+                error!(error = %e, "cannot load run");
+                return Ok(());
+            }
+        };
+        self.drop_run(pk, false);
+        if !self.dags.contains_key(&rows.run.dag_id) {
+            // A run of a DAG that is not (or no longer) parsed still runs with its version.
+            self.engine.set_paused(&rows.run.dag_id, false);
+        }
+        let params =
+            updraft_template::resolve_params(&dag.spec, &rows.run.conf).map_err(|e| e.to_string());
+        self.params.insert(pk, params);
+        for (i, ti) in rows.tis.iter().enumerate() {
+            self.ti_index.insert(ti.id, (pk, i));
+        }
+        self.engine.load_run(rows.engine_run(dag));
+        self.rows.insert(pk, rows);
+        Ok(())
+    }
+
+    /// Forgets a run. With `kill`, its tries still running are killed.
+    fn drop_run(&mut self, pk: RunPk, kill: bool) {
+        if let Some(rows) = self.rows.remove(&pk) {
+            for ti in &rows.tis {
+                self.ti_index.remove(&ti.id);
+            }
+            if kill {
+                for (i, ti) in rows.tis.iter().enumerate() {
+                    if self
+                        .engine
+                        .ti((pk, i))
+                        .is_some_and(|t| t.state.occupies_slot())
+                    {
+                        self.executor.kill(ti.id);
+                    }
+                }
+            }
+        }
+        self.params.remove(&pk);
+        self.engine.unload_run(pk);
+    }
+
+    fn wants_run(&self, pk: RunPk) -> bool {
+        match &self.mode {
+            Mode::Service => true,
+            Mode::UntilDone(pks) => pks.contains(&pk),
+        }
+    }
+
+    // ---- events -------------------------------------------------------------------------------
+
+    fn on_executor_event(&mut self, ev: Event) {
+        self.apply_executor_event(&ev);
+        self.uncommitted.push(ev);
+    }
+
+    fn apply_executor_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Started {
+                task,
+                pid,
+                pid_start_ticks,
+                at,
+            } => {
+                let Some(&key) = self.ti_index.get(&task.ti_id) else {
+                    return;
+                };
+                if self.engine.on_started(key, task.try_number, *at) {
+                    let row = &mut self.rows.get_mut(&key.0).expect("indexed").tis[key.1];
+                    row.pid = Some(*pid);
+                    row.pid_start_ticks = Some(*pid_start_ticks);
+                    row.hostname = Some(self.hostname.clone());
+                }
+            }
+            Event::Finished {
+                task,
+                outcome,
+                at,
+                last_stdout_line,
+            } => {
+                let Some(&key) = self.ti_index.get(&task.ti_id) else {
+                    return;
+                };
+                let result = match outcome {
+                    Outcome::Success => TryResult::Success,
+                    Outcome::Skipped { .. } => TryResult::Skipped,
+                    Outcome::Failed { .. } | Outcome::TimedOut => TryResult::Failed,
+                    Outcome::Killed => {
+                        if self.engine.requeue(key, *at) {
+                            return;
+                        }
+                        TryResult::Failed
+                    }
+                };
+                let accepted = self
+                    .engine
+                    .on_finished(key, task.try_number, result.clone(), *at);
+                if accepted
+                    && result == TryResult::Success
+                    && let Some(line) = last_stdout_line
+                {
+                    self.pending_xcoms.push(XCom {
+                        ti_id: task.ti_id,
+                        dag_id: task.dag_id.clone(),
+                        run_id: task.run_id.clone(),
+                        task_id: task.task_id.clone(),
+                        map_index: task.map_index,
+                        key: "return_value".into(),
+                        value: serde_json::Value::String(line.clone()),
+                        timestamp: *at,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn on_inbox(&mut self) -> Result<()> {
+        loop {
+            let items = self.store.read_inbox(self.inbox_cursor, 1000).await?;
+            let Some(last) = items.last() else {
+                return Ok(());
+            };
+            self.inbox_cursor = last.id;
+            let mut runs: Vec<RunPk> = Vec::new();
+            let mut dags: Vec<String> = Vec::new();
+            let mut pools = false;
+            for item in &items {
+                match item.kind {
+                    InboxKind::RunCreated | InboxKind::RunChanged => {
+                        if let Some(pk) = item.run_pk
+                            && !runs.contains(&pk)
+                        {
+                            runs.push(pk);
+                        }
+                    }
+                    InboxKind::PoolsChanged => pools = true,
+                    InboxKind::DagChanged => {
+                        if let Some(d) = &item.dag_id
+                            && !dags.contains(d)
+                        {
+                            dags.push(d.clone());
+                        }
+                    }
+                }
+            }
+            if pools {
+                self.reload_pools().await?;
+            }
+            for dag_id in dags {
+                self.reload_dag(&dag_id).await?;
+            }
+            for pk in runs {
+                if self.wants_run(pk) {
+                    self.reload_run(pk).await?;
+                }
+            }
+            if items.len() < 1000 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reloads a run changed outside the scheduler; tries the outside world took away (marked,
+    /// cleared, deleted) are killed.
+    async fn reload_run(&mut self, pk: RunPk) -> Result<()> {
+        let run = self.store.get_run_by_id(pk).await?;
+        let fresh = match &run {
+            Some(_) => self.store.task_instances_of_runs(&[pk]).await?,
+            None => Vec::new(),
+        };
+        if let Some(old) = self.rows.get(&pk) {
+            let fresh_by_id: HashMap<Uuid, &TaskInstance> =
+                fresh.iter().map(|t| (t.id, t)).collect();
+            for (i, ti) in old.tis.iter().enumerate() {
+                let ours = self.engine.ti((pk, i));
+                if !ours.is_some_and(|t| t.state.occupies_slot()) {
+                    continue;
+                }
+                let keep = fresh_by_id
+                    .get(&ti.id)
+                    .is_some_and(|f| f.state.occupies_slot() && f.try_number == ti.try_number)
+                    && run.as_ref().is_some_and(|r| !r.state.is_finished());
+                if !keep {
+                    info!(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id,
+                        "task changed outside the scheduler; killing its process");
+                    self.executor.kill(ti.id);
+                }
+            }
+        }
+        match run {
+            Some(run) if !run.state.is_finished() => self.install_run(run, fresh).await?,
+            _ => self.drop_run(pk, false),
+        }
+        Ok(())
+    }
+
+    // ---- timers -------------------------------------------------------------------------------
+
+    fn next_timer_sleep(&self) -> Duration {
+        match self.timers.peek() {
+            Some(Reverse((at, _))) => (*at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    async fn fire_timers(&mut self, now: DateTime<Utc>) -> Result<()> {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, entry)) = self.timers.pop().expect("peeked");
+            match entry {
+                TimerEntry::Engine(t) => self.engine.on_timer(t, now),
+                TimerEntry::DagDue(dag_id) => self.on_dag_due(&dag_id, now).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the timer for the DAG's next automated run.
+    fn arm_dag(&mut self, dag_id: &str, now: DateTime<Utc>) {
+        if self.mode != Mode::Service {
+            return;
+        }
+        let Some(state) = self.dags.get_mut(dag_id) else {
+            return;
+        };
+        if state.record.is_paused || !state.record.is_active {
+            state.next = None;
+            return;
+        }
+        let spec = &state.latest.spec;
+        let at = match spec.schedule {
+            Schedule::None => None,
+            Schedule::Continuous => Some(now),
+            _ => {
+                state.next = next_run(spec, state.last_auto.as_ref(), now);
+                state.next.map(|n| n.run_after)
+            }
+        };
+        if let Some(at) = at
+            && state.armed_for != Some(at)
+        {
+            state.armed_for = Some(at);
+            self.timers
+                .push(Reverse((at, TimerEntry::DagDue(dag_id.to_string()))));
+        }
+    }
+
+    async fn on_dag_due(&mut self, dag_id: &str, now: DateTime<Utc>) -> Result<()> {
+        let Some(state) = self.dags.get_mut(dag_id) else {
+            return Ok(());
+        };
+        state.armed_for = None;
+        if state.record.is_paused || !state.record.is_active {
+            return Ok(());
+        }
+        let spec = state.latest.spec.clone();
+        let version = state.latest.version;
+        let active = self.engine.active_runs_of(dag_id);
+        let info = match spec.schedule {
+            Schedule::Continuous => {
+                if active > 0 {
+                    return Ok(());
+                }
+                manual_run_info(&spec, now)
+            }
+            Schedule::None => return Ok(()),
+            _ => {
+                let Some(info) = next_run(&spec, state.last_auto.as_ref(), now) else {
+                    return Ok(());
+                };
+                if info.run_after > now {
+                    self.arm_dag(dag_id, now);
+                    return Ok(());
+                }
+                if active as u32 >= spec.max_active_runs {
+                    // Re-armed when one of its runs finishes.
+                    return Ok(());
+                }
+                info
+            }
+        };
+        let origin = RunOrigin {
+            run_type: RunType::Scheduled,
+            run_id: run_id_for(RunType::Scheduled, info.logical_date),
+            triggered_by: "timetable".into(),
+        };
+        let run = new_run(&spec, version, &info, origin, serde_json::json!({}), now);
+        match self.store.create_run(run).await {
+            Ok(run) => {
+                info!(dag_id, run_id = %run.run_id, "created scheduled run");
+                let pk = run.id;
+                let tis = self.store.task_instances_of_runs(&[pk]).await?;
+                self.install_run(run, tis).await?;
+            }
+            Err(updraft_store::Error::Conflict(msg)) => {
+                debug!(dag_id, %msg, "scheduled run exists already");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(state) = self.dags.get_mut(dag_id) {
+            state.last_auto = Some(info);
+        }
+        self.arm_dag(dag_id, now);
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) {
+        let ids: Vec<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.heartbeat(&ids, Utc::now()).await {
+            warn!(error = %e, "cannot record task heartbeats");
+        }
+    }
+
+    // ---- the step ---------------------------------------------------------------------------
+
+    /// Runs engine steps until nothing changes, persisting each one before acting on it.
+    async fn commit(&mut self) -> Result<()> {
+        for _ in 0..64 {
+            let now = Utc::now();
+            let limits = Limits {
+                executor_free_slots: if self.draining {
+                    0
+                } else {
+                    self.executor.free_slots()
+                },
+                pools: self.pools.clone(),
+            };
+            let step = self.engine.step(&limits, now);
+            let need_past = step.need_past.clone();
+            let progressed = self.persist(step, now).await?;
+            for key in &need_past {
+                self.resolve_past(*key).await?;
+            }
+            if !progressed && need_past.is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve_past(&mut self, key: TiKey) -> Result<()> {
+        let Some(rows) = self.rows.get(&key.0) else {
+            return Ok(());
+        };
+        let before = rows.run.logical_date.unwrap_or(rows.run.run_after);
+        let past = self
+            .store
+            .past_task_state(&rows.run.dag_id, &rows.tis[key.1].task_id, before)
+            .await?;
+        let past = match past {
+            PastState::NoPreviousRun | PastState::Missing => Past::Pass,
+            PastState::State(s) => Past::State(s),
+        };
+        self.engine.set_past(key, past);
+        Ok(())
+    }
+
+    /// Writes one step; returns whether it changed anything.
+    async fn persist(&mut self, step: Step, now: DateTime<Utc>) -> Result<bool> {
+        let Step {
+            changed_tis,
+            changed_runs,
+            dispatch,
+            kill,
+            archive,
+            timers,
+            finished_runs,
+            need_past: _,
+        } = step;
+        for (at, t) in timers {
+            self.timers.push(Reverse((at, TimerEntry::Engine(t))));
+        }
+        let nothing = changed_tis.is_empty()
+            && changed_runs.is_empty()
+            && dispatch.is_empty()
+            && kill.is_empty()
+            && self.pending_xcoms.is_empty();
+        if nothing {
+            self.uncommitted.clear();
+            return Ok(false);
+        }
+
+        // Render what is dispatched: a template error fails the try like a task error would.
+        let mut commands = Vec::with_capacity(dispatch.len());
+        let mut render_failures = Vec::new();
+        let mut rendered = Vec::new();
+        for key in &dispatch {
+            let prepared = match self.parts_for_dispatch(*key) {
+                Some((rows, dag, params, try_number)) => {
+                    crate::dispatch::prepare(&self.store, rows, dag, params, try_number, key.1)
+                        .await
+                }
+                None => Err("run is not loaded".to_string()),
+            };
+            match prepared {
+                Ok((task, command, fields)) => {
+                    rendered.push(updraft_store::RenderedFields {
+                        ti_id: task.ti_id,
+                        try_number: task.try_number,
+                        fields,
+                    });
+                    commands.push((task, command));
+                }
+                Err(message) => render_failures.push((*key, message)),
+            }
+        }
+
+        let mut batch = Batch::default();
+        let mut seen = HashSet::new();
+        for key in &changed_tis {
+            if !seen.insert(*key) {
+                continue;
+            }
+            let Some(ti) = self.engine.ti(*key).cloned() else {
+                continue;
+            };
+            let Some(rows) = self.rows.get_mut(&key.0) else {
+                continue;
+            };
+            rows.sync_ti(key.1, &ti);
+            if ti.state == TaskState::Queued {
+                batch.clear_xcoms_of.push(rows.tis[key.1].id);
+            }
+            batch.task_instances.push(rows.tis[key.1].clone());
+        }
+        for (key, old) in &archive {
+            if let Some(rows) = self.rows.get(&key.0) {
+                batch.history.push(rows.history_row(key.1, old));
+            }
+        }
+        let mut seen_runs = HashSet::new();
+        for pk in &changed_runs {
+            if !seen_runs.insert(*pk) {
+                continue;
+            }
+            let (Some(run), Some(rows)) = (self.engine.run(*pk), self.rows.get_mut(pk)) else {
+                continue;
+            };
+            rows.sync_run(run);
+            batch.runs.push(rows.run.clone());
+        }
+        batch.rendered = rendered;
+        batch.xcoms = std::mem::take(&mut self.pending_xcoms);
+
+        let stale = self.apply_with_retry(&mut batch).await?;
+        if !stale.is_empty() {
+            for pk in &stale {
+                self.reload_run(*pk).await?;
+            }
+            let events = std::mem::take(&mut self.uncommitted);
+            for ev in &events {
+                let ti_id = match ev {
+                    Event::Started { task, .. } | Event::Finished { task, .. } => task.ti_id,
+                };
+                if self
+                    .ti_index
+                    .get(&ti_id)
+                    .is_some_and(|k| stale.contains(&k.0))
+                {
+                    self.apply_executor_event(ev);
+                }
+            }
+        }
+        self.uncommitted.clear();
+
+        // Committed: now the world may hear about it.
+        for row in &batch.task_instances {
+            if let Some(&(pk, i)) = self.ti_index.get(&row.id)
+                && let Some(rows) = self.rows.get_mut(&pk)
+            {
+                rows.tis[i].version = row.version + 1;
+            }
+        }
+        for run in &batch.runs {
+            if let Some(rows) = self.rows.get_mut(&run.id) {
+                rows.run.version = run.version + 1;
+            }
+        }
+        for (task, command) in commands {
+            if stale.contains(&self.ti_index.get(&task.ti_id).map_or(-1, |k| k.0)) {
+                continue;
+            }
+            self.executor.submit(task, command);
+        }
+        for key in kill {
+            if let Some(rows) = self.rows.get(&key.0) {
+                self.executor.kill(rows.tis[key.1].id);
+            }
+        }
+        for (key, message) in render_failures {
+            if stale.contains(&key.0) {
+                continue;
+            }
+            let Some(ti) = self.engine.ti(key).cloned() else {
+                continue;
+            };
+            if let Some(rows) = self.rows.get(&key.0) {
+                crate::recovery::note_in_log(&self.cfg, &rows.tis[key.1], &message);
+            }
+            warn!(%message, "task try failed before it started");
+            self.engine
+                .on_finished(key, ti.try_number, TryResult::Failed, now);
+        }
+        for pk in finished_runs {
+            if stale.contains(&pk) {
+                continue;
+            }
+            if let Some(run) = self.engine.run(pk) {
+                let state = run.state;
+                let dag_id = run.dag_id.clone();
+                info!(dag_id, run_pk = pk, state = %state, "dag run finished");
+                self.summary.finished.push((pk, state));
+                self.drop_run(pk, false);
+                self.arm_dag(&dag_id, now);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies a batch; a database that is down is retried (the in-memory state stays ahead
+    /// and nothing is lost). Rows of runs changed underneath are dropped from the batch and
+    /// their run ids returned so the caller reloads them.
+    async fn apply_with_retry(&mut self, batch: &mut Batch) -> Result<Vec<RunPk>> {
+        let mut stale: Vec<RunPk> = Vec::new();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if batch.is_empty() {
+                return Ok(stale);
+            }
+            match self.store.apply(batch).await {
+                Ok(()) => return Ok(stale),
+                Err(updraft_store::Error::Stale(pks)) => {
+                    warn!(runs = ?pks, "runs changed outside the scheduler; reloading them");
+                    let drop: HashSet<RunPk> = pks.iter().copied().collect();
+                    let ti_run: HashMap<Uuid, RunPk> =
+                        self.ti_index.iter().map(|(id, k)| (*id, k.0)).collect();
+                    let in_drop = |id: &Uuid| ti_run.get(id).is_some_and(|pk| drop.contains(pk));
+                    batch.task_instances.retain(|t| !drop.contains(&t.run_pk));
+                    batch.history.retain(|t| !drop.contains(&t.run_pk));
+                    batch.runs.retain(|r| !drop.contains(&r.id));
+                    batch.rendered.retain(|r| !in_drop(&r.ti_id));
+                    batch.clear_xcoms_of.retain(|id| !in_drop(id));
+                    batch.xcoms.retain(|x| !in_drop(&x.ti_id));
+                    stale.extend(pks);
+                    if drop.is_empty() {
+                        anyhow::bail!("store reported a stale write without naming runs");
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "cannot write scheduling decisions; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// The timetable view of a stored run.
+fn run_info(run: &DagRun) -> Option<RunInfo> {
+    let logical_date = run.logical_date?;
+    Some(RunInfo {
+        logical_date,
+        data_interval_start: run.data_interval_start.unwrap_or(logical_date),
+        data_interval_end: run.data_interval_end.unwrap_or(logical_date),
+        run_after: run.run_after,
+    })
+}
+
+pub(crate) fn iso(dt: DateTime<Utc>) -> String {
+    dt.to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+// Access for the dispatch step.
+impl Loop {
+    pub(crate) fn parts_for_dispatch(
+        &self,
+        key: TiKey,
+    ) -> Option<(&RunRows, &Arc<DagVersion>, &RunParams, u32)> {
+        let rows = self.rows.get(&key.0)?;
+        let run = self.engine.run(key.0)?;
+        let params = self.params.get(&key.0)?;
+        let try_number = self.engine.ti(key)?.try_number;
+        Some((rows, &run.dag, params, try_number))
+    }
+}
