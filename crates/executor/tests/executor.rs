@@ -132,7 +132,7 @@ fn events_of(log: &[serde_json::Value], logger: &str) -> Vec<String> {
         .collect()
 }
 
-/// True once `pid` is gone (or a zombie: dead, waiting to be reaped by whoever adopted it).
+/// Whether `pid` is gone (or a zombie: dead, waiting to be reaped by whoever adopted it).
 fn is_dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -141,6 +141,19 @@ fn is_dead(pid: i32) -> bool {
             state.starts_with('Z') || state.starts_with('X')
         }
     }
+}
+
+/// Waits until `pid` is dead. A process killed by a signal closes its files before the kernel
+/// marks it dead, so seeing the end of its output does not mean it is gone yet.
+fn dies(pid: i32) -> bool {
+    let give_up = std::time::Instant::now() + CAP;
+    while std::time::Instant::now() < give_up {
+        if is_dead(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 #[tokio::test]
@@ -381,30 +394,48 @@ async fn timeout_kills_the_whole_group_including_grandchildren() {
     // The background sleep keeps stdout open, so Finished (which waits for end of output)
     // implies it is gone too; the pid check below makes that explicit.
     let mut cmd = Command::bash("sleep 1000 & echo $!; sleep 1000; wait");
-    cmd.execution_timeout = Some(Duration::from_millis(300));
+    // Long enough for bash to print the pid first, even on a busy machine.
+    cmd.execution_timeout = Some(Duration::from_secs(1));
     let (outcome, last) = fx.run(&t, cmd).await;
     assert_eq!(outcome, Outcome::TimedOut);
     let grandchild: i32 = last.unwrap().parse().unwrap();
-    assert!(is_dead(grandchild), "grandchild {grandchild} survived");
+    assert!(dies(grandchild), "grandchild {grandchild} survived");
     assert!(fx.was_started(&t));
     assert_eq!(fx.log(&t).last().unwrap()["outcome"], "timed_out");
 }
 
 #[tokio::test]
-async fn timeout_escalates_to_sigkill_when_sigterm_is_ignored() {
+async fn kill_escalates_to_sigkill_when_sigterm_is_ignored() {
     let mut fx = fixture_with(4, Duration::from_millis(200));
     let t = task("stubborn");
-    // SIGTERM is ignored by bash and, inherited, by its children.
-    let mut cmd = Command::bash("trap '' TERM; sleep 1000 & echo $!; while :; do sleep 1; done");
-    cmd.execution_timeout = Some(Duration::from_millis(200));
-    let (outcome, last) = fx.run(&t, cmd).await;
-    assert_eq!(outcome, Outcome::TimedOut);
+    let dir = tempfile::tempdir().unwrap();
+    // SIGTERM is ignored by bash and, inherited, by its children; `ready` says the trap is set.
+    let mut cmd =
+        Command::bash("trap '' TERM; sleep 1000 & echo $!; touch ready; while :; do sleep 1; done");
+    cmd.cwd = Some(dir.path().to_path_buf());
+    fx.handle.submit(t.clone(), cmd);
+    wait_for_file(&dir.path().join("ready")).await;
+    fx.handle.kill(t.ti_id);
+    let (outcome, last) = fx.finished(&t).await;
+    assert_eq!(outcome, Outcome::Killed);
     let grandchild: i32 = last.unwrap().parse().unwrap();
-    assert!(is_dead(grandchild), "grandchild {grandchild} survived");
+    assert!(dies(grandchild), "grandchild {grandchild} survived");
     assert!(
         events_of(&fx.log(&t), "updraft.executor")
             .contains(&"Command was terminated by signal SIGKILL".to_string())
     );
+}
+
+async fn wait_for_file(path: &std::path::Path) {
+    let give_up = tokio::time::Instant::now() + CAP;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -419,7 +450,7 @@ async fn kill_a_running_try() {
     fx.handle.kill(t.ti_id);
     let (outcome, _) = fx.finished(&t).await;
     assert_eq!(outcome, Outcome::Killed);
-    assert!(is_dead(pid));
+    assert!(dies(pid));
     assert!(fx.handle.running().is_empty());
     assert_eq!(fx.handle.free_slots(), 4);
     // Unknown ids are ignored.
@@ -573,7 +604,7 @@ async fn shutdown_lets_short_tries_finish_and_kills_the_rest() {
     let (outcome, last) = fx.finished(&long).await;
     assert_eq!(outcome, Outcome::Killed);
     tokio::time::timeout(CAP, shutdown).await.unwrap().unwrap();
-    assert!(is_dead(last.unwrap().parse().unwrap()));
+    assert!(dies(last.unwrap().parse().unwrap()));
     assert!(!fx.was_started(&queued));
     assert!(fx.handle.running().is_empty());
 
@@ -632,7 +663,7 @@ fn kill_orphan_kills_the_group_of_the_right_process_only() {
     // End of output means the grandchild, which shared the pipe, is dead as well.
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert!(is_dead(grandchild));
+    assert!(dies(grandchild));
 }
 
 #[test]
