@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use updraft_core::Operator;
 use updraft_core::decide::DagVersion;
 use updraft_executor::{Command, TaskTry};
-use updraft_store::DynStore;
+use updraft_store::{DynStore, XCom};
 use updraft_template::{Lookups, RenderContext};
 
 /// Store values a template may read, loaded before rendering.
@@ -36,6 +36,7 @@ pub(crate) async fn prepare(
     params: &crate::runtime::RunParams,
     try_number: u32,
     i: usize,
+    unsaved_xcoms: &[XCom],
 ) -> Result<(TaskTry, Command, serde_json::Value), String> {
     let params = params
         .as_ref()
@@ -65,6 +66,12 @@ pub(crate) async fn prepare(
                 .filter(|x| x.map_index == -1)
                 .map(|x| ((x.task_id, x.key), x.value))
                 .collect();
+            for x in unsaved_xcoms {
+                if x.run_id == rows.run.run_id && x.dag_id == rows.run.dag_id && x.map_index == -1 {
+                    pre.xcoms
+                        .insert((x.task_id.clone(), x.key.clone()), x.value.clone());
+                }
+            }
         }
     }
     build(rows, dag, params, try_number, i, &pre)

@@ -875,6 +875,9 @@ impl Loop {
             return Ok(false);
         }
 
+        // XComs reported in this step are not stored yet, but downstream tasks dispatched in
+        // the same step must see them.
+        let fresh_xcoms = std::mem::take(&mut self.pending_xcoms);
         // Render what is dispatched: a template error fails the try like a task error would.
         let mut commands = Vec::with_capacity(dispatch.len());
         let mut render_failures = Vec::new();
@@ -882,8 +885,16 @@ impl Loop {
         for key in &dispatch {
             let prepared = match self.parts_for_dispatch(*key) {
                 Some((rows, dag, params, try_number)) => {
-                    crate::dispatch::prepare(&self.store, rows, dag, params, try_number, key.1)
-                        .await
+                    crate::dispatch::prepare(
+                        &self.store,
+                        rows,
+                        dag,
+                        params,
+                        try_number,
+                        key.1,
+                        &fresh_xcoms,
+                    )
+                    .await
                 }
                 None => Err("run is not loaded".to_string()),
             };
@@ -935,7 +946,7 @@ impl Loop {
             batch.runs.push(rows.run.clone());
         }
         batch.rendered = rendered;
-        batch.xcoms = std::mem::take(&mut self.pending_xcoms);
+        batch.xcoms = fresh_xcoms;
 
         let stale = self.apply_with_retry(&mut batch).await?;
         if !stale.is_empty() {

@@ -90,7 +90,7 @@ pub async fn run(
     let rows = RunRows::new(run, tis, &version).map_err(anyhow::Error::msg)?;
     let params =
         updraft_template::resolve_params(&dag.spec, &rows.run.conf).map_err(|e| e.to_string());
-    let (task_try, command, _) = dispatch::prepare(store, &rows, &version, &params, 1, i)
+    let (task_try, command, _) = dispatch::prepare(store, &rows, &version, &params, 1, i, &[])
         .await
         .map_err(anyhow::Error::msg)?;
     let logs = tempfile_dir()?;

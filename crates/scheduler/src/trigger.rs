@@ -126,7 +126,8 @@ pub async fn trigger_dag(
     }
     updraft_template::resolve_params(&dag.spec, &req.conf)
         .map_err(|e| Error::Params(e.to_string()))?;
-    let logical_date = req.logical_date.unwrap_or(now);
+    // The store keeps microseconds; a run id must match its stored logical date.
+    let logical_date = truncate_to_micros(req.logical_date.unwrap_or(now));
     if logical_date > now {
         return Err(Error::FutureLogicalDate(
             logical_date.to_rfc3339_opts(SecondsFormat::Micros, false),
@@ -165,4 +166,8 @@ fn validate_run_id(id: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+fn truncate_to_micros(dt: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(dt.timestamp_micros()).unwrap_or(dt)
 }
