@@ -43,13 +43,11 @@ enum SetupError {
     CwdNotDir(PathBuf),
     #[error("cannot create a temporary working directory: {0}")]
     TempDir(std::io::Error),
-}
-
-struct Prepared {
-    log: std::fs::File,
-    cwd: PathBuf,
-    /// Removed when the try ends.
-    temp: Option<tempfile::TempDir>,
+    #[error("cannot start {}: {source}", bash.display())]
+    Spawn {
+        bash: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Why we signalled the process group.
@@ -93,49 +91,32 @@ pub(crate) async fn run_try(
     };
     let began = Instant::now();
 
-    // All the blocking setup (directories, opening the log, the header) in one hop.
-    let prepared = {
+    // The log (directories, file, header) is prepared on the blocking pool while the child
+    // starts: only the working directory is on the critical path to `Started`.
+    let log_ready = {
         let (logs_dir, hostname, bash) = (
             shared.opts.logs_dir.clone(),
             shared.opts.hostname.clone(),
             shared.bash.clone(),
         );
         let (task, command) = (task.clone(), command.clone());
-        tokio::task::spawn_blocking(move || prepare(&logs_dir, &hostname, &bash, &task, &command))
-            .await
-            .unwrap_or_else(|e| Err((None, SetupError::TempDir(std::io::Error::other(e)))))
+        tokio::task::spawn_blocking(move || open_log(&logs_dir, &hostname, &bash, &task, &command))
     };
-    let Prepared { log, cwd, temp } = match prepared {
-        Ok(p) => p,
-        Err((log, err)) => {
-            let reason = err.to_string();
-            tracing::warn!(ti_id = %task.ti_id, error = %reason, "task try could not start");
-            if let Some(log) = log {
-                let mut log = tokio::fs::File::from_std(log);
-                let mut buf = Vec::new();
-                push_record(
-                    &mut buf,
-                    &timestamp(Utc::now()),
-                    "error",
-                    EXECUTOR_LOGGER,
-                    &reason,
-                );
-                let _ = log.write_all(&buf).await;
-                let _ = log.flush().await;
+    let (cwd, temp) = match &command.cwd {
+        Some(cwd) => (cwd.clone(), None),
+        None => match tokio::task::spawn_blocking(make_temp_dir).await {
+            Ok(Ok(temp)) => (temp.path().to_path_buf(), Some(temp)),
+            Ok(Err(err)) => {
+                fail_before_start(&shared, &mut guard, task, log_ready, err, None).await;
+                return;
             }
-            finish(
-                &shared,
-                &mut guard,
-                task,
-                Outcome::Failed { reason },
-                None,
-                None,
-            )
-            .await;
-            return;
-        }
+            Err(join) => {
+                let err = SetupError::TempDir(std::io::Error::other(join));
+                fail_before_start(&shared, &mut guard, task, log_ready, err, None).await;
+                return;
+            }
+        },
     };
-    let mut log = LogWriter::new(tokio::fs::File::from_std(log), &task);
 
     let mut cmd = tokio::process::Command::new(&shared.bash);
     cmd.arg("-c")
@@ -156,19 +137,8 @@ pub(crate) async fn run_try(
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let reason = format!("cannot start {}: {e}", shared.bash.display());
-            log.executor_line("error", &reason, serde_json::Map::new())
-                .await;
-            log.close().await;
-            finish(
-                &shared,
-                &mut guard,
-                task,
-                Outcome::Failed { reason },
-                None,
-                temp,
-            )
-            .await;
+            let err = diagnose_spawn_error(&shared.bash, command.cwd.as_deref(), e).await;
+            fail_before_start(&shared, &mut guard, task, log_ready, err, temp).await;
             return;
         }
     };
@@ -185,6 +155,28 @@ pub(crate) async fn run_try(
             at: Utc::now(),
         })
         .await;
+
+    // Output waits in the pipes until the log is open, so the header still comes first.
+    let opened = log_ready.await.unwrap_or_else(|join| {
+        Err(SetupError::Log {
+            path: log_path(&shared.opts.logs_dir, &task),
+            source: std::io::Error::other(join),
+        })
+    });
+    let mut log = match opened {
+        Ok(file) => LogWriter::new(tokio::fs::File::from_std(file), &task),
+        Err(err) => {
+            let reason = err.to_string();
+            // Nobody could see what this try does: stop it rather than run it blind.
+            tracing::warn!(ti_id = %task.ti_id, error = %reason, "task log unavailable; killing the try");
+            signal_group(pid, libc::SIGKILL);
+            let _ = child.wait().await;
+            guard.pgid = None;
+            let outcome = Outcome::Failed { reason };
+            finish(&shared, &mut guard, task, outcome, None, temp).await;
+            return;
+        }
+    };
 
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -429,29 +421,27 @@ fn outcome_text(outcome: &Outcome, timeout: Option<Duration>) -> (&'static str, 
     }
 }
 
-/// Creates the log directory, opens the log, writes the header and sets up the working
-/// directory. Runs on the blocking pool.
-#[allow(clippy::result_large_err)]
-fn prepare(
+/// Creates the log directory, opens the log and writes the header. Runs on the blocking pool.
+fn open_log(
     logs_dir: &Path,
     hostname: &str,
     bash: &Path,
     task: &TaskTry,
     command: &Command,
-) -> Result<Prepared, (Option<std::fs::File>, SetupError)> {
+) -> Result<std::fs::File, SetupError> {
     let path = log_path(logs_dir, task);
     let log_err = |source| SetupError::Log {
         path: path.clone(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| (None, log_err(e)))?;
+        std::fs::create_dir_all(dir).map_err(log_err)?;
     }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|e| (None, log_err(e)))?;
+        .map_err(log_err)?;
 
     let ts = timestamp(Utc::now());
     let mut header = Vec::with_capacity(512);
@@ -489,26 +479,52 @@ fn prepare(
             py_repr(&command.bash_command)
         ),
     );
+    log.write_all(&header).map_err(log_err)?;
+    Ok(log)
+}
 
-    let workdir = match &command.cwd {
-        Some(cwd) => match std::fs::metadata(cwd) {
-            Ok(m) if m.is_dir() => Ok((cwd.clone(), None)),
-            Ok(_) => Err(SetupError::CwdNotDir(cwd.clone())),
-            Err(_) => Err(SetupError::CwdMissing(cwd.clone())),
-        },
-        None => tempfile::Builder::new()
-            .prefix("updraft-tmp")
-            .tempdir()
-            .map(|t| (t.path().to_path_buf(), Some(t)))
-            .map_err(SetupError::TempDir),
-    };
-    if let Err(e) = log.write_all(&header) {
-        return Err((None, log_err(e)));
+fn make_temp_dir() -> Result<tempfile::TempDir, SetupError> {
+    tempfile::Builder::new()
+        .prefix("updraft-tmp")
+        .tempdir()
+        .map_err(SetupError::TempDir)
+}
+
+/// Turns a failed spawn into a message about what the user controls: most often the cwd.
+async fn diagnose_spawn_error(bash: &Path, cwd: Option<&Path>, err: std::io::Error) -> SetupError {
+    if let Some(cwd) = cwd {
+        match tokio::fs::metadata(cwd).await {
+            Err(_) => return SetupError::CwdMissing(cwd.to_path_buf()),
+            Ok(m) if !m.is_dir() => return SetupError::CwdNotDir(cwd.to_path_buf()),
+            Ok(_) => {}
+        }
     }
-    match workdir {
-        Ok((cwd, temp)) => Ok(Prepared { log, cwd, temp }),
-        Err(e) => Err((Some(log), e)),
+    SetupError::Spawn {
+        bash: bash.to_path_buf(),
+        source: err,
     }
+}
+
+/// Ends a try that never started: the reason goes to its log (when there is one) and to
+/// `Finished`.
+async fn fail_before_start(
+    shared: &Shared,
+    guard: &mut Guard,
+    task: TaskTry,
+    log_ready: tokio::task::JoinHandle<Result<std::fs::File, SetupError>>,
+    err: SetupError,
+    temp: Option<tempfile::TempDir>,
+) {
+    let reason = err.to_string();
+    tracing::warn!(ti_id = %task.ti_id, error = %reason, "task try could not start");
+    if let Ok(Ok(file)) = log_ready.await {
+        let mut log = LogWriter::new(tokio::fs::File::from_std(file), &task);
+        log.executor_line("error", &reason, serde_json::Map::new())
+            .await;
+        log.close().await;
+    }
+    let outcome = Outcome::Failed { reason };
+    finish(shared, guard, task, outcome, None, temp).await;
 }
 
 /// Python's `repr` of a string, as Airflow prints the command it runs.

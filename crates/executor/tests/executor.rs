@@ -706,3 +706,28 @@ async fn started_event_carries_the_pid_start_ticks() {
         }
     );
 }
+
+#[tokio::test]
+async fn an_unwritable_log_fails_the_try() {
+    // A file where the logs folder should be: no log can be created under it.
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    let (tx, mut events) = mpsc::channel(16);
+    let handle = LocalExecutor::start(ExecutorOptions::new(blocker.path(), "test-host"), tx);
+    let t = task("no_log");
+    handle.submit(t.clone(), Command::bash("echo hi"));
+    let outcome = loop {
+        match tokio::time::timeout(CAP, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Finished { outcome, .. } => break outcome,
+            Event::Started { .. } => {}
+        }
+    };
+    let Outcome::Failed { reason } = outcome else {
+        panic!("expected a failure, got {outcome:?}");
+    };
+    assert!(reason.starts_with("cannot write the task log"), "{reason}");
+    assert_eq!(handle.free_slots(), ExecutorOptions::DEFAULT_PARALLELISM);
+}
