@@ -12,10 +12,12 @@ mod common;
 mod error;
 mod postgres;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
 pub use error::Error;
-pub use postgres::PgStore;
+pub use postgres::{Listen, PgStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
 

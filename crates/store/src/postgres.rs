@@ -37,6 +37,69 @@ const CHANNEL: &str = "updraft_inbox";
 pub struct PgStore {
     pool: PgPool,
     wake: Arc<LocalWake>,
+    listen: Listen,
+    /// The port the url names, to recognise a proxy in between (see [`Listen::Auto`]).
+    url_port: u16,
+}
+
+/// Whether `inbox_waker` uses LISTEN/NOTIFY, set by the url parameter
+/// `updraft_listen=auto|on|off`.
+///
+/// LISTEN must never go through PgBouncer in transaction mode: the LISTEN sticks to whichever
+/// server connection ran it, and that connection's notifications then reach some other client
+/// in the middle of its queries. `auto` (the default) listens only when the server's port
+/// (`inet_server_port()`) is the port of the url, i.e. when no proxy on another port sits in
+/// between; otherwise the waker polls. Use `off` for a proxy on the same port as the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Auto,
+    On,
+    Off,
+}
+
+/// Splits Updraft's own `updraft_listen` parameter off a postgres url.
+fn split_listen(url: &str) -> Result<(String, Listen)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), Listen::Auto));
+    };
+    let mut listen = Listen::Auto;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("updraft_listen", v)) => {
+                listen = match v {
+                    "auto" => Listen::Auto,
+                    "on" | "true" => Listen::On,
+                    "off" | "false" => Listen::Off,
+                    other => {
+                        return Err(Error::Invalid(format!(
+                            "bad url parameter `updraft_listen={other}`; use auto, on or off"
+                        )));
+                    }
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    if rest.is_empty() {
+        Ok((base.to_string(), listen))
+    } else {
+        Ok((format!("{base}?{}", rest.join("&")), listen))
+    }
+}
+
+/// Runs `body` in a transaction of its own. Outside a transaction PgBouncer (transaction
+/// mode) may serve the Parse and the Bind of one unnamed statement from different server
+/// connections, so even single reads are pinned to one by `BEGIN ... COMMIT`.
+macro_rules! read {
+    ($self:ident, $tx:ident, $body:block) => {{
+        let mut $tx = $self.begin().await?;
+        let out: Result<_> = async { $body }.await;
+        if out.is_ok() {
+            $tx.commit().await.map_err(db_err)?;
+        }
+        out
+    }};
 }
 
 fn q(sql: &str) -> Query<'_, Postgres, PgArguments> {
@@ -61,23 +124,64 @@ impl PgStore {
     /// Opens a pool on `postgres://...`. Works directly and through PgBouncer in transaction
     /// pooling mode.
     pub async fn connect(url: &str) -> Result<Self> {
-        let opts = PgConnectOptions::from_str(url)
+        let (url, listen) = split_listen(url)?;
+        let opts = PgConnectOptions::from_str(&url)
             .map_err(|e| Error::Invalid(format!("bad postgres url: {e}")))?
             // named statements do not survive PgBouncer's transaction pooling
             .statement_cache_capacity(0);
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(db_err)?;
-        Ok(Self::from_pool(pool))
+        let mut store = Self::from_pool(pool, listen);
+        store.url_port = opts.get_port();
+        Ok(store)
     }
 
-    pub fn from_pool(pool: PgPool) -> Self {
+    /// A store on an existing pool. With [`Listen::Auto`] the waker listens only when the
+    /// server reports port 5432.
+    pub fn from_pool(pool: PgPool, listen: Listen) -> Self {
         Self {
             pool,
             wake: Arc::default(),
+            listen,
+            url_port: 5432,
+        }
+    }
+
+    /// Whether LISTEN reaches the server directly (see [`Listen`]).
+    async fn may_listen(&self) -> bool {
+        match self.listen {
+            Listen::On => true,
+            Listen::Off => false,
+            Listen::Auto => {
+                let port: Result<Option<i32>> = async {
+                    read!(self, tx, {
+                        qs("SELECT inet_server_port()")
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)
+                    })
+                }
+                .await;
+                match port {
+                    Ok(Some(p)) if p == i32::from(self.url_port) => true,
+                    Ok(p) => {
+                        tracing::debug!(
+                            server_port = ?p,
+                            url_port = self.url_port,
+                            "database reached through a proxy; inbox waker polls only"
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "inbox waker polls only");
+                        false
+                    }
+                }
+            }
         }
     }
 
@@ -449,10 +553,13 @@ async fn run_by_key(
 }
 
 async fn max_id(pool: &PgPool) -> Result<i64> {
-    qs("SELECT COALESCE(MAX(id), 0)::int8 FROM scheduler_inbox")
-        .fetch_one(pool)
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    let id = qs("SELECT COALESCE(MAX(id), 0)::int8 FROM scheduler_inbox")
+        .fetch_one(&mut *tx)
         .await
-        .map_err(db_err)
+        .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(id)
 }
 
 async fn listen(pool: &PgPool) -> Option<PgListener> {
@@ -531,23 +638,25 @@ impl Store for PgStore {
     }
 
     async fn check(&self) -> Result<SchemaStatus> {
-        let applied: i64 = qs("SELECT COUNT(*) FROM updraft_schema_migration")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| match db_err(e) {
-                Error::NotMigrated(_) => Error::NotMigrated("no migrations applied".into()),
-                e => e,
-            })?;
-        let latest = common::POSTGRES_MIGRATIONS.last().map_or(0, |m| m.version);
-        if applied < latest {
-            return Err(Error::NotMigrated(format!(
-                "{applied} of {latest} migrations applied"
-            )));
-        }
-        Ok(SchemaStatus {
-            backend: "postgres",
-            applied_migrations: applied,
-            latest_migration: latest,
+        read!(self, tx, {
+            let applied: i64 = qs("SELECT COUNT(*) FROM updraft_schema_migration")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| match db_err(e) {
+                    Error::NotMigrated(_) => Error::NotMigrated("no migrations applied".into()),
+                    e => e,
+                })?;
+            let latest = common::POSTGRES_MIGRATIONS.last().map_or(0, |m| m.version);
+            if applied < latest {
+                return Err(Error::NotMigrated(format!(
+                    "{applied} of {latest} migrations applied"
+                )));
+            }
+            Ok(SchemaStatus {
+                backend: "postgres",
+                applied_migrations: applied,
+                latest_migration: latest,
+            })
         })
     }
 
@@ -699,54 +808,60 @@ impl Store for PgStore {
     }
 
     async fn get_dag(&self, dag_id: &str) -> Result<Option<DagRecord>> {
-        let sql = format!(
-            "SELECT {} FROM {} WHERE d.dag_id = $1",
-            common::DAG_COLS,
-            common::DAG_FROM
-        );
-        q(&sql)
-            .bind(dag_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::dag_record)
-            .transpose()
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE d.dag_id = $1",
+                common::DAG_COLS,
+                common::DAG_FROM
+            );
+            q(&sql)
+                .bind(dag_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::dag_record)
+                .transpose()
+        })
     }
 
     async fn get_dag_version(&self, dag_id: &str, version: i64) -> Result<Option<DagSpec>> {
-        let spec: Option<serde_json::Value> =
-            qs("SELECT spec FROM dag_version WHERE dag_id = $1 AND version = $2")
-                .bind(dag_id)
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-        spec.map(|s| {
-            serde_json::from_value(s)
-                .map_err(|e| Error::Database(format!("bad spec of dag `{dag_id}`: {e}")))
+        read!(self, tx, {
+            let spec: Option<serde_json::Value> =
+                qs("SELECT spec FROM dag_version WHERE dag_id = $1 AND version = $2")
+                    .bind(dag_id)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            spec.map(|s| {
+                serde_json::from_value(s)
+                    .map_err(|e| Error::Database(format!("bad spec of dag `{dag_id}`: {e}")))
+            })
+            .transpose()
         })
-        .transpose()
     }
 
     async fn list_dags(&self, include_inactive: bool) -> Result<Vec<DagRecord>> {
-        let sql = format!(
-            "SELECT {} FROM {} {} ORDER BY d.dag_id",
-            common::DAG_COLS,
-            common::DAG_FROM,
-            if include_inactive {
-                ""
-            } else {
-                "WHERE d.is_active"
-            }
-        );
-        q(&sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::dag_record)
-            .collect()
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM {} {} ORDER BY d.dag_id",
+                common::DAG_COLS,
+                common::DAG_FROM,
+                if include_inactive {
+                    ""
+                } else {
+                    "WHERE d.is_active"
+                }
+            );
+            q(&sql)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::dag_record)
+                .collect()
+        })
     }
 
     async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<()> {
@@ -786,51 +901,57 @@ impl Store for PgStore {
         filename: &str,
         error: Option<&ImportErrorInput>,
     ) -> Result<()> {
-        match error {
-            None => {
-                q("DELETE FROM import_error WHERE filename = $1")
-                    .bind(filename)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-            }
-            Some(e) => {
-                let line = e.line.map(|l| i32_of(l, "line")).transpose()?;
-                q(
-                    "INSERT INTO import_error (filename, line, message, timestamp) \
+        read!(self, tx, {
+            match error {
+                None => {
+                    q("DELETE FROM import_error WHERE filename = $1")
+                        .bind(filename)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                Some(e) => {
+                    let line = e.line.map(|l| i32_of(l, "line")).transpose()?;
+                    q(
+                        "INSERT INTO import_error (filename, line, message, timestamp) \
                    VALUES ($1, $2, $3, $4) ON CONFLICT (filename) DO UPDATE SET \
                    line = excluded.line, message = excluded.message, \
                    timestamp = excluded.timestamp",
-                )
-                .bind(filename)
-                .bind(line)
-                .bind(&e.message)
-                .bind(now())
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
+                    )
+                    .bind(filename)
+                    .bind(line)
+                    .bind(&e.message)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     async fn list_import_errors(&self) -> Result<Vec<ImportError>> {
-        q("SELECT id, filename, line, message, timestamp FROM import_error ORDER BY filename")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::import_error)
-            .collect()
+        read!(self, tx, {
+            q("SELECT id, filename, line, message, timestamp FROM import_error ORDER BY filename")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::import_error)
+                .collect()
+        })
     }
 
     async fn retain_import_errors(&self, filenames: &[String]) -> Result<()> {
-        q("DELETE FROM import_error WHERE NOT (filename = ANY($1))")
-            .bind(filenames)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        read!(self, tx, {
+            q("DELETE FROM import_error WHERE NOT (filename = ANY($1))")
+                .bind(filenames)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(())
+        })
     }
 
     async fn create_run(&self, run: NewRun) -> Result<DagRun> {
@@ -927,107 +1048,118 @@ impl Store for PgStore {
     }
 
     async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        run_by_key(&mut conn, dag_id, run_id, false).await
+        read!(self, tx, {
+            run_by_key(&mut tx, dag_id, run_id, false).await
+        })
     }
 
     async fn get_run_by_id(&self, id: i64) -> Result<Option<DagRun>> {
-        let sql = format!("SELECT {} FROM dag_run WHERE id = $1", common::DAG_RUN_COLS);
-        q(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::dag_run)
-            .transpose()
+        read!(self, tx, {
+            let sql = format!("SELECT {} FROM dag_run WHERE id = $1", common::DAG_RUN_COLS);
+            q(&sql)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::dag_run)
+                .transpose()
+        })
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<DagRun>> {
-        let mut b = sqlx::QueryBuilder::<Postgres>::new(format!(
-            "SELECT {} FROM dag_run WHERE TRUE",
-            common::DAG_RUN_COLS
-        ));
-        if let Some(d) = &filter.dag_id {
-            b.push(" AND dag_id = ").push_bind(d.clone());
-        }
-        if !filter.states.is_empty() {
-            let s: Vec<String> = filter.states.iter().map(|s| s.to_string()).collect();
-            b.push(" AND state = ANY(").push_bind(s).push(")");
-        }
-        if !filter.run_types.is_empty() {
-            let s: Vec<String> = filter.run_types.iter().map(|s| s.to_string()).collect();
-            b.push(" AND run_type = ANY(").push_bind(s).push(")");
-        }
-        if let Some(t) = filter.logical_date_gte {
-            b.push(" AND logical_date >= ").push_bind(t);
-        }
-        if let Some(t) = filter.logical_date_lte {
-            b.push(" AND logical_date <= ").push_bind(t);
-        }
-        let dir = if filter.newest_first { "DESC" } else { "ASC" };
-        b.push(format!(" ORDER BY run_after {dir}, id {dir} LIMIT "))
-            .push_bind(filter.limit)
-            .push(" OFFSET ")
-            .push_bind(filter.offset.unwrap_or(0));
-        b.build()
-            .persistent(false)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::dag_run)
-            .collect()
+        read!(self, tx, {
+            let mut b = sqlx::QueryBuilder::<Postgres>::new(format!(
+                "SELECT {} FROM dag_run WHERE TRUE",
+                common::DAG_RUN_COLS
+            ));
+            if let Some(d) = &filter.dag_id {
+                b.push(" AND dag_id = ").push_bind(d.clone());
+            }
+            if !filter.states.is_empty() {
+                let s: Vec<String> = filter.states.iter().map(|s| s.to_string()).collect();
+                b.push(" AND state = ANY(").push_bind(s).push(")");
+            }
+            if !filter.run_types.is_empty() {
+                let s: Vec<String> = filter.run_types.iter().map(|s| s.to_string()).collect();
+                b.push(" AND run_type = ANY(").push_bind(s).push(")");
+            }
+            if let Some(t) = filter.logical_date_gte {
+                b.push(" AND logical_date >= ").push_bind(t);
+            }
+            if let Some(t) = filter.logical_date_lte {
+                b.push(" AND logical_date <= ").push_bind(t);
+            }
+            let dir = if filter.newest_first { "DESC" } else { "ASC" };
+            b.push(format!(" ORDER BY run_after {dir}, id {dir} LIMIT "))
+                .push_bind(filter.limit)
+                .push(" OFFSET ")
+                .push_bind(filter.offset.unwrap_or(0));
+            b.build()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::dag_run)
+                .collect()
+        })
     }
 
     async fn active_runs(&self) -> Result<Vec<DagRun>> {
-        let sql = format!(
-            "SELECT {} FROM dag_run WHERE state IN ('queued', 'running') ORDER BY id",
-            common::DAG_RUN_COLS
-        );
-        q(&sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::dag_run)
-            .collect()
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM dag_run WHERE state IN ('queued', 'running') ORDER BY id",
+                common::DAG_RUN_COLS
+            );
+            q(&sql)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::dag_run)
+                .collect()
+        })
     }
 
     async fn latest_run(&self, dag_id: &str, run_types: &[RunType]) -> Result<Option<DagRun>> {
-        let types: Vec<&str> = run_types.iter().map(|t| t.as_str()).collect();
-        let sql = format!(
-            "SELECT {} FROM dag_run WHERE dag_id = $1 \
+        read!(self, tx, {
+            let types: Vec<&str> = run_types.iter().map(|t| t.as_str()).collect();
+            let sql = format!(
+                "SELECT {} FROM dag_run WHERE dag_id = $1 \
              AND (cardinality($2::text[]) = 0 OR run_type = ANY($2)) \
              ORDER BY logical_date DESC NULLS LAST, run_after DESC, id DESC LIMIT 1",
-            common::DAG_RUN_COLS
-        );
-        q(&sql)
-            .bind(dag_id)
-            .bind(&types)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::dag_run)
-            .transpose()
+                common::DAG_RUN_COLS
+            );
+            q(&sql)
+                .bind(dag_id)
+                .bind(&types)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::dag_run)
+                .transpose()
+        })
     }
 
     async fn previous_run(&self, dag_id: &str, before: DateTime<Utc>) -> Result<Option<DagRun>> {
-        let sql = format!(
-            "SELECT {} FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
              ORDER BY logical_date DESC LIMIT 1",
-            common::DAG_RUN_COLS
-        );
-        q(&sql)
-            .bind(dag_id)
-            .bind(before)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::dag_run)
-            .transpose()
+                common::DAG_RUN_COLS
+            );
+            q(&sql)
+                .bind(dag_id)
+                .bind(before)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::dag_run)
+                .transpose()
+        })
     }
 
     async fn set_run_state(&self, dag_id: &str, run_id: &str, state: RunState) -> Result<DagRun> {
@@ -1064,40 +1196,44 @@ impl Store for PgStore {
     }
 
     async fn list_task_instances(&self, dag_id: &str, run_id: &str) -> Result<Vec<TaskInstance>> {
-        let sql = format!(
-            "SELECT {} FROM task_instance WHERE run_pk = \
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM task_instance WHERE run_pk = \
              (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
              ORDER BY task_id, map_index",
-            common::TI_COLS
-        );
-        q(&sql)
-            .bind(dag_id)
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::task_instance)
-            .collect()
+                common::TI_COLS
+            );
+            q(&sql)
+                .bind(dag_id)
+                .bind(run_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::task_instance)
+                .collect()
+        })
     }
 
     async fn task_instances_of_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstance>> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT {} FROM task_instance WHERE run_pk = ANY($1) \
+        read!(self, tx, {
+            if run_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "SELECT {} FROM task_instance WHERE run_pk = ANY($1) \
              ORDER BY run_pk, task_id, map_index",
-            common::TI_COLS
-        );
-        q(&sql)
-            .bind(run_ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::task_instance)
-            .collect()
+                common::TI_COLS
+            );
+            q(&sql)
+                .bind(run_ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::task_instance)
+                .collect()
+        })
     }
 
     async fn get_task_instance(
@@ -1107,23 +1243,25 @@ impl Store for PgStore {
         task_id: &str,
         map_index: i32,
     ) -> Result<Option<TaskInstance>> {
-        let sql = format!(
-            "SELECT {} FROM task_instance WHERE run_pk = \
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM task_instance WHERE run_pk = \
              (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2) \
              AND task_id = $3 AND map_index = $4",
-            common::TI_COLS
-        );
-        q(&sql)
-            .bind(dag_id)
-            .bind(run_id)
-            .bind(task_id)
-            .bind(map_index)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::task_instance)
-            .transpose()
+                common::TI_COLS
+            );
+            q(&sql)
+                .bind(dag_id)
+                .bind(run_id)
+                .bind(task_id)
+                .bind(map_index)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::task_instance)
+                .transpose()
+        })
     }
 
     async fn task_instance_history(
@@ -1133,41 +1271,45 @@ impl Store for PgStore {
         task_id: &str,
         map_index: i32,
     ) -> Result<Vec<TaskInstance>> {
-        let sql = format!(
-            "SELECT {} FROM task_instance_history WHERE ti_id = \
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM task_instance_history WHERE ti_id = \
              (SELECT t.id FROM task_instance t JOIN dag_run r ON r.id = t.run_pk \
               WHERE r.dag_id = $1 AND r.run_id = $2 AND t.task_id = $3 AND t.map_index = $4) \
              ORDER BY try_number",
-            common::TIH_COLS
-        );
-        q(&sql)
-            .bind(dag_id)
-            .bind(run_id)
-            .bind(task_id)
-            .bind(map_index)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::task_instance)
-            .collect()
+                common::TIH_COLS
+            );
+            q(&sql)
+                .bind(dag_id)
+                .bind(run_id)
+                .bind(task_id)
+                .bind(map_index)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::task_instance)
+                .collect()
+        })
     }
 
     async fn task_instances_in_states(&self, states: &[TaskState]) -> Result<Vec<TaskInstance>> {
-        let s: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        let sql = format!(
-            "SELECT {} FROM task_instance WHERE state = ANY($1) \
+        read!(self, tx, {
+            let s: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+            let sql = format!(
+                "SELECT {} FROM task_instance WHERE state = ANY($1) \
              ORDER BY run_pk, task_id, map_index",
-            common::TI_COLS
-        );
-        q(&sql)
-            .bind(&s)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::task_instance)
-            .collect()
+                common::TI_COLS
+            );
+            q(&sql)
+                .bind(&s)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::task_instance)
+                .collect()
+        })
     }
 
     async fn past_task_state(
@@ -1176,31 +1318,33 @@ impl Store for PgStore {
         task_id: &str,
         before: DateTime<Utc>,
     ) -> Result<PastState> {
-        let prev: Option<i64> = qs(
-            "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+        read!(self, tx, {
+            let prev: Option<i64> = qs(
+                "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
              ORDER BY logical_date DESC LIMIT 1",
-        )
-        .bind(dag_id)
-        .bind(before)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let Some(run_pk) = prev else {
-            return Ok(PastState::NoPreviousRun);
-        };
-        let state: Option<String> = qs(
-            "SELECT state FROM task_instance WHERE run_pk = $1 AND task_id = $2 \
+            )
+            .bind(dag_id)
+            .bind(before)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let Some(run_pk) = prev else {
+                return Ok(PastState::NoPreviousRun);
+            };
+            let state: Option<String> = qs(
+                "SELECT state FROM task_instance WHERE run_pk = $1 AND task_id = $2 \
              ORDER BY map_index LIMIT 1",
-        )
-        .bind(run_pk)
-        .bind(task_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        match state {
-            None => Ok(PastState::Missing),
-            Some(s) => Ok(PastState::State(common::task_state(&s)?)),
-        }
+            )
+            .bind(run_pk)
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            match state {
+                None => Ok(PastState::Missing),
+                Some(s) => Ok(PastState::State(common::task_state(&s)?)),
+            }
+        })
     }
 
     async fn set_task_state(
@@ -1295,16 +1439,18 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, ti_ids: &[Uuid], at: DateTime<Utc>) -> Result<()> {
-        if ti_ids.is_empty() {
-            return Ok(());
-        }
-        q("UPDATE task_instance SET last_heartbeat_at = $1 WHERE id = ANY($2)")
-            .bind(at)
-            .bind(ti_ids)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        read!(self, tx, {
+            if ti_ids.is_empty() {
+                return Ok(());
+            }
+            q("UPDATE task_instance SET last_heartbeat_at = $1 WHERE id = ANY($2)")
+                .bind(at)
+                .bind(ti_ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(())
+        })
     }
 
     async fn apply(&self, batch: &Batch) -> Result<()> {
@@ -1385,13 +1531,15 @@ impl Store for PgStore {
         ti_id: Uuid,
         try_number: u32,
     ) -> Result<Option<serde_json::Value>> {
-        qs("SELECT rendered_fields FROM rendered_task_instance_fields \
+        read!(self, tx, {
+            qs("SELECT rendered_fields FROM rendered_task_instance_fields \
             WHERE ti_id = $1 AND try_number = $2")
-        .bind(ti_id)
-        .bind(i32_of(try_number, "try_number")?)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)
+            .bind(ti_id)
+            .bind(i32_of(try_number, "try_number")?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)
+        })
     }
 
     async fn get_xcom(
@@ -1402,101 +1550,117 @@ impl Store for PgStore {
         map_index: i32,
         key: &str,
     ) -> Result<Option<serde_json::Value>> {
-        qs(
-            "SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 \
+        read!(self, tx, {
+            qs(
+                "SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 \
             AND map_index = $4 AND key = $5",
-        )
-        .bind(dag_id)
-        .bind(run_id)
-        .bind(task_id)
-        .bind(map_index)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)
+            )
+            .bind(dag_id)
+            .bind(run_id)
+            .bind(task_id)
+            .bind(map_index)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)
+        })
     }
 
     async fn list_xcoms(&self, dag_id: &str, run_id: &str) -> Result<Vec<XCom>> {
-        let sql = format!(
-            "SELECT {} FROM xcom WHERE dag_id = $1 AND run_id = $2 \
+        read!(self, tx, {
+            let sql = format!(
+                "SELECT {} FROM xcom WHERE dag_id = $1 AND run_id = $2 \
              ORDER BY task_id, map_index, key",
-            common::XCOM_COLS
-        );
-        q(&sql)
-            .bind(dag_id)
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::xcom)
-            .collect()
+                common::XCOM_COLS
+            );
+            q(&sql)
+                .bind(dag_id)
+                .bind(run_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::xcom)
+                .collect()
+        })
     }
 
     async fn get_variable(&self, key: &str) -> Result<Option<Variable>> {
-        q("SELECT key, val, description FROM variable WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::variable)
-            .transpose()
+        read!(self, tx, {
+            q("SELECT key, val, description FROM variable WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::variable)
+                .transpose()
+        })
     }
 
     async fn set_variable(&self, key: &str, value: &str, description: Option<&str>) -> Result<()> {
-        q(
-            "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
+        read!(self, tx, {
+            q(
+                "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
            ON CONFLICT (key) DO UPDATE SET val = excluded.val, description = excluded.description",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(description)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+            )
+            .bind(key)
+            .bind(value)
+            .bind(description)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(())
+        })
     }
 
     async fn delete_variable(&self, key: &str) -> Result<bool> {
-        let n = q("DELETE FROM variable WHERE key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
-        Ok(n > 0)
+        read!(self, tx, {
+            let n = q("DELETE FROM variable WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            Ok(n > 0)
+        })
     }
 
     async fn list_variables(&self) -> Result<Vec<Variable>> {
-        q("SELECT key, val, description FROM variable ORDER BY key")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::variable)
-            .collect()
+        read!(self, tx, {
+            q("SELECT key, val, description FROM variable ORDER BY key")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::variable)
+                .collect()
+        })
     }
 
     async fn get_pool(&self, name: &str) -> Result<Option<Pool>> {
-        q("SELECT pool, slots, description FROM slot_pool WHERE pool = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(common::pool)
-            .transpose()
+        read!(self, tx, {
+            q("SELECT pool, slots, description FROM slot_pool WHERE pool = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::pool)
+                .transpose()
+        })
     }
 
     async fn list_pools(&self) -> Result<Vec<Pool>> {
-        q("SELECT pool, slots, description FROM slot_pool ORDER BY pool")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(common::pool)
-            .collect()
+        read!(self, tx, {
+            q("SELECT pool, slots, description FROM slot_pool ORDER BY pool")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::pool)
+                .collect()
+        })
     }
 
     async fn set_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<()> {
@@ -1560,27 +1724,31 @@ impl Store for PgStore {
     }
 
     async fn read_inbox(&self, after_id: i64, limit: i64) -> Result<Vec<InboxItem>> {
-        q(
-            "SELECT id, kind, dag_id, run_pk, created_at FROM scheduler_inbox WHERE id > $1 \
+        read!(self, tx, {
+            q(
+                "SELECT id, kind, dag_id, run_pk, created_at FROM scheduler_inbox WHERE id > $1 \
            ORDER BY id LIMIT $2",
-        )
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(common::inbox_item)
-        .collect()
+            )
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::inbox_item)
+            .collect()
+        })
     }
 
     async fn trim_inbox(&self, up_to_id: i64) -> Result<()> {
-        q("DELETE FROM scheduler_inbox WHERE id <= $1")
-            .bind(up_to_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        read!(self, tx, {
+            q("DELETE FROM scheduler_inbox WHERE id <= $1")
+                .bind(up_to_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(())
+        })
     }
 
     async fn max_inbox_id(&self) -> Result<i64> {
@@ -1592,10 +1760,15 @@ impl Store for PgStore {
         let mut last = max_id(&self.pool).await?;
         self.wake.register(tx.clone());
         let pool = self.pool.clone();
+        let may_listen = self.may_listen().await;
         tokio::spawn(async move {
-            // LISTEN needs a session of its own; through PgBouncer in transaction mode it
-            // never hears anything, and polling below still wakes the scheduler.
-            let mut listener = listen(&pool).await;
+            // LISTEN needs a session of its own; without one (PgBouncer), polling below still
+            // wakes the scheduler, only later.
+            let mut listener = if may_listen {
+                listen(&pool).await
+            } else {
+                None
+            };
             loop {
                 let event = {
                     let notified = async {
@@ -1642,34 +1815,38 @@ impl Store for PgStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let expires = now + common::ttl(ttl)?;
-        let got: Option<String> = qs(
-            "INSERT INTO lease (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
+        read!(self, tx, {
+            let expires = now + common::ttl(ttl)?;
+            let got: Option<String> = qs(
+                "INSERT INTO lease (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at, acquired_at = CASE \
              WHEN lease.holder = excluded.holder THEN lease.acquired_at \
              ELSE excluded.acquired_at END \
              WHERE lease.holder = excluded.holder OR lease.expires_at <= excluded.acquired_at \
              RETURNING holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now)
-        .bind(expires)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(got.is_some())
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(now)
+            .bind(expires)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(got.is_some())
+        })
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        q("DELETE FROM lease WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        read!(self, tx, {
+            q("DELETE FROM lease WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(())
+        })
     }
 }
 
@@ -1677,4 +1854,26 @@ impl Store for PgStore {
 async fn exec_raw(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Executor;
     conn.execute(sql).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_parameter_is_split_off() {
+        assert_eq!(
+            split_listen("postgres://h/db").unwrap(),
+            ("postgres://h/db".into(), Listen::Auto)
+        );
+        assert_eq!(
+            split_listen("postgres://h/db?updraft_listen=off").unwrap(),
+            ("postgres://h/db".into(), Listen::Off)
+        );
+        assert_eq!(
+            split_listen("postgres://h/db?sslmode=disable&updraft_listen=on&x=1").unwrap(),
+            ("postgres://h/db?sslmode=disable&x=1".into(), Listen::On)
+        );
+        assert!(split_listen("postgres://h/db?updraft_listen=maybe").is_err());
+    }
 }

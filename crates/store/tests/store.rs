@@ -6,6 +6,7 @@ use suite::harness::Harness;
 
 store_test_suite!(sqlite, Harness::sqlite());
 store_test_suite!(postgres, Harness::postgres());
+store_test_suite!(postgres_only, Harness::postgres(); inbox_waker_listens);
 
 // `sqlite::memory:` is one connection: everything but what needs a second process.
 store_test_suite!(sqlite_memory, Harness::sqlite_memory();

@@ -1037,6 +1037,34 @@ pub async fn inbox_waker_wakes_for_other_connection(h: &Harness) {
         .unwrap();
 }
 
+/// PostgreSQL reached directly: NOTIFY wakes the waker long before its first poll.
+pub async fn inbox_waker_listens(h: &Harness) {
+    let s = h.migrated().await;
+    let mut waker = s.inbox_waker(Duration::from_secs(3600)).await.unwrap();
+    let other = h.another().await;
+    // the listener subscribes in the background; post until it hears one
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            other
+                .post_inbox(&InboxItemInput {
+                    kind: InboxKind::DagChanged,
+                    dag_id: None,
+                    run_pk: None,
+                })
+                .await
+                .unwrap();
+            if tokio::time::timeout(Duration::from_millis(500), waker.recv())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_ok(), "no NOTIFY reached the waker");
+}
+
 pub async fn leases(h: &Harness) {
     let s = h.migrated().await;
     let ttl = Duration::from_secs(10);
