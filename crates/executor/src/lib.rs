@@ -13,9 +13,15 @@
 //! are synchronous and must never wait for the loop; the loop is woken through a `Notify`, which
 //! coalesces wake-ups and so needs no unbounded channel.
 //!
+//! A try ends when its leader process exited *and* its stdout and stderr are closed: like
+//! Airflow's BashOperator, a background process that keeps the output open (`server &`) keeps the
+//! try running until it exits, times out or is killed.
+//!
 //! Crash recovery: a scheduler killed with SIGKILL leaves its children running. [`Event::Started`]
 //! carries the pid and its start time so the scheduler can store them, and [`kill_orphan`] lets
-//! its next life remove exactly those process groups and nothing else.
+//! its next life remove exactly those process groups and nothing else. A scheduler that exits
+//! normally but drops its runtime without [`Handle::shutdown`] SIGKILLs its children on the way
+//! out, so it leaves no orphans.
 
 mod log;
 mod process;
@@ -30,7 +36,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-pub use log::log_path;
+pub use log::{log_path, log_record};
 pub use process::{kill_orphan, process_start_ticks};
 
 /// One try of one task instance.
@@ -159,6 +165,19 @@ impl Event {
     }
 }
 
+/// This machine's host name, for [`ExecutorOptions::hostname`].
+pub fn local_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates unless truncated,
+    // and we only read up to the first NUL or the end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
 /// Entry point; see [`LocalExecutor::start`].
 pub struct LocalExecutor;
 
@@ -264,7 +283,8 @@ impl Handle {
 
     /// Stops taking work (queued tries finish with `Killed` without starting); waits up to
     /// `grace` for running tries to finish, then kills the rest (they finish with
-    /// [`Outcome::Killed`]). Returns when every child is gone and every event is sent.
+    /// [`Outcome::Killed`]). Returns when every child is gone and every event is sent, so keep
+    /// receiving events while awaiting it (from another task): a full event channel holds it up.
     pub async fn shutdown(&self, grace: Duration) {
         let (done, finished) = oneshot::channel();
         if self.tx.send(Msg::Shutdown { grace, done }).await.is_ok() {
@@ -477,5 +497,24 @@ impl MainLoop {
         }
         let st = self.shared.lock();
         st.waiting.is_empty() && st.cancelled.is_empty() && st.started.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_is_the_kernels() {
+        let expected = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(local_hostname(), expected.trim());
+    }
+
+    #[test]
+    fn zero_parallelism_is_unlimited() {
+        let mut opts = ExecutorOptions::new("/tmp", "h");
+        assert_eq!(opts.limit(), ExecutorOptions::DEFAULT_PARALLELISM);
+        opts.parallelism = 0;
+        assert_eq!(opts.limit(), usize::MAX);
     }
 }

@@ -37,6 +37,14 @@ fn path_safe(id: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// One log line (with its `\n`) in the task-log format, stamped now; for other components that
+/// append to a try's log (e.g. the scheduler noting why it failed a try it could not reach).
+pub fn log_record(level: &str, logger: &str, event: &str) -> String {
+    let mut out = Vec::with_capacity(96 + event.len());
+    push_record(&mut out, &timestamp(Utc::now()), level, logger, event);
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
 pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
@@ -197,6 +205,16 @@ mod tests {
             p,
             Path::new("/logs/dag_id=d/run_id=..%2F..%2Fetc%2Fx/task_id=t/attempt=3.log")
         );
+    }
+
+    #[test]
+    fn public_record_is_one_json_line() {
+        let line = log_record("error", "updraft.scheduler", "try lost");
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "try lost");
+        assert_eq!(v["level"], "error");
+        assert!(line.starts_with("{\"timestamp\":\""));
     }
 
     #[test]

@@ -731,3 +731,31 @@ async fn an_unwritable_log_fails_the_try() {
     assert!(reason.starts_with("cannot write the task log"), "{reason}");
     assert_eq!(handle.free_slots(), ExecutorOptions::DEFAULT_PARALLELISM);
 }
+
+#[tokio::test]
+async fn dropping_every_handle_finishes_the_queue_then_stops() {
+    let Fixture {
+        handle,
+        mut events,
+        logs: _logs,
+        ..
+    } = fixture(1);
+    let (a, b) = (task("a"), task("b"));
+    handle.submit(a.clone(), Command::bash("echo a"));
+    handle.submit(b.clone(), Command::bash("echo b"));
+    drop(handle);
+    let mut finished = Vec::new();
+    // The channel closes once the executor has stopped: every sender lives inside it.
+    while let Some(event) = tokio::time::timeout(CAP, events.recv()).await.unwrap() {
+        if let Event::Finished { task, outcome, .. } = event {
+            finished.push((task.task_id, outcome));
+        }
+    }
+    assert_eq!(
+        finished,
+        [
+            ("a".to_string(), Outcome::Success),
+            ("b".to_string(), Outcome::Success)
+        ]
+    );
+}
