@@ -110,7 +110,7 @@ enum DagsCommand {
     Pause { dag_id: String },
     /// Unpause a DAG.
     Unpause { dag_id: String },
-    /// Delete a DAG and all its runs, task instances and logs records (its file stays).
+    /// Delete a DAG with all its runs and task instances (its file stays).
     Delete {
         dag_id: String,
         /// Do not ask for confirmation.
