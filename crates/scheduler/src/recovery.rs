@@ -96,10 +96,8 @@ pub fn note_in_log(cfg: &Config, ti: &TaskInstance, message: &str) {
         .append(true)
         .open(&path)
     {
-        let _ = writeln!(
-            f,
-            "[{}] ERROR - {message}",
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+        let _ = f.write_all(
+            updraft_executor::log_record("error", "updraft.scheduler", message).as_bytes(),
         );
     }
 }

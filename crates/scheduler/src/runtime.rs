@@ -158,6 +158,8 @@ impl Scheduler {
             summary: Summary::default(),
         };
         lp.start(process_dags).await?;
+        // What was loaded may be decidable right away (queued runs, orphans returned).
+        lp.commit().await?;
         let mut waker = store
             .inbox_waker(config.scheduler.inbox_poll_interval)
             .await

@@ -1,0 +1,42 @@
+//! The scheduler end to end, in-process: real YAML DAGs, a real store (SQLite and PostgreSQL,
+//! same scenarios), the real local executor running bash. Each scenario is written once and
+//! instantiated per backend.
+
+#[path = "scheduler/scenarios.rs"]
+mod scenarios;
+
+macro_rules! scheduler_suite {
+    ($backend:ident) => {
+        #[allow(non_snake_case)]
+        mod $backend {
+            use super::scenarios;
+            use updraft_store::testing::Backend;
+
+            scheduler_suite!(@tests Backend::$backend;
+                chain_with_templating_and_xcom,
+                retries_until_success_and_history,
+                execution_timeout_kills_the_process_group,
+                trigger_rules_and_skip_exit_code,
+                pool_with_one_slot_serializes_tasks,
+                depends_on_past_across_runs,
+                dagrun_timeout_fails_the_run,
+                conf_overrides_params_and_bad_params_fail_the_task,
+                task_marked_failed_from_outside_is_killed,
+                interval_schedule_creates_runs,
+                cleared_task_runs_again,
+                run_keeps_its_dag_version,
+            );
+        }
+    };
+    (@tests $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                scenarios::$name($backend).await;
+            }
+        )*
+    };
+}
+
+scheduler_suite!(Sqlite);
+scheduler_suite!(Postgres);
