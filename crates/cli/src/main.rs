@@ -397,4 +397,27 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn every_command_is_documented_in_docs_cli_md() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+        let docs = std::fs::read_to_string(&path).expect("docs/cli.md exists");
+        let mut missing = Vec::new();
+        for top in Cli::command().get_subcommands() {
+            let subs: Vec<_> = top.get_subcommands().collect();
+            if subs.is_empty() {
+                let name = format!("`updraft {}", top.get_name());
+                if !docs.contains(&name) {
+                    missing.push(name);
+                }
+            }
+            for sub in subs {
+                let name = format!("`{} {}", top.get_name(), sub.get_name());
+                if !docs.contains(&name) {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/cli.md: {missing:?}");
+    }
 }
