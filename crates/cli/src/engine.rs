@@ -36,11 +36,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    updraft_executor::local_hostname()
 }
 
 async fn open_store(cfg: &Config) -> Result<DynStore> {

@@ -124,7 +124,7 @@ impl Scheduler {
         } = self.opts;
         let holder = format!("{hostname}:{}:{}", std::process::id(), Uuid::now_v7());
         if take_lease {
-            wait_for_lease(&store, &holder, &mut shutdown).await?;
+            wait_for_lease(&store, &holder, &hostname, &mut shutdown).await?;
         }
 
         let (events_tx, mut events_rx) = mpsc::channel::<Event>(8192);
@@ -251,6 +251,7 @@ impl Scheduler {
 async fn wait_for_lease(
     store: &DynStore,
     holder: &str,
+    hostname: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let mut warned = false;
@@ -260,6 +261,15 @@ async fn wait_for_lease(
             .await?
         {
             return Ok(());
+        }
+        if let Some(holder) = store.lease_holder(LEASE_NAME).await?
+            && holder_is_dead_here(&holder, hostname)
+        {
+            // Its process on this host is gone (killed or crashed): no need to wait for the
+            // lease to expire.
+            info!(%holder, "taking over the lease of a scheduler that is no longer running");
+            store.release_lease(LEASE_NAME, &holder).await?;
+            continue;
         }
         if !warned {
             info!("another scheduler is active; standing by until its lease expires");
@@ -273,6 +283,28 @@ async fn wait_for_lease(
                 }
             }
         }
+    }
+}
+
+/// A lease holder is `hostname:pid:uuid`; on this host, a pid that no longer runs (or runs
+/// something that is not updraft) cannot hold it any more.
+fn holder_is_dead_here(holder: &str, hostname: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("updraft"),
+        Err(_) => true,
     }
 }
 

@@ -209,6 +209,8 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool>;
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Who holds the named lease (expired or not), if anyone.
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>>;
 }
 
 /// Opens a store from a `database.url`: `sqlite://PATH` (created if missing, `sqlite::memory:`

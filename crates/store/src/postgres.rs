@@ -1848,6 +1848,17 @@ impl Store for PgStore {
             Ok(())
         })
     }
+
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
+        read!(self, tx, {
+            sqlx::query_scalar::<_, String>("SELECT holder FROM lease WHERE name = $1")
+                .persistent(false)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)
+        })
+    }
 }
 
 /// Runs SQL text that may hold several statements (simple query protocol, no parameters).

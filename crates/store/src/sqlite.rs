@@ -1587,6 +1587,14 @@ impl Store for SqliteStore {
         Ok(got.is_some())
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar::<_, String>("SELECT holder FROM lease WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM lease WHERE name = $1 AND holder = $2")
