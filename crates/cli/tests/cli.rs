@@ -518,6 +518,79 @@ mod dags {
         assert_eq!(runs, serde_json::json!([]));
     }
 
+    const DAILY: &str = "\
+dag_id: daily
+schedule: \"@daily\"
+start_date: 2024-01-01
+tasks:
+  - task_id: only
+    bash_command: echo daily
+";
+
+    #[test]
+    fn backfill_create_only_and_next_execution() {
+        let home = Home::new();
+        home.dag("daily.yaml", DAILY);
+        let out = home
+            .run(&[
+                "dags",
+                "backfill",
+                "daily",
+                "-s",
+                "2024-01-01",
+                "--end-date",
+                "2024-01-03",
+                "--create-only",
+            ])
+            .ok();
+        assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
+        let runs = home
+            .run(&["dags", "list-runs", "daily", "-o", "json"])
+            .ok()
+            .json();
+        let runs = runs.as_array().unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|r| r["run_type"] == "backfill"));
+        assert_eq!(runs[2]["logical_date"], "2024-01-01T00:00:00.000000+00:00");
+        let without = home
+            .run(&["dags", "list-runs", "daily", "--no-backfill", "-o", "json"])
+            .ok()
+            .json();
+        assert_eq!(without, serde_json::json!([]));
+
+        let out = home
+            .run(&[
+                "dags",
+                "backfill",
+                "daily",
+                "-s",
+                "2024-02-01",
+                "-e",
+                "2024-01-01",
+            ])
+            .fails(1);
+        assert!(out.stderr.contains("is after"), "{}", out.stderr);
+        home.run(&[
+            "dags",
+            "backfill",
+            "daily",
+            "-s",
+            "garbage",
+            "-e",
+            "2024-01-01",
+        ])
+        .fails(1);
+
+        let next = home
+            .run(&["dags", "next-execution", "daily", "-n", "2"])
+            .ok();
+        let dates: Vec<&str> = next.stdout.lines().collect();
+        assert_eq!(dates.len(), 2, "{}", next.stdout);
+        assert!(dates.iter().all(|d| is_iso_micros(d)), "{dates:?}");
+        assert!(dates[0] < dates[1]);
+        assert!(dates[0].ends_with("T00:00:00.000000+00:00"), "{dates:?}");
+    }
+
     #[test]
     fn test_runs_the_dag_and_its_exit_code_says_whether_it_succeeded() {
         let home = Home::new();
@@ -898,3 +971,6 @@ mod pools {
         home.run(&["pools", "get", "x"]).fails(1);
     }
 }
+
+#[path = "cli/engine.rs"]
+mod engine;
