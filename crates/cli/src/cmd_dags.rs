@@ -59,11 +59,19 @@ pub async fn run(cfg: Config, command: DagsCommand) -> Result<ExitCode> {
             dags.sort_by(|a, b| a.dag_id.cmp(&b.dag_id));
             let records: Vec<Record> = dags.iter().map(dag_record).collect();
             output::print(&records, out.output)?;
-            if !report.errors.is_empty() {
+            if !cfg.core.dags_folder.is_dir() {
                 eprintln!(
-                    "warning: {} DAG file(s) failed to load; run `updraft dags list-import-errors` for details",
-                    report.errors.len()
+                    "note: the DAGs folder {} does not exist (set core.dags_folder, or create it)",
+                    cfg.core.dags_folder.display()
                 );
+            } else {
+                // An error without a file is about the folder itself, not a DAG file.
+                let failed = report.errors.iter().filter(|f| !f.is_empty()).count();
+                if failed > 0 {
+                    eprintln!(
+                        "warning: {failed} DAG file(s) failed to load; run `updraft dags list-import-errors` for details"
+                    );
+                }
             }
         }
         DagsCommand::Show { dag_id } => {

@@ -284,6 +284,13 @@ mod dags {
     #[test]
     fn list_reads_the_dags_folder_without_a_scheduler() {
         let home = Home::new();
+        let empty = home.run(&["dags", "list"]).ok();
+        assert_eq!(empty.stdout, "No data found\n");
+        assert!(empty.stderr.contains("does not exist"), "{}", empty.stderr);
+        assert_eq!(
+            home.run(&["dags", "list", "-o", "json"]).ok().json(),
+            serde_json::json!([])
+        );
         home.dag("hello.yaml", HELLO);
         let list = home.run(&["dags", "list", "-o", "json"]).ok().json();
         let dags = list.as_array().unwrap();
