@@ -313,7 +313,7 @@ impl Selection<'_> {
 
 /// A stored log line is JSON (`timestamp`, `level`, `event`, `logger`, extra fields); people
 /// read `[timestamp] LEVEL logger - event key=value`.
-fn format_log_line(line: &str) -> String {
+pub(crate) fn format_log_line(line: &str) -> String {
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
         return line.to_string();
     };

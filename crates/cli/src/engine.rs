@@ -245,14 +245,18 @@ pub async fn tasks_test(
     let store = open_store(&cfg).await?;
     store.migrate().await?;
     dag_processor::sync_once(&store, &cfg).await?;
+    let mut log = Vec::new();
     let outcome = updraft_scheduler::task_test::run(
         &store,
         dag_id,
         task_id,
         logical_date.unwrap_or_else(Utc::now),
-        &mut std::io::stdout(),
+        &mut log,
     )
     .await?;
+    for line in String::from_utf8_lossy(&log).lines() {
+        println!("{}", crate::cmd_tasks::format_log_line(line));
+    }
     Ok(outcome)
 }
 
