@@ -342,30 +342,15 @@ fn dot(spec: &DagSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use updraft_core::{Operator, Schedule, TaskSpec};
+    use updraft_core::{Operator, TaskSpec};
 
     #[test]
     fn dot_lists_edges_and_escapes() {
         let mut b = TaskSpec::new("b", Operator::Empty);
         b.upstream = vec!["a".into()];
         let spec = DagSpec {
-            dag_id: "my\"dag".into(),
-            description: None,
-            schedule: Schedule::None,
-            timezone: "UTC".into(),
-            start_date: None,
-            end_date: None,
-            catchup: false,
-            max_active_runs: 16,
-            max_active_tasks: 16,
-            dagrun_timeout: None,
-            params: Default::default(),
-            tags: vec![],
-            owner: "airflow".into(),
-            doc_md: None,
-            is_paused_upon_creation: None,
-            tasks: vec![TaskSpec::new("a", Operator::Empty), b],
             fileloc: "x.yaml".into(),
+            ..DagSpec::new("my\"dag", vec![TaskSpec::new("a", Operator::Empty), b])
         };
         let text = dot(&spec);
         assert!(text.starts_with("digraph \"my\\\"dag\" {"), "{text}");

@@ -344,34 +344,22 @@ pub(crate) fn format_log_line(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use updraft_core::{Operator, Schedule, TaskSpec};
+    use updraft_core::{Operator, TaskSpec};
 
     fn spec(edges: &[(&str, &[&str])]) -> DagSpec {
         DagSpec {
-            dag_id: "d".into(),
-            description: None,
-            schedule: Schedule::None,
-            timezone: "UTC".into(),
-            start_date: None,
-            end_date: None,
-            catchup: false,
-            max_active_runs: 16,
-            max_active_tasks: 16,
-            dagrun_timeout: None,
-            params: Default::default(),
-            tags: vec![],
-            owner: "airflow".into(),
-            doc_md: None,
-            is_paused_upon_creation: None,
-            tasks: edges
-                .iter()
-                .map(|(id, up)| {
-                    let mut t = TaskSpec::new(*id, Operator::Empty);
-                    t.upstream = up.iter().map(|s| s.to_string()).collect();
-                    t
-                })
-                .collect(),
             fileloc: String::new(),
+            ..DagSpec::new(
+                "d",
+                edges
+                    .iter()
+                    .map(|(id, up)| {
+                        let mut t = TaskSpec::new(*id, Operator::Empty);
+                        t.upstream = up.iter().map(|s| s.to_string()).collect();
+                        t
+                    })
+                    .collect(),
+            )
         }
     }
 

@@ -2,7 +2,7 @@
 //! state after each step.
 
 use super::*;
-use crate::model::{BashSpec, DagSpec, Operator, Schedule, TaskSpec, TriggerRule};
+use crate::model::{BashSpec, DagSpec, Operator, TaskSpec, TriggerRule};
 use chrono::TimeZone;
 use std::time::Duration;
 
@@ -24,23 +24,8 @@ fn empty(id: &str, up: &[&str]) -> TaskSpec {
 
 fn dag(id: &str, tasks: Vec<TaskSpec>) -> DagSpec {
     DagSpec {
-        dag_id: id.into(),
-        description: None,
-        schedule: Schedule::None,
-        timezone: "UTC".into(),
-        start_date: None,
-        end_date: None,
-        catchup: false,
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        dagrun_timeout: None,
-        params: Default::default(),
-        tags: vec![],
-        owner: "airflow".into(),
-        doc_md: None,
-        is_paused_upon_creation: None,
-        tasks,
         fileloc: "test.yaml".into(),
+        ..DagSpec::new(id, tasks)
     }
 }
 

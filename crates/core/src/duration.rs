@@ -55,7 +55,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration `{text}`: must be a non-negative number"));
+        return Err(format!(
+            "invalid duration `{text}`: must be a non-negative number"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -106,7 +108,11 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit `x`"));
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("unknown unit `x`")
+        );
         assert!(parse_duration("m5").is_err());
         assert!(parse_duration("-3").is_err());
         assert!(parse_duration("5").is_ok());

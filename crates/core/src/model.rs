@@ -425,6 +425,30 @@ fn find_cycle(tasks: &[TaskSpec], upstream: &[Vec<usize>], indegree: &[usize]) -
 }
 
 impl DagSpec {
+    /// A DAG with Airflow's defaults: no schedule, UTC, no catchup, 16 active runs and tasks.
+    pub fn new(dag_id: impl Into<String>, tasks: Vec<TaskSpec>) -> Self {
+        let dag_id = dag_id.into();
+        DagSpec {
+            fileloc: format!("{dag_id}.yaml"),
+            dag_id,
+            description: None,
+            schedule: Schedule::None,
+            timezone: "UTC".into(),
+            start_date: None,
+            end_date: None,
+            catchup: false,
+            max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
+            max_active_tasks: DEFAULT_MAX_ACTIVE_TASKS,
+            dagrun_timeout: None,
+            params: BTreeMap::new(),
+            tags: Vec::new(),
+            owner: DEFAULT_OWNER.into(),
+            doc_md: None,
+            is_paused_upon_creation: None,
+            tasks,
+        }
+    }
+
     /// Validates the graph and returns its adjacency.
     pub fn graph(&self) -> Result<Graph, GraphError> {
         Graph::build(&self.tasks)
@@ -444,7 +468,12 @@ impl DagSpec {
     pub fn default_params(&self) -> serde_json::Map<String, serde_json::Value> {
         self.params
             .iter()
-            .map(|(k, p)| (k.clone(), p.default.clone().unwrap_or(serde_json::Value::Null)))
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    p.default.clone().unwrap_or(serde_json::Value::Null),
+                )
+            })
             .collect()
     }
 }
@@ -488,8 +517,8 @@ mod tests {
             Graph::build(&[task("a", &["zz"])]).unwrap_err(),
             GraphError::UnknownUpstream { .. }
         ));
-        let err = Graph::build(&[task("a", &["c"]), task("b", &["a"]), task("c", &["b"])])
-            .unwrap_err();
+        let err =
+            Graph::build(&[task("a", &["c"]), task("b", &["a"]), task("c", &["b"])]).unwrap_err();
         let GraphError::Cycle(path) = &err else {
             panic!("{err}")
         };
@@ -518,6 +547,10 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert!(validate_key("dag_id", "my.dag-1_x").is_ok());
-        assert!(validate_key("dag_id", "bad id").unwrap_err().contains("` `"));
+        assert!(
+            validate_key("dag_id", "bad id")
+                .unwrap_err()
+                .contains("` `")
+        );
     }
 }

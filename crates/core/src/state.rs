@@ -285,7 +285,10 @@ mod tests {
     fn names_round_trip() {
         for s in TaskState::ALL {
             assert_eq!(s.as_str().parse::<TaskState>().unwrap(), s);
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         for s in RunState::ALL {
             assert_eq!(s.as_str().parse::<RunState>().unwrap(), s);
@@ -307,7 +310,10 @@ mod tests {
     #[test]
     fn running_cannot_go_back_to_scheduled() {
         let err = check_task_transition(TaskState::Running, TaskState::Scheduled).unwrap_err();
-        assert_eq!(err.to_string(), "illegal task transition running -> scheduled");
+        assert_eq!(
+            err.to_string(),
+            "illegal task transition running -> scheduled"
+        );
         assert!(check_task_transition(TaskState::None, TaskState::Running).is_err());
     }
 

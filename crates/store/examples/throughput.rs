@@ -11,7 +11,7 @@
 use chrono::{TimeZone, Utc};
 use sqlx::Connection;
 use std::time::Instant;
-use updraft_core::{DagSpec, Operator, RunType, Schedule, TaskSpec, TaskState};
+use updraft_core::{DagSpec, Operator, RunType, TaskSpec, TaskState};
 use updraft_store::{Batch, DynStore, NewRun, NewTaskInstance};
 
 const TASKS: usize = 10_000;
@@ -69,26 +69,14 @@ async fn bench(name: &str, url: &str) -> anyhow_free::Result {
     store.migrate().await?;
     let task_ids: Vec<String> = (0..TASKS).map(|i| format!("task_{i:05}")).collect();
     let spec = DagSpec {
-        dag_id: "bench".into(),
-        description: None,
-        schedule: Schedule::None,
-        timezone: "UTC".into(),
-        start_date: None,
-        end_date: None,
-        catchup: false,
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        dagrun_timeout: None,
-        params: Default::default(),
-        tags: vec![],
-        owner: "airflow".into(),
-        doc_md: None,
-        is_paused_upon_creation: None,
-        tasks: task_ids
-            .iter()
-            .map(|t| TaskSpec::new(t.as_str(), Operator::Empty))
-            .collect(),
         fileloc: "bench.yaml".into(),
+        ..DagSpec::new(
+            "bench",
+            task_ids
+                .iter()
+                .map(|t| TaskSpec::new(t.as_str(), Operator::Empty))
+                .collect(),
+        )
     };
     store.upsert_dag(&spec, false).await?;
     let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();

@@ -6,7 +6,7 @@ pub mod harness;
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use harness::Harness;
 use std::time::Duration;
-use updraft_core::{DagSpec, Operator, RunState, RunType, Schedule, TaskSpec, TaskState};
+use updraft_core::{DagSpec, Operator, RunState, RunType, TaskSpec, TaskState};
 use updraft_store::{
     Batch, DagRun, Error, ImportErrorInput, InboxItemInput, InboxKind, NewRun, NewTaskInstance,
     PastState, RenderedFields, RunFilter, Store, TaskInstance, XCom,
@@ -65,28 +65,13 @@ pub fn t(secs: i64) -> DateTime<Utc> {
 }
 
 pub fn dag(dag_id: &str, tasks: &[&str]) -> DagSpec {
-    DagSpec {
-        dag_id: dag_id.into(),
-        description: None,
-        schedule: Schedule::None,
-        timezone: "UTC".into(),
-        start_date: None,
-        end_date: None,
-        catchup: false,
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        dagrun_timeout: None,
-        params: Default::default(),
-        tags: vec![],
-        owner: "airflow".into(),
-        doc_md: None,
-        is_paused_upon_creation: None,
-        tasks: tasks
+    DagSpec::new(
+        dag_id,
+        tasks
             .iter()
             .map(|id| TaskSpec::new(*id, Operator::Empty))
             .collect(),
-        fileloc: format!("{dag_id}.yaml"),
-    }
+    )
 }
 
 pub fn new_run(
@@ -1084,6 +1069,12 @@ pub async fn leases(h: &Harness) {
     assert!(!s.acquire_lease("scheduler", "a", ttl, t(20)).await.unwrap());
     s.release_lease("scheduler", "b").await.unwrap();
     assert!(s.acquire_lease("scheduler", "a", ttl, t(20)).await.unwrap());
+    // the holder is visible, expired or not, so a dead holder can be recognised
+    assert_eq!(
+        s.lease_holder("scheduler").await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert_eq!(s.lease_holder("nobody").await.unwrap(), None);
 }
 
 /// Two processes writing at once (CLI next to the scheduler): every write succeeds, none fails
