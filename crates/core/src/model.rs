@@ -370,35 +370,95 @@ impl Graph {
     /// Airflow's priority weights: `downstream` sums the task's own weight and the weights of
     /// every task downstream of it, `upstream` of every task upstream, `absolute` is its own.
     pub fn priority_weights(&self, tasks: &[TaskSpec]) -> Vec<i64> {
-        let n = tasks.len();
         let own: Vec<i64> = tasks.iter().map(|t| t.priority_weight as i64).collect();
-        let closure_sum = |edges: &Vec<Vec<usize>>, start: usize| -> i64 {
-            let mut seen = vec![false; n];
-            let mut stack = vec![start];
-            seen[start] = true;
-            let mut sum = 0i64;
-            while let Some(i) = stack.pop() {
-                sum += own[i];
-                for &j in &edges[i] {
-                    if !seen[j] {
-                        seen[j] = true;
-                        stack.push(j);
-                    }
-                }
-            }
-            sum
-        };
-        (0..n)
+        let uses = |rule| tasks.iter().any(|t| t.weight_rule == rule);
+        let down = uses(WeightRule::Downstream)
+            .then(|| closure_sums(&self.downstream, self.topo.iter().rev().copied(), &own));
+        let up = uses(WeightRule::Upstream)
+            .then(|| closure_sums(&self.upstream, self.topo.iter().copied(), &own));
+        (0..tasks.len())
             .map(|i| {
                 let w = match tasks[i].weight_rule {
                     WeightRule::Absolute => own[i],
-                    WeightRule::Downstream => closure_sum(&self.downstream, i),
-                    WeightRule::Upstream => closure_sum(&self.upstream, i),
+                    WeightRule::Downstream => down.as_ref().expect("computed")[i],
+                    WeightRule::Upstream => up.as_ref().expect("computed")[i],
                 };
                 w.clamp(i32::MIN as i64, i32::MAX as i64)
             })
             .collect()
     }
+}
+
+/// Above this many tasks the reachability bitsets (n² bits) would take too much memory and a
+/// per-task walk is used instead.
+const BITSET_LIMIT: usize = 20_000;
+
+/// For every task: its own weight plus the weights of all distinct tasks reachable through
+/// `edges`. `order` must list every task after all tasks its edges lead to.
+///
+/// Reachability is built bottom-up as one bitset per task (`reach(i) = ∪ {j} ∪ reach(j)` over
+/// its edges), which costs edges × n/64 word operations instead of a graph walk per task —
+/// the difference between milliseconds and a second for a 10,000-task DAG with wide layers.
+fn closure_sums(edges: &[Vec<usize>], order: impl Iterator<Item = usize>, own: &[i64]) -> Vec<i64> {
+    let n = own.len();
+    if n > BITSET_LIMIT {
+        return closure_sums_by_walk(edges, own);
+    }
+    let words = n.div_ceil(64);
+    let mut reach = vec![0u64; n * words];
+    for i in order {
+        for &j in &edges[i] {
+            reach[i * words + j / 64] |= 1 << (j % 64);
+            for w in 0..words {
+                let bits = reach[j * words + w];
+                reach[i * words + w] |= bits;
+            }
+        }
+    }
+    let uniform = own.windows(2).all(|w| w[0] == w[1]);
+    (0..n)
+        .map(|i| {
+            let row = &reach[i * words..(i + 1) * words];
+            if uniform {
+                let count: i64 = row.iter().map(|w| w.count_ones() as i64).sum();
+                own[i] + count * own[i]
+            } else {
+                let mut sum = own[i];
+                for (w, &bits) in row.iter().enumerate() {
+                    let mut bits = bits;
+                    while bits != 0 {
+                        sum += own[w * 64 + bits.trailing_zeros() as usize];
+                        bits &= bits - 1;
+                    }
+                }
+                sum
+            }
+        })
+        .collect()
+}
+
+/// The same sums by one walk per task, reusing one visited array (stamped per walk).
+fn closure_sums_by_walk(edges: &[Vec<usize>], own: &[i64]) -> Vec<i64> {
+    let n = own.len();
+    let mut stamp = vec![usize::MAX; n];
+    let mut stack = Vec::new();
+    (0..n)
+        .map(|start| {
+            stamp[start] = start;
+            stack.push(start);
+            let mut sum = 0;
+            while let Some(i) = stack.pop() {
+                sum += own[i];
+                for &j in &edges[i] {
+                    if stamp[j] != start {
+                        stamp[j] = start;
+                        stack.push(j);
+                    }
+                }
+            }
+            sum
+        })
+        .collect()
 }
 
 fn find_cycle(tasks: &[TaskSpec], upstream: &[Vec<usize>], indegree: &[usize]) -> Vec<String> {
@@ -542,6 +602,35 @@ mod tests {
             t.priority_weight = 7;
         }
         assert_eq!(g.priority_weights(&tasks), vec![7, 7, 7]);
+    }
+
+    #[test]
+    fn weight_sums_by_bitset_and_by_walk_agree() {
+        // A diamond-rich DAG with uneven weights: shared descendants are counted once.
+        let mut tasks = Vec::new();
+        for i in 0..200usize {
+            let ups: Vec<String> = [i / 2, i / 3, i.saturating_sub(7)]
+                .iter()
+                .filter(|&&u| u < i)
+                .map(|u| format!("t{u}"))
+                .collect();
+            let mut t = task(&format!("t{i}"), &[]);
+            t.upstream = ups;
+            t.priority_weight = (i % 5) as i32 + 1;
+            tasks.push(t);
+        }
+        let g = Graph::build(&tasks).unwrap();
+        let own: Vec<i64> = tasks.iter().map(|t| t.priority_weight as i64).collect();
+        let by_bits = closure_sums(&g.downstream, g.topo.iter().rev().copied(), &own);
+        assert_eq!(by_bits, closure_sums_by_walk(&g.downstream, &own));
+        let by_bits = closure_sums(&g.upstream, g.topo.iter().copied(), &own);
+        assert_eq!(by_bits, closure_sums_by_walk(&g.upstream, &own));
+        // Uniform weights take the popcount path.
+        let ones = vec![1; tasks.len()];
+        assert_eq!(
+            closure_sums(&g.downstream, g.topo.iter().rev().copied(), &ones),
+            closure_sums_by_walk(&g.downstream, &ones)
+        );
     }
 
     #[test]
