@@ -548,7 +548,7 @@ pub static OPTIONS: &[OptionDef] = &[
         section: "scheduler",
         key: "task_heartbeat_timeout",
         kind: Kind::Duration,
-        description: "A running task whose heartbeat is older than this is a zombie and is failed (or retried).",
+        description: "A queued or running task that the executor no longer runs and whose last heartbeat is older than this is a zombie: its try is failed (or retried).",
         set: |c, v| {
             c.scheduler.task_heartbeat_timeout = v.duration(false)?;
             Ok(())
@@ -642,7 +642,7 @@ impl Config {
                 catchup_by_default: false,
                 create_cron_data_intervals: false,
                 dag_dir_list_interval: Duration::from_secs(10),
-                inbox_poll_interval: Duration::from_millis(200),
+                inbox_poll_interval: Duration::from_millis(50),
                 task_heartbeat_timeout: Duration::from_secs(300),
                 shutdown_grace: Duration::from_secs(30),
             },
@@ -946,10 +946,7 @@ mod tests {
             cfg.database.url,
             format!("sqlite://{}", dir.path().join("updraft.db").display())
         );
-        assert_eq!(
-            cfg.scheduler.inbox_poll_interval,
-            Duration::from_millis(200)
-        );
+        assert_eq!(cfg.scheduler.inbox_poll_interval, Duration::from_millis(50));
         assert_eq!(cfg.logging.base_log_folder, dir.path().join("logs"));
         assert!(cfg.entries().iter().all(|e| e.source == "default"));
         assert_eq!(cfg.entries().len(), OPTIONS.len());

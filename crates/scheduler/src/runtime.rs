@@ -830,13 +830,51 @@ impl Loop {
         Ok(())
     }
 
+    /// Records heartbeats of the tries the executor runs, and fails tries the engine believes
+    /// are running but the executor no longer knows (zombies), once they are older than
+    /// `scheduler.task_heartbeat_timeout` — a safety net: the executor normally reports every
+    /// end.
     async fn heartbeat(&mut self) {
+        let now = Utc::now();
         let ids: Vec<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
-        if ids.is_empty() {
+        if !ids.is_empty()
+            && let Err(e) = self.store.heartbeat(&ids, now).await
+        {
+            warn!(error = %e, "cannot record task heartbeats");
+        }
+        if self.draining {
             return;
         }
-        if let Err(e) = self.store.heartbeat(&ids, Utc::now()).await {
-            warn!(error = %e, "cannot record task heartbeats");
+        let known: HashSet<Uuid> = ids.into_iter().collect();
+        let timeout = chrono::Duration::from_std(self.cfg.scheduler.task_heartbeat_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        let mut zombies = Vec::new();
+        for (pk, rows) in &self.rows {
+            for (i, row) in rows.tis.iter().enumerate() {
+                let Some(ti) = self.engine.ti((*pk, i)) else {
+                    continue;
+                };
+                let since = match ti.state {
+                    TaskState::Running => ti.start_date,
+                    TaskState::Queued => ti.queued_dttm,
+                    _ => continue,
+                };
+                let last = row.last_heartbeat_at.max(since);
+                if !known.contains(&row.id) && last.is_some_and(|t| now - t > timeout) {
+                    zombies.push(((*pk, i), ti.try_number, row.clone()));
+                }
+            }
+        }
+        for (key, try_number, row) in zombies {
+            warn!(dag_id = %row.dag_id, run_id = %row.run_id, task_id = %row.task_id,
+                "zombie task: the executor no longer runs it; failing this try");
+            crate::recovery::note_in_log(
+                &self.cfg,
+                &row,
+                "the executor lost this try (zombie task); the try is marked failed",
+            );
+            self.engine
+                .on_finished(key, try_number, TryResult::Failed, now);
         }
     }
 
