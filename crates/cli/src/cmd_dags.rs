@@ -49,7 +49,20 @@ pub async fn run(cfg: Config, command: DagsCommand) -> Result<ExitCode> {
     }
 
     let store = open_store(&cfg).await?;
-    let report = sync_dags(&store, &cfg).await?;
+    // Like Airflow, a trigger runs the DAG as last parsed (the scheduler rescans the folder
+    // every `scheduler.dag_dir_list_interval`); the folder is read here only when the DAG is
+    // not known yet, so triggering stays cheap however many and however large the files are.
+    let known = match &command {
+        DagsCommand::Trigger { dag_id, .. } => {
+            store.get_dag(dag_id).await?.is_some_and(|d| d.is_active)
+        }
+        _ => false,
+    };
+    let report = if known {
+        Default::default()
+    } else {
+        sync_dags(&store, &cfg).await?
+    };
     match command {
         DagsCommand::List {
             include_inactive,
