@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use updraft_config::Config;
 use updraft_core::timetable::{RunInfo, next_run};
 use updraft_core::{DagSpec, RunState, RunType};
-use updraft_scheduler::trigger::{TriggerRequest, trigger_dag};
+use updraft_scheduler::trigger::{TriggerRequest, trigger_dag_record};
 use updraft_store::{DagRecord, DagRun, RunFilter};
 
 pub async fn run(cfg: Config, command: DagsCommand) -> Result<ExitCode> {
@@ -53,12 +53,10 @@ pub async fn run(cfg: Config, command: DagsCommand) -> Result<ExitCode> {
     // every `scheduler.dag_dir_list_interval`); the folder is read here only when the DAG is
     // not known yet, so triggering stays cheap however many and however large the files are.
     let known = match &command {
-        DagsCommand::Trigger { dag_id, .. } => {
-            store.get_dag(dag_id).await?.is_some_and(|d| d.is_active)
-        }
-        _ => false,
+        DagsCommand::Trigger { dag_id, .. } => store.get_dag(dag_id).await?.filter(|d| d.is_active),
+        _ => None,
     };
-    let report = if known {
+    let report = if known.is_some() {
         Default::default()
     } else {
         sync_dags(&store, &cfg).await?
@@ -115,10 +113,13 @@ pub async fn run(cfg: Config, command: DagsCommand) -> Result<ExitCode> {
             let logical_date = logical_date
                 .map(|d| parse(&d, &cfg.core.default_timezone))
                 .transpose()?;
-            let dag = support::dag(&store, &dag_id).await?;
-            let run = trigger_dag(
+            let dag = match known {
+                Some(dag) => dag,
+                None => support::dag(&store, &dag_id).await?,
+            };
+            let run = trigger_dag_record(
                 &store,
-                &dag_id,
+                &dag,
                 TriggerRequest {
                     conf,
                     run_id,

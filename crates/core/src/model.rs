@@ -103,29 +103,131 @@ pub struct ParamSpec {
 pub struct TaskSpec {
     pub task_id: String,
     pub operator: Operator,
-    #[serde(default)]
+    // Fields at their default are left out of the serialized form: a stored 10,000-task DAG
+    // shrinks several times, and every load of a DAG version parses less.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<String>,
+    #[serde(
+        default = "defaults::owner",
+        skip_serializing_if = "defaults::is_owner"
+    )]
     pub owner: String,
+    #[serde(default, skip_serializing_if = "defaults::is_zero")]
     pub retries: u32,
-    #[serde(with = "serde_secs")]
+    #[serde(
+        default = "defaults::retry_delay",
+        skip_serializing_if = "defaults::is_retry_delay",
+        with = "serde_secs"
+    )]
     pub retry_delay: Duration,
     /// 0 = constant delay; 2.0 doubles the delay each try (`true` in a DAG file means 2.0).
+    #[serde(default, skip_serializing_if = "defaults::is_zero_f64")]
     pub retry_exponential_backoff: f64,
-    #[serde(default, with = "serde_secs::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_secs::option"
+    )]
     pub max_retry_delay: Option<Duration>,
-    #[serde(default, with = "serde_secs::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_secs::option"
+    )]
     pub execution_timeout: Option<Duration>,
+    #[serde(
+        default = "defaults::trigger_rule",
+        skip_serializing_if = "defaults::is_trigger_rule"
+    )]
     pub trigger_rule: TriggerRule,
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
     pub depends_on_past: bool,
+    #[serde(default = "defaults::pool", skip_serializing_if = "defaults::is_pool")]
     pub pool: String,
+    #[serde(default = "defaults::one", skip_serializing_if = "defaults::is_one")]
     pub pool_slots: u32,
+    #[serde(
+        default = "defaults::one_i32",
+        skip_serializing_if = "defaults::is_one_i32"
+    )]
     pub priority_weight: i32,
+    #[serde(
+        default = "defaults::weight_rule",
+        skip_serializing_if = "defaults::is_weight_rule"
+    )]
     pub weight_rule: WeightRule,
+    #[serde(
+        default = "defaults::queue",
+        skip_serializing_if = "defaults::is_queue"
+    )]
     pub queue: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_active_tis_per_dag: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc_md: Option<String>,
+}
+
+/// Defaults of `TaskSpec` fields for its compact serialized form.
+mod defaults {
+    use super::*;
+
+    pub fn owner() -> String {
+        DEFAULT_OWNER.into()
+    }
+    pub fn is_owner(v: &str) -> bool {
+        v == DEFAULT_OWNER
+    }
+    pub fn is_zero(v: &u32) -> bool {
+        *v == 0
+    }
+    pub fn retry_delay() -> Duration {
+        DEFAULT_RETRY_DELAY
+    }
+    pub fn is_retry_delay(v: &Duration) -> bool {
+        *v == DEFAULT_RETRY_DELAY
+    }
+    pub fn is_zero_f64(v: &f64) -> bool {
+        *v == 0.0
+    }
+    pub fn trigger_rule() -> TriggerRule {
+        TriggerRule::AllSuccess
+    }
+    pub fn is_trigger_rule(v: &TriggerRule) -> bool {
+        *v == TriggerRule::AllSuccess
+    }
+    pub fn is_false(v: &bool) -> bool {
+        !*v
+    }
+    pub fn pool() -> String {
+        DEFAULT_POOL.into()
+    }
+    pub fn is_pool(v: &str) -> bool {
+        v == DEFAULT_POOL
+    }
+    pub fn one() -> u32 {
+        1
+    }
+    pub fn is_one(v: &u32) -> bool {
+        *v == 1
+    }
+    pub fn one_i32() -> i32 {
+        1
+    }
+    pub fn is_one_i32(v: &i32) -> bool {
+        *v == 1
+    }
+    pub fn weight_rule() -> WeightRule {
+        WeightRule::Downstream
+    }
+    pub fn is_weight_rule(v: &WeightRule) -> bool {
+        *v == WeightRule::Downstream
+    }
+    pub fn queue() -> String {
+        DEFAULT_QUEUE.into()
+    }
+    pub fn is_queue(v: &str) -> bool {
+        v == DEFAULT_QUEUE
+    }
 }
 
 impl TaskSpec {
@@ -631,6 +733,23 @@ mod tests {
             closure_sums(&g.downstream, g.topo.iter().rev().copied(), &ones),
             closure_sums_by_walk(&g.downstream, &ones)
         );
+    }
+
+    #[test]
+    fn task_defaults_are_left_out_of_the_serialized_form() {
+        let t = task("a", &[]);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#"{"task_id":"a","operator":{"type":"empty"}}"#);
+        assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), t);
+        let mut custom = task("b", &["a"]);
+        custom.retries = 3;
+        custom.retry_delay = Duration::from_secs(5);
+        custom.execution_timeout = Some(Duration::from_secs(60));
+        custom.pool = "db".into();
+        custom.weight_rule = WeightRule::Absolute;
+        custom.trigger_rule = TriggerRule::AllDone;
+        let json = serde_json::to_string(&custom).unwrap();
+        assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), custom);
     }
 
     #[test]

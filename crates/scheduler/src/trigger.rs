@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use updraft_core::timetable::{RunInfo, manual_run_info};
 use updraft_core::{DagSpec, RunType};
-use updraft_store::{DagRun, DynStore, NewRun, NewTaskInstance};
+use updraft_store::{DagRecord, DagRun, DynStore, NewRun, NewTaskInstance};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -118,6 +118,17 @@ pub async fn trigger_dag(
         .get_dag(dag_id)
         .await?
         .ok_or_else(|| Error::DagNotFound(dag_id.to_string()))?;
+    trigger_dag_record(store, &dag, req, now).await
+}
+
+/// [`trigger_dag`] for a DAG the caller has already loaded.
+pub async fn trigger_dag_record(
+    store: &DynStore,
+    dag: &DagRecord,
+    req: TriggerRequest,
+    now: DateTime<Utc>,
+) -> Result<DagRun, Error> {
+    let dag_id = dag.dag_id.as_str();
     if !dag.is_active {
         return Err(Error::DagInactive(dag_id.to_string()));
     }
