@@ -9,7 +9,7 @@ fresh PostgreSQL schema), measures start-up and idle memory, then runs chain40, 
 fan100, fan100_mat100 and runs50; a second fresh instance holds the 10,000-task DAG for the
 throughput scenario (so its parse cost does not weigh on the other scenarios). The variant
 `sqlite-poll10ms` repeats chain40, fan100 and runs50 on SQLite with a 10 ms inbox poll instead
-of the default 200 ms, to show what that poll costs.
+of the default 50 ms, to show what that poll costs.
 
 Timing: trigger = this driver's time.time() just before `updraft dags trigger` is spawned;
 end = dag_run.end_date read from the database (same host clock). Task times come from
@@ -858,7 +858,7 @@ class Bench:
             "python_for_tasks": self.py,
             "python": platform.python_version(),
             "config": "defaults (parallelism 32, max_active_tasks_per_dag 16, max_active_runs_per_dag 16, "
-                      "inbox_poll_interval 200ms) + load_examples=false, dags_are_paused_at_creation=false",
+                      "inbox_poll_interval 50ms) + load_examples=false, dags_are_paused_at_creation=false",
             "timing_method": "trigger = driver time.time() before spawning `updraft dags trigger`; "
                              "end = dag_run.end_date; task times = task_instance rows (same host clock)",
             "targets": TARGETS,
@@ -989,7 +989,7 @@ def main():
     ap.add_argument("--backends", nargs="+", default=["sqlite", "postgres", "sqlite-poll10ms"],
                     choices=["sqlite", "postgres", "sqlite-poll10ms"],
                     help="sqlite-poll10ms: chain40, fan100 and runs50 on SQLite with a 10 ms inbox poll "
-                         "instead of the default 200 ms, to show what the poll costs")
+                         "instead of the default 50 ms, to show what the poll costs")
     ap.add_argument("--only", nargs="+",
                     default=["chain40", "chain10_long", "fan100", "fan100_mat100", "runs50", "throughput"])
     ap.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/test",
