@@ -28,7 +28,15 @@ impl Lookups for Preloaded {
     }
 }
 
-/// Renders the try's command. `Err` carries the message to record as the try's failure.
+/// Why a try could not be prepared.
+pub(crate) enum PrepareError {
+    /// The try itself is broken (template or params error): it fails with this message.
+    Task(String),
+    /// The store did not answer: nothing is wrong with the try; the step is retried.
+    Store(updraft_store::Error),
+}
+
+/// Renders the try's command.
 pub(crate) async fn prepare(
     store: &DynStore,
     rows: &RunRows,
@@ -37,10 +45,10 @@ pub(crate) async fn prepare(
     try_number: u32,
     i: usize,
     unsaved_xcoms: &[XCom],
-) -> Result<(TaskTry, Command, serde_json::Value), String> {
+) -> Result<(TaskTry, Command, serde_json::Value), PrepareError> {
     let params = params
         .as_ref()
-        .map_err(|e| format!("invalid params for this run: {e}"))?;
+        .map_err(|e| PrepareError::Task(format!("invalid params for this run: {e}")))?;
     let mut pre = Preloaded::default();
     if let Operator::Bash(bash) = &dag.spec.tasks[i].operator {
         let mut texts: Vec<&str> = vec![bash.bash_command.as_str()];
@@ -52,7 +60,7 @@ pub(crate) async fn prepare(
             pre.variables = store
                 .list_variables()
                 .await
-                .map_err(|e| format!("cannot load variables: {e}"))?
+                .map_err(PrepareError::Store)?
                 .into_iter()
                 .map(|v| (v.key, v.value))
                 .collect();
@@ -61,7 +69,7 @@ pub(crate) async fn prepare(
             pre.xcoms = store
                 .list_xcoms(&rows.run.dag_id, &rows.run.run_id)
                 .await
-                .map_err(|e| format!("cannot load xcoms: {e}"))?
+                .map_err(PrepareError::Store)?
                 .into_iter()
                 .filter(|x| x.map_index == -1)
                 .map(|x| ((x.task_id, x.key), x.value))
@@ -74,7 +82,7 @@ pub(crate) async fn prepare(
             }
         }
     }
-    build(rows, dag, params, try_number, i, &pre)
+    build(rows, dag, params, try_number, i, &pre).map_err(PrepareError::Task)
 }
 
 pub(crate) fn build(

@@ -9,6 +9,7 @@
 //! between the commit and the spawn leaves a `queued` try that recovery puts back.
 
 use crate::dag_processor;
+use crate::dispatch::PrepareError;
 use crate::rows::RunRows;
 use crate::trigger::{RunOrigin, new_run, run_id_for};
 use anyhow::{Context as _, Result};
@@ -72,6 +73,8 @@ pub struct Scheduler {
 enum TimerEntry {
     Engine(Timer),
     DagDue(String),
+    /// Reload everything from the database after a store error.
+    Resync,
 }
 
 struct DagState {
@@ -105,6 +108,9 @@ struct Loop {
     uncommitted: Vec<Event>,
     pending_xcoms: Vec<XCom>,
     summary: Summary,
+    /// A store call failed; nothing is decided until a resync succeeds.
+    resync_pending: bool,
+    resync_armed: bool,
 }
 
 impl Scheduler {
@@ -156,6 +162,8 @@ impl Scheduler {
             uncommitted: Vec::new(),
             pending_xcoms: Vec::new(),
             summary: Summary::default(),
+            resync_pending: false,
+            resync_armed: false,
         };
         lp.start(process_dags).await?;
         // What was loaded may be decidable right away (queued runs, orphans returned).
@@ -181,6 +189,9 @@ impl Scheduler {
                 break;
             }
             let sleep = lp.next_timer_sleep();
+            // Errors of the store (a database that went away) do not stop the loop: they are
+            // logged and the loop resynchronises from the database once it answers again.
+            let mut outcome: Result<()> = Ok(());
             tokio::select! {
                 biased;
                 ev = events_rx.recv() => {
@@ -209,22 +220,29 @@ impl Scheduler {
                     while let Ok(ev) = events_rx.try_recv() {
                         lp.on_executor_event(ev);
                     }
-                    lp.commit().await?;
+                    if let Err(e) = lp.commit().await {
+                        error!(error = %e, "cannot record the last task reports; the next start recovers them");
+                    }
                     break;
                 }
                 Some(()) = waker.recv() => {
                     while waker.try_recv().is_ok() {}
-                    lp.on_inbox().await?;
+                    outcome = lp.on_inbox().await;
                 }
                 _ = tokio::time::sleep(sleep) => {
-                    lp.fire_timers(Utc::now()).await?;
+                    outcome = lp.fire_timers(Utc::now()).await;
                 }
                 _ = dag_tick.tick(), if process_dags && lp.mode == Mode::Service => {
                     lp.sync_dags().await;
                 }
                 _ = lease_tick.tick(), if take_lease => {
-                    if !store.acquire_lease(LEASE_NAME, &holder, LEASE_TTL, Utc::now()).await? {
-                        anyhow::bail!("lost the scheduler lease to another scheduler; stopping");
+                    match store.acquire_lease(LEASE_NAME, &holder, LEASE_TTL, Utc::now()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            anyhow::bail!("lost the scheduler lease to another scheduler; stopping")
+                        }
+                        // Nobody can take the lease while the database is away either.
+                        Err(e) => warn!(error = %e, "cannot renew the scheduler lease"),
                     }
                 }
                 _ = heartbeat_tick.tick() => {
@@ -239,7 +257,13 @@ impl Scheduler {
                     trim_to = lp.inbox_cursor;
                 }
             }
-            lp.commit().await?;
+            let outcome = match outcome {
+                Ok(()) => lp.commit().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                lp.on_store_error(e);
+            }
         }
         if take_lease {
             let _ = store.release_lease(LEASE_NAME, &holder).await;
@@ -384,6 +408,81 @@ impl Loop {
         for dag_id in dag_ids {
             self.arm_dag(&dag_id, now);
         }
+        Ok(())
+    }
+
+    /// A store call failed (most likely the database is away): log it and resynchronise from
+    /// the database in a second. Nothing the executor reported is lost: those reports are kept
+    /// until a commit succeeds.
+    fn on_store_error(&mut self, e: anyhow::Error) {
+        error!(error = %e, "scheduler step failed; resynchronising from the database");
+        self.resync_pending = true;
+        if !self.resync_armed {
+            self.resync_armed = true;
+            self.timers.push(Reverse((
+                Utc::now() + chrono::Duration::seconds(1),
+                TimerEntry::Resync,
+            )));
+        }
+    }
+
+    /// Rebuilds the in-memory state from the database, then re-applies executor reports not
+    /// yet committed. Queued tries the executor does not have go back to `scheduled`; running
+    /// tries it no longer has (and did not report) failed while the database was away.
+    async fn resync(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let cursor = self.store.max_inbox_id().await?;
+        let runs: Vec<DagRun> = match &self.mode {
+            Mode::Service => self.store.active_runs().await?,
+            Mode::UntilDone(pks) => {
+                let mut runs = Vec::new();
+                for pk in pks {
+                    if let Some(r) = self.store.get_run_by_id(*pk).await? {
+                        runs.push(r);
+                    }
+                }
+                runs
+            }
+        };
+        self.reload_pools().await?;
+        let loaded: Vec<RunPk> = self.rows.keys().copied().collect();
+        for pk in loaded {
+            self.drop_run(pk, false);
+        }
+        self.inbox_cursor = cursor;
+        self.load_runs(runs).await?;
+        let events = std::mem::take(&mut self.uncommitted);
+        for ev in &events {
+            self.apply_executor_event(ev);
+        }
+        self.uncommitted = events;
+        let running: HashSet<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
+        let mut lost = Vec::new();
+        for (pk, rows) in &self.rows {
+            for (i, row) in rows.tis.iter().enumerate() {
+                if let Some(ti) = self.engine.ti((*pk, i))
+                    && ti.state.occupies_slot()
+                    && !running.contains(&row.id)
+                {
+                    lost.push(((*pk, i), ti.state, ti.try_number));
+                }
+            }
+        }
+        for (key, state, try_number) in lost {
+            if state == TaskState::Queued {
+                self.engine.requeue(key, now);
+            } else {
+                self.engine
+                    .on_finished(key, try_number, TryResult::Failed, now);
+            }
+        }
+        let dag_ids: Vec<String> = self.dags.keys().cloned().collect();
+        for dag_id in dag_ids {
+            if let Some(state) = self.dags.get_mut(&dag_id) {
+                state.armed_for = None;
+            }
+            self.arm_dag(&dag_id, now);
+        }
+        info!("resynchronised with the database");
         Ok(())
     }
 
@@ -736,6 +835,11 @@ impl Loop {
             match entry {
                 TimerEntry::Engine(t) => self.engine.on_timer(t, now),
                 TimerEntry::DagDue(dag_id) => self.on_dag_due(&dag_id, now).await?,
+                TimerEntry::Resync => {
+                    self.resync_armed = false;
+                    self.resync(now).await?;
+                    self.resync_pending = false;
+                }
             }
         }
         Ok(())
@@ -882,6 +986,11 @@ impl Loop {
 
     /// Runs engine steps until nothing changes, persisting each one before acting on it.
     async fn commit(&mut self) -> Result<()> {
+        if self.resync_pending {
+            // The in-memory state is ahead of a database that did not answer: nothing is
+            // decided until `resync` has rebuilt it (executor reports keep accumulating).
+            return Ok(());
+        }
         for _ in 0..64 {
             let now = Utc::now();
             let limits = Limits {
@@ -968,7 +1077,7 @@ impl Loop {
                     )
                     .await
                 }
-                None => Err("run is not loaded".to_string()),
+                None => Err(PrepareError::Task("run is not loaded".to_string())),
             };
             match prepared {
                 Ok((task, command, fields)) => {
@@ -979,7 +1088,9 @@ impl Loop {
                     });
                     commands.push((task, command));
                 }
-                Err(message) => render_failures.push((*key, message)),
+                Err(PrepareError::Task(message)) => render_failures.push((*key, message)),
+                // Nothing is committed yet: the caller resynchronises from the database.
+                Err(PrepareError::Store(e)) => return Err(e.into()),
             }
         }
 

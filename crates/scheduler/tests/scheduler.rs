@@ -40,3 +40,19 @@ macro_rules! scheduler_suite {
 
 scheduler_suite!(Sqlite);
 scheduler_suite!(Postgres);
+
+/// Through PgBouncer in transaction mode: a representative scenario, and a database outage.
+mod pgbouncer {
+    use super::scenarios;
+    use updraft_store::testing::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chain_with_templating_and_xcom() {
+        scenarios::chain_with_templating_and_xcom(Backend::PgBouncer).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn database_outage_loses_nothing() {
+        scenarios::database_outage_loses_nothing(Backend::PgBouncer).await;
+    }
+}

@@ -129,6 +129,12 @@ impl PgStore {
             .map_err(|e| Error::Invalid(format!("bad postgres url: {e}")))?
             // named statements do not survive PgBouncer's transaction pooling
             .statement_cache_capacity(0);
+        // One direct attempt first: a refused connection or a wrong password is reported at
+        // once and as itself, instead of as a pool timeout after the acquire timeout.
+        let probe = <PgConnection as sqlx::Connection>::connect_with(&opts)
+            .await
+            .map_err(db_err)?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
@@ -678,94 +684,15 @@ impl Store for PgStore {
     }
 
     async fn upsert_dag(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert> {
-        let hash = spec.content_hash();
-        let json = common::spec_json(spec)?;
-        let at = now();
-        let mut tx = self.begin().await?;
-        let existing: Option<(i64, String, bool)> =
-            qa("SELECT latest_version, spec_hash, is_active FROM dag WHERE dag_id = $1 FOR UPDATE")
-                .bind(&spec.dag_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        let result = match existing {
-            None => {
-                let paused = spec.is_paused_upon_creation.unwrap_or(paused_by_default);
-                q(
-                    "INSERT INTO dag (dag_id, fileloc, is_paused, is_active, latest_version, \
-                   spec_hash, last_parsed_at, created_at) \
-                   VALUES ($1, $2, $3, TRUE, 1, $4, $5, $5)",
-                )
-                .bind(&spec.dag_id)
-                .bind(&spec.fileloc)
-                .bind(paused)
-                .bind(&hash)
-                .bind(at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                DagUpsert {
-                    version: 1,
-                    changed: true,
-                    created: true,
-                }
+        // Two processes may parse a new DAG at once (a scheduler starting and a CLI command):
+        // the loser of the insert race finds the row on its next attempt and updates it.
+        let mut attempt = 0;
+        loop {
+            match self.upsert_dag_once(spec, paused_by_default).await {
+                Err(Error::Conflict(_)) if attempt < 3 => attempt += 1,
+                result => return result,
             }
-            Some((version, old_hash, active)) if old_hash == hash => {
-                q(
-                    "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3 \
-                   WHERE dag_id = $1",
-                )
-                .bind(&spec.dag_id)
-                .bind(&spec.fileloc)
-                .bind(at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                if !active {
-                    post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
-                }
-                self.commit(tx, !active).await?;
-                return Ok(DagUpsert {
-                    version,
-                    changed: false,
-                    created: false,
-                });
-            }
-            Some((version, _, _)) => {
-                q(
-                    "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3, \
-                   latest_version = $4, spec_hash = $5 WHERE dag_id = $1",
-                )
-                .bind(&spec.dag_id)
-                .bind(&spec.fileloc)
-                .bind(at)
-                .bind(version + 1)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                DagUpsert {
-                    version: version + 1,
-                    changed: true,
-                    created: false,
-                }
-            }
-        };
-        q(
-            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
-           VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&spec.dag_id)
-        .bind(result.version)
-        .bind(&hash)
-        .bind(&json)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
-        self.commit(tx, true).await?;
-        Ok(result)
+        }
     }
 
     async fn deactivate_missing_dags(
@@ -1865,6 +1792,99 @@ impl Store for PgStore {
 async fn exec_raw(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Executor;
     conn.execute(sql).await.map(|_| ())
+}
+
+impl PgStore {
+    async fn upsert_dag_once(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert> {
+        let hash = spec.content_hash();
+        let json = common::spec_json(spec)?;
+        let at = now();
+        let mut tx = self.begin().await?;
+        let existing: Option<(i64, String, bool)> =
+            qa("SELECT latest_version, spec_hash, is_active FROM dag WHERE dag_id = $1 FOR UPDATE")
+                .bind(&spec.dag_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let result = match existing {
+            None => {
+                let paused = spec.is_paused_upon_creation.unwrap_or(paused_by_default);
+                q(
+                    "INSERT INTO dag (dag_id, fileloc, is_paused, is_active, latest_version, \
+                   spec_hash, last_parsed_at, created_at) \
+                   VALUES ($1, $2, $3, TRUE, 1, $4, $5, $5)",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(paused)
+                .bind(&hash)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                DagUpsert {
+                    version: 1,
+                    changed: true,
+                    created: true,
+                }
+            }
+            Some((version, old_hash, active)) if old_hash == hash => {
+                q(
+                    "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3 \
+                   WHERE dag_id = $1",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if !active {
+                    post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+                }
+                self.commit(tx, !active).await?;
+                return Ok(DagUpsert {
+                    version,
+                    changed: false,
+                    created: false,
+                });
+            }
+            Some((version, _, _)) => {
+                q(
+                    "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3, \
+                   latest_version = $4, spec_hash = $5 WHERE dag_id = $1",
+                )
+                .bind(&spec.dag_id)
+                .bind(&spec.fileloc)
+                .bind(at)
+                .bind(version + 1)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                DagUpsert {
+                    version: version + 1,
+                    changed: true,
+                    created: false,
+                }
+            }
+        };
+        q(
+            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
+           VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&spec.dag_id)
+        .bind(result.version)
+        .bind(&hash)
+        .bind(&json)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+        self.commit(tx, true).await?;
+        Ok(result)
+    }
 }
 
 #[cfg(test)]

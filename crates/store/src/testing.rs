@@ -15,12 +15,16 @@ pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through PgBouncer in transaction pooling mode, when
+    /// `UPDRAFT_TEST_PGBOUNCER_URL` is set (`scripts/pgbouncer.sh start` prints it).
+    PgBouncer,
 }
 
 pub struct TestDb {
     pub store: DynStore,
     url: String,
     schema: Option<(String, String)>,
+    database: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -35,12 +39,62 @@ pub fn with_param(url: &str, param: &str) -> String {
     format!("{url}{sep}{param}")
 }
 
+/// Replaces the database name of a postgres URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
 impl TestDb {
     pub async fn new(backend: Backend) -> Option<TestDb> {
         match backend {
             Backend::Sqlite => Some(Self::sqlite().await),
             Backend::Postgres => Self::postgres().await,
+            Backend::PgBouncer => Self::pgbouncer().await,
         }
+    }
+
+    /// A database of its own behind PgBouncer (which cannot carry a per-connection
+    /// `search_path`). `None` with a notice when `UPDRAFT_TEST_PGBOUNCER_URL` is unset.
+    pub async fn pgbouncer() -> Option<TestDb> {
+        let Ok(bouncer_url) = std::env::var("UPDRAFT_TEST_PGBOUNCER_URL") else {
+            eprintln!("SKIPPED: set UPDRAFT_TEST_PGBOUNCER_URL to run this test through PgBouncer");
+            return None;
+        };
+        let admin_url = postgres_url();
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("pgbouncer tests need PostgreSQL at {admin_url}: {e}"));
+        let db = format!("updraft_t_{}", uuid::Uuid::now_v7().simple());
+        sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = with_database(&bouncer_url, &db);
+        let store = connect(&url).await.expect("connect through pgbouncer");
+        Some(TestDb {
+            store,
+            url,
+            schema: None,
+            database: Some((admin_url, db)),
+            _dir: None,
+        })
+    }
+
+    /// The database name, for PgBouncer's admin commands.
+    pub fn database_name(&self) -> Option<&str> {
+        self.database.as_ref().map(|(_, db)| db.as_str())
     }
 
     pub async fn sqlite() -> TestDb {
@@ -51,6 +105,7 @@ impl TestDb {
             store,
             url,
             schema: None,
+            database: None,
             _dir: Some(dir),
         }
     }
@@ -82,6 +137,7 @@ impl TestDb {
             store,
             url,
             schema: Some((admin_url, schema)),
+            database: None,
             _dir: None,
         })
     }
@@ -94,6 +150,16 @@ impl TestDb {
     /// Drops what the test created. Not called when a test fails, which leaves the database
     /// for inspection.
     pub async fn finish(self) {
+        if let Some((admin_url, db)) = &self.database {
+            let (admin_url, db) = (admin_url.clone(), db.clone());
+            drop(self.store);
+            if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE {db} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await;
+            }
+            return;
+        }
         if let Some((admin_url, schema)) = self.schema {
             drop(self.store);
             if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {

@@ -20,6 +20,11 @@ struct Env {
 
 impl Env {
     async fn new(backend: Backend) -> Option<Env> {
+        // The scheduler's log, shown for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("updraft=info")
+            .with_test_writer()
+            .try_init();
         let db = TestDb::new(backend).await?;
         let home = tempfile::tempdir().unwrap();
         let mut cfg = Config::with_defaults(home.path().to_path_buf());
@@ -642,5 +647,72 @@ pub async fn run_keeps_its_dag_version(backend: Backend) {
     let next = env.trigger(&dag, serde_json::json!({})).await;
     env.run_until_done(&[&next]).await;
     assert_eq!(env.xcom(&next, "a").await, Some(serde_json::json!("v2")));
+    env.finish().await;
+}
+
+/// PgBouncer's admin console (`KILL db` drops every connection and holds new ones until
+/// `RESUME db`): the database goes away while tasks run and comes back.
+fn bouncer_admin(command: &str) {
+    let url = std::env::var("UPDRAFT_TEST_PGBOUNCER_URL").expect("pgbouncer url");
+    let admin = updraft_store::testing::with_database(&url, "pgbouncer");
+    let out = std::process::Command::new("psql")
+        .args([admin.as_str(), "-qc", command])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub async fn database_outage_loses_nothing(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let db = env
+        .db
+        .database_name()
+        .expect("a database of its own")
+        .to_string();
+    let dag = env
+        .add_dag(
+            r#"
+dag_id: outage
+tasks:
+  - {task_id: a, bash_command: "sleep 1; echo a"}
+  - {task_id: b, upstream: [a], bash_command: "echo {{ var.value.get('letter', 'b') }}"}
+  - {task_id: c, upstream: [b], bash_command: "echo c"}
+"#,
+        )
+        .await;
+    let run = env.trigger(&dag, serde_json::json!({})).await;
+    let (_tx, rx) = watch::channel(false);
+    let sched = tokio::spawn(env.scheduler(Mode::UntilDone(vec![run.id])).run(rx));
+    for _ in 0..200 {
+        if env.tis(&run).await["a"].state == TaskState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `a` finishes while the database is away (connections dropped, new ones refused): its
+    // report must survive the outage, and the scheduler must carry on once it is back.
+    bouncer_admin(&format!("DISABLE {db}"));
+    bouncer_admin(&format!("KILL {db}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bouncer_admin(&format!("ENABLE {db}"));
+    bouncer_admin(&format!("RESUME {db}"));
+    tokio::time::timeout(Duration::from_secs(90), sched)
+        .await
+        .expect("the run finishes once the database is back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(env.run_state(&run).await, RunState::Success);
+    let tis = env.tis(&run).await;
+    for id in ["a", "b", "c"] {
+        assert_eq!(tis[id].state, TaskState::Success, "{id}");
+        assert_eq!(tis[id].try_number, 1, "{id} ran more than once");
+    }
+    assert_eq!(env.xcom(&run, "c").await, Some(serde_json::json!("c")));
     env.finish().await;
 }

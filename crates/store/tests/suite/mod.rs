@@ -51,6 +51,7 @@ macro_rules! store_test_suite {
             inbox_waker_wakes_for_other_connection,
             leases,
             concurrent_writers_wait_for_each_other,
+            concurrent_upserts_of_a_new_dag,
             dead_database_is_an_error,
             large_run,
         );
@@ -1075,6 +1076,28 @@ pub async fn leases(h: &Harness) {
         Some("a")
     );
     assert_eq!(s.lease_holder("nobody").await.unwrap(), None);
+}
+
+/// A scheduler starting and a CLI command parse the same new DAG at once: both succeed, and
+/// the DAG exists once, at version 1.
+pub async fn concurrent_upserts_of_a_new_dag(h: &Harness) {
+    let s = h.migrated().await.clone();
+    for round in 0..5 {
+        let spec = dag(&format!("racy{round}"), &["a", "b"]);
+        let others: Vec<updraft_store::DynStore> = vec![h.another().await, h.another().await];
+        let mut tasks = Vec::new();
+        for store in others {
+            let spec = spec.clone();
+            tasks.push(tokio::spawn(
+                async move { store.upsert_dag(&spec, false).await },
+            ));
+        }
+        for t in tasks {
+            t.await.unwrap().expect("concurrent upsert succeeds");
+        }
+        let record = s.get_dag(&spec.dag_id).await.unwrap().unwrap();
+        assert_eq!(record.version, 1);
+    }
 }
 
 /// Two processes writing at once (CLI next to the scheduler): every write succeeds, none fails
