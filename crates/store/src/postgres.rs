@@ -129,12 +129,30 @@ impl PgStore {
             .map_err(|e| Error::Invalid(format!("bad postgres url: {e}")))?
             // named statements do not survive PgBouncer's transaction pooling
             .statement_cache_capacity(0);
-        // One direct attempt first: a refused connection or a wrong password is reported at
-        // once and as itself, instead of as a pool timeout after the acquire timeout.
-        let probe = <PgConnection as sqlx::Connection>::connect_with(&opts)
-            .await
-            .map_err(db_err)?;
-        let _ = sqlx::Connection::close(probe).await;
+        // A server that is not there is reported at once and as itself, not as a pool timeout
+        // after the acquire timeout (errors from the server itself, such as a wrong password,
+        // come back from the pool directly). A TCP connect costs the server nothing.
+        let host = opts.get_host().to_string();
+        if !host.starts_with('/') {
+            let addr = (host.as_str(), opts.get_port());
+            match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(Error::Database(format!(
+                        "cannot reach PostgreSQL at {host}:{}: {e}",
+                        opts.get_port()
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Database(format!(
+                        "cannot reach PostgreSQL at {host}:{}: no answer within 5s",
+                        opts.get_port()
+                    )));
+                }
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))

@@ -170,3 +170,21 @@ impl TestDb {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:6432/test", "x"),
+            "postgres://u@h:6432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:6432/test?sslmode=disable", "x"),
+            "postgres://u@h:6432/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}

@@ -358,3 +358,25 @@ fn postgres_schema_url() -> Option<String> {
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
+
+/// A database that is not there is a clear error, at once, for every command.
+#[test]
+fn dead_database_is_a_clear_error() {
+    let home = Home::new().with_env(
+        "UPDRAFT__DATABASE__URL",
+        "postgres://postgres@127.0.0.1:1/test",
+    );
+    for args in [
+        &["dags", "list"][..],
+        &["scheduler"][..],
+        &["db", "migrate"][..],
+    ] {
+        let out = home.run(args).fails(1);
+        assert!(
+            out.stderr
+                .contains("cannot reach PostgreSQL at 127.0.0.1:1"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}

@@ -3,9 +3,8 @@
 //! through PgBouncer (which drops the `options` startup parameter that sets `search_path`).
 
 use sqlx::Connection;
+use updraft_store::testing::{postgres_url, with_database, with_param};
 use updraft_store::{DynStore, connect};
-
-pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 pub struct Harness {
     pub store: DynStore,
@@ -23,32 +22,6 @@ enum Cleanup {
 
 fn unique_name() -> String {
     format!("updraft_t_{}", uuid::Uuid::now_v7().simple())
-}
-
-fn pg_url() -> String {
-    std::env::var("UPDRAFT_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
-}
-
-/// Replaces the database name of a postgres URL.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[after_scheme..].find('/') {
-        Some(i) => &base[..after_scheme + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
-fn with_param(url: &str, param: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{param}")
 }
 
 /// Connects to the admin database, or explains why PostgreSQL tests cannot run: fatal in CI,
@@ -101,7 +74,7 @@ impl Harness {
     }
 
     pub async fn postgres() -> Option<Harness> {
-        let admin_url = pg_url();
+        let admin_url = postgres_url();
         let mut conn = admin(&admin_url, "postgres").await?;
         let schema = unique_name();
         sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
@@ -127,7 +100,7 @@ impl Harness {
             eprintln!("SKIPPED: set UPDRAFT_TEST_PGBOUNCER_URL to run the suite through PgBouncer");
             return None;
         };
-        let admin_url = pg_url();
+        let admin_url = postgres_url();
         let mut conn = admin(&admin_url, "pgbouncer").await?;
         let db = unique_name();
         sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
@@ -181,17 +154,4 @@ impl Harness {
             }
         }
     }
-}
-
-#[test]
-fn database_name_is_replaced() {
-    assert_eq!(
-        with_database("postgres://u@h:6432/test", "x"),
-        "postgres://u@h:6432/x"
-    );
-    assert_eq!(
-        with_database("postgres://u@h:6432/test?sslmode=disable", "x"),
-        "postgres://u@h:6432/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
 }
