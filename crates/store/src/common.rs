@@ -2,7 +2,8 @@
 //! embedded migration list and the in-process inbox wake-up.
 
 use crate::{
-    DagRun, Error, ImportError, InboxItem, InboxKind, Pool, Result, TaskInstance, Variable, XCom,
+    AuditEvent, Connection, DagRun, Error, ImportError, InboxItem, InboxKind, Pool, Result,
+    TaskInstance, User, Variable, XCom,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::sync::Mutex;
@@ -17,17 +18,31 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "users_connections_audit",
+        sql: include_str!("../migrations/sqlite/0002_users_connections_audit.sql"),
+    },
+];
 
-pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "users_connections_audit",
+        sql: include_str!("../migrations/postgres/0002_users_connections_audit.sql"),
+    },
+];
 
 /// Every table the migrations create, children before parents (the drop order of `reset`).
 pub(crate) const TABLES: &[&str] = &[
@@ -43,6 +58,9 @@ pub(crate) const TABLES: &[&str] = &[
     "slot_pool",
     "scheduler_inbox",
     "lease",
+    "ab_user",
+    "connection",
+    "log",
     "updraft_schema_migration",
 ];
 
@@ -498,3 +516,93 @@ pub(crate) const HEARTBEAT_RULE: &str = "CASE WHEN u.try_number = t.try_number \
     AND t.last_heartbeat_at IS NOT NULL \
     AND (u.last_heartbeat_at IS NULL OR t.last_heartbeat_at > u.last_heartbeat_at) \
     THEN t.last_heartbeat_at ELSE u.last_heartbeat_at END";
+
+pub(crate) const USER_COLS: &str = "id, username, password_hash, role, email, first_name, \
+    last_name, active, created_at, last_login";
+
+pub(crate) const CONNECTION_COLS: &str = "conn_id, conn_type, description, host, schema, login, \
+    password, port, extra, is_encrypted, is_extra_encrypted";
+
+pub(crate) const LOG_COLS: &str =
+    "id, dttm, event, owner, dag_id, run_id, task_id, map_index, try_number, extra";
+
+pub(crate) fn user<R: Get>(r: &R) -> Result<User> {
+    Ok(User {
+        id: r.int("id")?,
+        username: r.text("username")?,
+        password_hash: r.text("password_hash")?,
+        role: r.text("role")?,
+        email: r.text_opt("email")?,
+        first_name: r.text_opt("first_name")?,
+        last_name: r.text_opt("last_name")?,
+        active: r.boolean("active")?,
+        created_at: r.ts("created_at")?,
+        last_login: r.ts_opt("last_login")?,
+    })
+}
+
+pub(crate) fn connection<R: Get>(r: &R) -> Result<Connection> {
+    Ok(Connection {
+        conn_id: r.text("conn_id")?,
+        conn_type: r.text("conn_type")?,
+        description: r.text_opt("description")?,
+        host: r.text_opt("host")?,
+        schema: r.text_opt("schema")?,
+        login: r.text_opt("login")?,
+        password: r.text_opt("password")?,
+        port: r.i32_opt("port")?,
+        extra: r.text_opt("extra")?,
+        is_encrypted: r.boolean("is_encrypted")?,
+        is_extra_encrypted: r.boolean("is_extra_encrypted")?,
+    })
+}
+
+pub(crate) fn audit_event<R: Get>(r: &R) -> Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.int("id")?,
+        at: r.ts("dttm")?,
+        event: r.text("event")?,
+        owner: r.text_opt("owner")?,
+        dag_id: r.text_opt("dag_id")?,
+        run_id: r.text_opt("run_id")?,
+        task_id: r.text_opt("task_id")?,
+        map_index: r.i32_opt("map_index")?,
+        try_number: r.i32_opt("try_number")?,
+        extra: r.text_opt("extra")?,
+    })
+}
+
+pub(crate) fn check_username(username: &str) -> Result<()> {
+    if username.is_empty() {
+        return Err(Error::Invalid("username must not be empty".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_conn_id(conn_id: &str) -> Result<()> {
+    if conn_id.is_empty() {
+        return Err(Error::Invalid("connection id must not be empty".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_page(limit: i64, offset: i64) -> Result<()> {
+    if limit < 0 || offset < 0 {
+        return Err(Error::Invalid(format!(
+            "limit {limit} and offset {offset} must not be negative"
+        )));
+    }
+    Ok(())
+}
+
+/// A unique violation on `ab_user` becomes a message naming the user.
+pub(crate) fn user_conflict(e: Error, username: &str) -> Error {
+    match e {
+        Error::Conflict(_) => Error::Conflict(format!("user `{username}` already exists")),
+        e => e,
+    }
+}
+
+pub(crate) fn user_not_found(username: &str) -> Error {
+    Error::NotFound(format!("user `{username}`"))
+}

@@ -188,6 +188,40 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a pool; `default_pool` cannot be deleted (`Error::Invalid`).
     async fn delete_pool(&self, name: &str) -> Result<bool>;
 
+    // ---- users ----------------------------------------------------------------------------
+    /// Creates an active user. Fails with `Error::Conflict` when the username is taken and
+    /// `Error::Invalid` when it is empty.
+    async fn create_user(&self, user: &NewUser) -> Result<User>;
+    async fn get_user(&self, username: &str) -> Result<Option<User>>;
+    /// Every user, ordered by username.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Returns false when no such user exists.
+    async fn delete_user(&self, username: &str) -> Result<bool>;
+    /// `Error::NotFound` when no such user exists.
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<()>;
+    /// `Error::NotFound` when no such user exists.
+    async fn set_user_role(&self, username: &str, role: &str) -> Result<()>;
+    /// Stamps `last_login` (to the microsecond); `Error::NotFound` when no such user exists.
+    async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()>;
+
+    // ---- connections ----------------------------------------------------------------------
+    async fn get_connection(&self, conn_id: &str) -> Result<Option<Connection>>;
+    /// Every connection, ordered by conn_id.
+    async fn list_connections(&self) -> Result<Vec<Connection>>;
+    /// Inserts the connection or replaces every field of the one with the same conn_id.
+    /// `Error::Invalid` when conn_id is empty.
+    async fn set_connection(&self, conn: &Connection) -> Result<()>;
+    /// Returns false when no such connection exists.
+    async fn delete_connection(&self, conn_id: &str) -> Result<bool>;
+
+    // ---- audit log ------------------------------------------------------------------------
+    /// Appends one event (its time is kept to the microsecond).
+    async fn log_event(&self, event: &NewAuditEvent) -> Result<()>;
+    /// A page of events, newest first (by time, then by id for events of the same time).
+    /// `Error::Invalid` for a negative limit or offset.
+    async fn list_events(&self, limit: i64, offset: i64) -> Result<Vec<AuditEvent>>;
+    async fn count_events(&self) -> Result<i64>;
+
     // ---- scheduler inbox and leadership -----------------------------------------------------
     async fn post_inbox(&self, item: &InboxItemInput) -> Result<()>;
     /// Items with id > `after_id`, oldest first.

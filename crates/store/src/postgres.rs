@@ -10,9 +10,9 @@ use crate::common::{
     self, Get, HEARTBEAT_RULE, LocalWake, TI_ALL, TI_MUTABLE, db_err, i32_of, now,
 };
 use crate::{
-    Batch, DagRecord, DagRun, DagUpsert, Error, ImportError, ImportErrorInput, InboxItem,
-    InboxItemInput, InboxKind, NewRun, PastState, Pool, Result, RunFilter, SchemaStatus, Store,
-    TaskInstance, Variable, XCom,
+    AuditEvent, Batch, Connection, DagRecord, DagRun, DagUpsert, Error, ImportError,
+    ImportErrorInput, InboxItem, InboxItemInput, InboxKind, NewAuditEvent, NewRun, NewUser,
+    PastState, Pool, Result, RunFilter, SchemaStatus, Store, TaskInstance, User, Variable, XCom,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1662,6 +1662,240 @@ impl Store for PgStore {
         Ok(n > 0)
     }
 
+    async fn create_user(&self, user: &NewUser) -> Result<User> {
+        common::check_username(&user.username)?;
+        let sql = format!(
+            "INSERT INTO ab_user (username, password_hash, role, email, first_name, last_name, \
+             active, created_at) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING {}",
+            common::USER_COLS
+        );
+        read!(self, tx, {
+            let row = q(&sql)
+                .bind(&user.username)
+                .bind(&user.password_hash)
+                .bind(&user.role)
+                .bind(user.email.as_deref())
+                .bind(user.first_name.as_deref())
+                .bind(user.last_name.as_deref())
+                .bind(now())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| common::user_conflict(db_err(e), &user.username))?;
+            common::user(&row)
+        })
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<User>> {
+        let sql = format!(
+            "SELECT {} FROM ab_user WHERE username = $1",
+            common::USER_COLS
+        );
+        read!(self, tx, {
+            q(&sql)
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::user)
+                .transpose()
+        })
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let sql = format!(
+            "SELECT {} FROM ab_user ORDER BY username",
+            common::USER_COLS
+        );
+        read!(self, tx, {
+            q(&sql)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::user)
+                .collect()
+        })
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool> {
+        read!(self, tx, {
+            let n = q("DELETE FROM ab_user WHERE username = $1")
+                .bind(username)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<()> {
+        read!(self, tx, {
+            let n = q("UPDATE ab_user SET password_hash = $2 WHERE username = $1")
+                .bind(username)
+                .bind(password_hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            user_updated(n, username)
+        })
+    }
+
+    async fn set_user_role(&self, username: &str, role: &str) -> Result<()> {
+        read!(self, tx, {
+            let n = q("UPDATE ab_user SET role = $2 WHERE username = $1")
+                .bind(username)
+                .bind(role)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            user_updated(n, username)
+        })
+    }
+
+    async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()> {
+        read!(self, tx, {
+            let n = q("UPDATE ab_user SET last_login = $2 WHERE username = $1")
+                .bind(username)
+                .bind(common::trunc_micros(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            user_updated(n, username)
+        })
+    }
+
+    async fn get_connection(&self, conn_id: &str) -> Result<Option<Connection>> {
+        let sql = format!(
+            "SELECT {} FROM connection WHERE conn_id = $1",
+            common::CONNECTION_COLS
+        );
+        read!(self, tx, {
+            q(&sql)
+                .bind(conn_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::connection)
+                .transpose()
+        })
+    }
+
+    async fn list_connections(&self) -> Result<Vec<Connection>> {
+        let sql = format!(
+            "SELECT {} FROM connection ORDER BY conn_id",
+            common::CONNECTION_COLS
+        );
+        read!(self, tx, {
+            q(&sql)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::connection)
+                .collect()
+        })
+    }
+
+    async fn set_connection(&self, conn: &Connection) -> Result<()> {
+        common::check_conn_id(&conn.conn_id)?;
+        read!(self, tx, {
+            q(
+                "INSERT INTO connection (conn_id, conn_type, description, host, schema, login, \
+               password, port, extra, is_encrypted, is_extra_encrypted) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+               ON CONFLICT (conn_id) DO UPDATE SET conn_type = excluded.conn_type, \
+               description = excluded.description, host = excluded.host, \
+               schema = excluded.schema, login = excluded.login, password = excluded.password, \
+               port = excluded.port, extra = excluded.extra, \
+               is_encrypted = excluded.is_encrypted, \
+               is_extra_encrypted = excluded.is_extra_encrypted",
+            )
+            .bind(&conn.conn_id)
+            .bind(&conn.conn_type)
+            .bind(conn.description.as_deref())
+            .bind(conn.host.as_deref())
+            .bind(conn.schema.as_deref())
+            .bind(conn.login.as_deref())
+            .bind(conn.password.as_deref())
+            .bind(conn.port)
+            .bind(conn.extra.as_deref())
+            .bind(conn.is_encrypted)
+            .bind(conn.is_extra_encrypted)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    async fn delete_connection(&self, conn_id: &str) -> Result<bool> {
+        read!(self, tx, {
+            let n = q("DELETE FROM connection WHERE conn_id = $1")
+                .bind(conn_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    async fn log_event(&self, event: &NewAuditEvent) -> Result<()> {
+        read!(self, tx, {
+            q(
+                "INSERT INTO log (dttm, event, owner, dag_id, run_id, task_id, map_index, \
+               try_number, extra) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(common::trunc_micros(event.at))
+            .bind(&event.event)
+            .bind(event.owner.as_deref())
+            .bind(event.dag_id.as_deref())
+            .bind(event.run_id.as_deref())
+            .bind(event.task_id.as_deref())
+            .bind(event.map_index)
+            .bind(event.try_number)
+            .bind(event.extra.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    async fn list_events(&self, limit: i64, offset: i64) -> Result<Vec<AuditEvent>> {
+        common::check_page(limit, offset)?;
+        let sql = format!(
+            "SELECT {} FROM log ORDER BY dttm DESC, id DESC LIMIT $1 OFFSET $2",
+            common::LOG_COLS
+        );
+        read!(self, tx, {
+            q(&sql)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::audit_event)
+                .collect()
+        })
+    }
+
+    async fn count_events(&self) -> Result<i64> {
+        read!(self, tx, {
+            qs("SELECT COUNT(*) FROM log")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)
+        })
+    }
+
     async fn post_inbox(&self, item: &InboxItemInput) -> Result<()> {
         let mut tx = self.begin().await?;
         post(&mut tx, item).await?;
@@ -1804,6 +2038,14 @@ impl Store for PgStore {
                 .map_err(db_err)
         })
     }
+}
+
+/// `NotFound` when an update of one user touched no row.
+fn user_updated(rows: u64, username: &str) -> Result<()> {
+    if rows == 0 {
+        return Err(common::user_not_found(username));
+    }
+    Ok(())
 }
 
 /// Runs SQL text that may hold several statements (simple query protocol, no parameters).

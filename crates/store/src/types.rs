@@ -279,3 +279,130 @@ pub struct InboxItem {
     pub run_pk: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
+
+/// What `create_user` needs; the store fills the id, `active` (true) and `created_at`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: String,
+    /// A hash made above the store (argon2); never the password itself.
+    pub password_hash: String,
+    /// `viewer`, `user`, `op` or `admin` (Airflow's roles); the store keeps it as text.
+    pub role: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+/// A stored connection (Airflow's `connection` row). Password and extra are kept as given:
+/// encryption happens above the store, and the flags record whether it did.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub conn_id: String,
+    pub conn_type: String,
+    pub description: Option<String>,
+    pub host: Option<String>,
+    pub schema: Option<String>,
+    pub login: Option<String>,
+    pub password: Option<String>,
+    pub port: Option<i32>,
+    pub extra: Option<String>,
+    pub is_encrypted: bool,
+    pub is_extra_encrypted: bool,
+}
+
+// Debug output ends up in logs: it never shows a password hash or a connection's secrets.
+const REDACTED: &str = "***";
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("password_hash", &REDACTED)
+            .field("role", &self.role)
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &REDACTED)
+            .field("role", &self.role)
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("active", &self.active)
+            .field("created_at", &self.created_at)
+            .field("last_login", &self.last_login)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("conn_id", &self.conn_id)
+            .field("conn_type", &self.conn_type)
+            .field("description", &self.description)
+            .field("host", &self.host)
+            .field("schema", &self.schema)
+            .field("login", &self.login)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("port", &self.port)
+            .field("extra", &self.extra.as_ref().map(|_| REDACTED))
+            .field("is_encrypted", &self.is_encrypted)
+            .field("is_extra_encrypted", &self.is_extra_encrypted)
+            .finish()
+    }
+}
+
+/// One audit-log entry to write (Airflow's event log: who did what, when).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditEvent {
+    /// Kept to the microsecond.
+    pub at: DateTime<Utc>,
+    /// What happened, e.g. `trigger_dag_run` or `delete_connection`.
+    pub event: String,
+    /// Who did it (a username), when known.
+    pub owner: Option<String>,
+    pub dag_id: Option<String>,
+    pub run_id: Option<String>,
+    pub task_id: Option<String>,
+    pub map_index: Option<i32>,
+    pub try_number: Option<i32>,
+    /// Free text, usually the request's JSON.
+    pub extra: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub owner: Option<String>,
+    pub dag_id: Option<String>,
+    pub run_id: Option<String>,
+    pub task_id: Option<String>,
+    pub map_index: Option<i32>,
+    pub try_number: Option<i32>,
+    pub extra: Option<String>,
+}

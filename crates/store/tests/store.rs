@@ -21,10 +21,14 @@ store_test_suite!(sqlite_memory, Harness::sqlite_memory();
     pools,
     inbox_post_read_trim,
     leases,
+    users,
+    connections,
+    audit_log,
 );
 
 // Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
-// migrations, run creation, the batch write path, the inbox and clears.
+// migrations, run creation, the batch write path, the inbox, clears, users, connections and
+// the audit log.
 store_test_suite!(pgbouncer, Harness::pgbouncer();
     migrate_check_reset,
     create_run_and_conflicts,
@@ -39,4 +43,8 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     inbox_waker_wakes_for_other_connection,
     leases,
     large_run,
+    users,
+    connections,
+    audit_log,
+    upgrade_from_migration_1,
 );

@@ -129,6 +129,24 @@ impl Harness {
         connect(&self.url).await.expect("second connection")
     }
 
+    /// Runs SQL text on a connection of its own, as an operator or an older binary would (not
+    /// for `sqlite::memory:`, where another connection is another database).
+    pub async fn raw_sql(&self, sql: &str) {
+        if self.url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("sqlite connection");
+            sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+            c.close().await.expect("close sqlite connection");
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("postgres connection");
+            sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+            c.close().await.expect("close postgres connection");
+        }
+    }
+
     pub fn dead_url(&self) -> &str {
         &self.dead_url
     }

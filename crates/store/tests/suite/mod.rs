@@ -8,8 +8,9 @@ use harness::Harness;
 use std::time::Duration;
 use updraft_core::{DagSpec, Operator, RunState, RunType, TaskSpec, TaskState};
 use updraft_store::{
-    Batch, DagRun, Error, ImportErrorInput, InboxItemInput, InboxKind, NewRun, NewTaskInstance,
-    PastState, RenderedFields, RunFilter, Store, TaskInstance, XCom,
+    AuditEvent, Batch, Connection, DagRun, Error, ImportErrorInput, InboxItemInput, InboxKind,
+    NewAuditEvent, NewRun, NewTaskInstance, NewUser, PastState, RenderedFields, RunFilter, Store,
+    TaskInstance, XCom,
 };
 
 /// Generates one `#[tokio::test]` per named suite function for a backend.
@@ -54,6 +55,10 @@ macro_rules! store_test_suite {
             concurrent_upserts_of_a_new_dag,
             dead_database_is_an_error,
             large_run,
+            users,
+            connections,
+            audit_log,
+            upgrade_from_migration_1,
         );
     };
 }
@@ -140,12 +145,20 @@ pub async fn migrate_check_reset(h: &Harness) {
     let status = s.check().await.unwrap();
     assert_eq!(status.backend, s.backend());
     assert_eq!(status.applied_migrations, status.latest_migration);
-    assert!(status.latest_migration >= 1);
+    assert!(status.latest_migration >= 2);
 
     s.set_variable("v", "1", None).await.unwrap();
     s.set_pool("p", 3, None).await.unwrap();
+    s.create_user(&new_user("u", "admin")).await.unwrap();
+    s.set_connection(&bare_connection("c", "http"))
+        .await
+        .unwrap();
+    s.log_event(&event(t(0), "e")).await.unwrap();
     s.reset().await.unwrap();
     assert_eq!(s.get_variable("v").await.unwrap(), None);
+    assert!(s.list_users().await.unwrap().is_empty());
+    assert!(s.list_connections().await.unwrap().is_empty());
+    assert_eq!(s.count_events().await.unwrap(), 0);
     let pools = s.list_pools().await.unwrap();
     assert_eq!(pools.len(), 1);
     assert_eq!(pools[0].name, "default_pool");
@@ -1176,4 +1189,356 @@ pub async fn large_run(h: &Harness) {
         .await,
         Err(Error::Stale(ids)) if ids == [run.id]
     ));
+}
+
+// ---- users, connections, audit log ----------------------------------------------------------
+
+pub fn new_user(username: &str, role: &str) -> NewUser {
+    NewUser {
+        username: username.into(),
+        password_hash: format!("$argon2id$v=19$hash-of-{username}"),
+        role: role.into(),
+        email: None,
+        first_name: None,
+        last_name: None,
+    }
+}
+
+pub fn bare_connection(conn_id: &str, conn_type: &str) -> Connection {
+    Connection {
+        conn_id: conn_id.into(),
+        conn_type: conn_type.into(),
+        description: None,
+        host: None,
+        schema: None,
+        login: None,
+        password: None,
+        port: None,
+        extra: None,
+        is_encrypted: false,
+        is_extra_encrypted: false,
+    }
+}
+
+pub fn event(at: DateTime<Utc>, name: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        at,
+        event: name.into(),
+        owner: None,
+        dag_id: None,
+        run_id: None,
+        task_id: None,
+        map_index: None,
+        try_number: None,
+        extra: None,
+    }
+}
+
+fn as_new(e: &AuditEvent) -> NewAuditEvent {
+    NewAuditEvent {
+        at: e.at,
+        event: e.event.clone(),
+        owner: e.owner.clone(),
+        dag_id: e.dag_id.clone(),
+        run_id: e.run_id.clone(),
+        task_id: e.task_id.clone(),
+        map_index: e.map_index,
+        try_number: e.try_number,
+        extra: e.extra.clone(),
+    }
+}
+
+async fn usernames(s: &dyn Store) -> Vec<String> {
+    s.list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect()
+}
+
+pub async fn users(h: &Harness) {
+    let s = h.migrated().await.as_ref();
+    assert!(s.list_users().await.unwrap().is_empty());
+    assert_eq!(s.get_user("bob").await.unwrap(), None);
+
+    let bob = NewUser {
+        email: Some("bob@example.com".into()),
+        first_name: Some("Bob".into()),
+        last_name: Some("Builder".into()),
+        ..new_user("bob", "op")
+    };
+    let before = Utc::now() - ChronoDuration::seconds(1);
+    let created = s.create_user(&bob).await.unwrap();
+    let after = Utc::now() + ChronoDuration::seconds(1);
+    assert_eq!(created.username, "bob");
+    assert_eq!(created.password_hash, bob.password_hash);
+    assert_eq!(created.role, "op");
+    assert_eq!(created.email.as_deref(), Some("bob@example.com"));
+    assert_eq!(created.first_name.as_deref(), Some("Bob"));
+    assert_eq!(created.last_name.as_deref(), Some("Builder"));
+    assert!(created.active);
+    assert_eq!(created.last_login, None);
+    assert!(before <= created.created_at && created.created_at <= after);
+    assert_eq!(created.created_at.timestamp_subsec_nanos() % 1000, 0);
+    assert_eq!(s.get_user("bob").await.unwrap(), Some(created.clone()));
+    assert!(
+        !format!("{created:?}").contains(&bob.password_hash),
+        "debug output hides the hash"
+    );
+
+    // a taken username is a conflict that leaves the stored user alone
+    let again = NewUser {
+        password_hash: "other".into(),
+        ..new_user("bob", "viewer")
+    };
+    match s.create_user(&again).await {
+        Err(Error::Conflict(m)) => assert_eq!(m, "user `bob` already exists"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(s.get_user("bob").await.unwrap(), Some(created.clone()));
+    assert!(matches!(
+        s.create_user(&new_user("", "viewer")).await,
+        Err(Error::Invalid(_))
+    ));
+
+    let carol = s.create_user(&new_user("carol", "viewer")).await.unwrap();
+    let alice = s.create_user(&new_user("alice", "user")).await.unwrap();
+    assert_eq!(
+        (alice.email, alice.first_name, alice.last_name),
+        (None, None, None)
+    );
+    assert_ne!(carol.id, created.id);
+    assert_eq!(usernames(s).await, ["alice", "bob", "carol"]);
+
+    s.set_user_password("bob", "new-hash").await.unwrap();
+    s.set_user_role("bob", "admin").await.unwrap();
+    let b = s.get_user("bob").await.unwrap().unwrap();
+    assert_eq!(
+        (b.password_hash.as_str(), b.role.as_str()),
+        ("new-hash", "admin")
+    );
+    assert_eq!(
+        (b.id, b.created_at, b.email),
+        (created.id, created.created_at, created.email)
+    );
+    // the others are untouched
+    assert_eq!(s.get_user("carol").await.unwrap(), Some(carol.clone()));
+
+    // login times are kept to the microsecond; a later login replaces an earlier one
+    s.record_login("bob", t(5) + ChronoDuration::nanoseconds(789))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_user("bob").await.unwrap().unwrap().last_login,
+        Some(t(5))
+    );
+    s.record_login("bob", t(9)).await.unwrap();
+    assert_eq!(
+        s.get_user("bob").await.unwrap().unwrap().last_login,
+        Some(t(9))
+    );
+    assert_eq!(s.get_user("carol").await.unwrap().unwrap().last_login, None);
+
+    for result in [
+        s.set_user_password("nobody", "h").await,
+        s.set_user_role("nobody", "admin").await,
+        s.record_login("nobody", t(1)).await,
+    ] {
+        match result {
+            Err(Error::NotFound(m)) => assert_eq!(m, "user `nobody`"),
+            other => panic!("expected not found, got {other:?}"),
+        }
+    }
+    assert_eq!(s.get_user("nobody").await.unwrap(), None);
+
+    assert!(s.delete_user("bob").await.unwrap());
+    assert!(!s.delete_user("bob").await.unwrap());
+    assert_eq!(s.get_user("bob").await.unwrap(), None);
+    assert_eq!(usernames(s).await, ["alice", "carol"]);
+    // the name is free again, for a new user with a new id
+    let bob2 = s.create_user(&new_user("bob", "viewer")).await.unwrap();
+    assert_ne!(bob2.id, created.id);
+    assert_eq!(bob2.last_login, None);
+    assert_eq!(usernames(s).await, ["alice", "bob", "carol"]);
+}
+
+pub async fn connections(h: &Harness) {
+    let s = h.migrated().await;
+    assert_eq!(s.get_connection("pg_main").await.unwrap(), None);
+    assert!(s.list_connections().await.unwrap().is_empty());
+
+    let full = Connection {
+        conn_id: "pg_main".into(),
+        conn_type: "postgres".into(),
+        description: Some("the main database".into()),
+        host: Some("db.example.com".into()),
+        schema: Some("warehouse".into()),
+        login: Some("etl".into()),
+        password: Some("gAAAAB-ciphertext".into()),
+        port: Some(5432),
+        extra: Some(r#"{"sslmode": "require"}"#.into()),
+        is_encrypted: true,
+        is_extra_encrypted: true,
+    };
+    let bare = bare_connection("a_http", "http");
+    s.set_connection(&full).await.unwrap();
+    s.set_connection(&bare).await.unwrap();
+    assert_eq!(
+        s.get_connection("pg_main").await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        s.get_connection("a_http").await.unwrap(),
+        Some(bare.clone())
+    );
+    assert_eq!(
+        s.list_connections().await.unwrap(),
+        [bare.clone(), full.clone()],
+        "ordered by conn_id"
+    );
+    let shown = format!("{full:?}");
+    assert!(!shown.contains("ciphertext") && !shown.contains("sslmode"));
+
+    // a replace writes every field, clearing what the new value leaves out
+    let cleared = bare_connection("pg_main", "generic");
+    s.set_connection(&cleared).await.unwrap();
+    assert_eq!(
+        s.get_connection("pg_main").await.unwrap(),
+        Some(cleared.clone())
+    );
+    let filled = Connection {
+        conn_id: "a_http".into(),
+        conn_type: "http".into(),
+        port: Some(-1),
+        password: Some("plain".into()),
+        is_encrypted: false,
+        ..full.clone()
+    };
+    s.set_connection(&filled).await.unwrap();
+    assert_eq!(
+        s.get_connection("a_http").await.unwrap(),
+        Some(filled.clone())
+    );
+    assert_eq!(s.list_connections().await.unwrap(), [filled, cleared]);
+
+    assert!(matches!(
+        s.set_connection(&bare_connection("", "http")).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(s.delete_connection("pg_main").await.unwrap());
+    assert!(!s.delete_connection("pg_main").await.unwrap());
+    assert_eq!(s.get_connection("pg_main").await.unwrap(), None);
+    let left: Vec<String> = s
+        .list_connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.conn_id)
+        .collect();
+    assert_eq!(left, ["a_http"]);
+}
+
+pub async fn audit_log(h: &Harness) {
+    let s = h.migrated().await;
+    assert_eq!(s.count_events().await.unwrap(), 0);
+    assert!(s.list_events(10, 0).await.unwrap().is_empty());
+
+    let full = NewAuditEvent {
+        at: t(20),
+        event: "clear_task_instances".into(),
+        owner: Some("bob".into()),
+        dag_id: Some("d".into()),
+        run_id: Some("r1".into()),
+        task_id: Some("a".into()),
+        map_index: Some(3),
+        try_number: Some(2),
+        extra: Some(r#"{"dry_run": false}"#.into()),
+    };
+    // written out of time order, with a tie at t(20) and a time finer than microseconds
+    let written = [
+        event(t(10), "first"),
+        event(t(30) + ChronoDuration::nanoseconds(999), "last"),
+        full.clone(),
+        event(t(20), "tie_written_later"),
+        event(t(0), "oldest"),
+    ];
+    for e in &written {
+        s.log_event(e).await.unwrap();
+    }
+    assert_eq!(s.count_events().await.unwrap(), 5);
+
+    let all = s.list_events(100, 0).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|e| e.event.as_str()).collect();
+    // newest first; of two events at the same time, the one written later comes first
+    assert_eq!(
+        names,
+        [
+            "last",
+            "tie_written_later",
+            "clear_task_instances",
+            "first",
+            "oldest"
+        ]
+    );
+    assert_eq!(all[0].at, t(30), "kept to the microsecond");
+    assert_eq!(as_new(&all[2]), full);
+    assert_eq!(as_new(&all[4]), event(t(0), "oldest"));
+    let mut ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+
+    // pages put together give the whole list
+    let mut paged = Vec::new();
+    for offset in [0, 2, 4] {
+        let page = s.list_events(2, offset).await.unwrap();
+        assert_eq!(page.len(), if offset == 4 { 1 } else { 2 });
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert!(s.list_events(10, 5).await.unwrap().is_empty());
+    assert!(s.list_events(0, 0).await.unwrap().is_empty());
+    assert!(matches!(s.list_events(-1, 0).await, Err(Error::Invalid(_))));
+    assert!(matches!(
+        s.list_events(10, -1).await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+/// A database last migrated by a binary that knew only migration 1 upgrades in place.
+pub async fn upgrade_from_migration_1(h: &Harness) {
+    let s = h.migrated().await;
+    let latest = s.check().await.unwrap().latest_migration;
+    s.set_variable("kept", "1", None).await.unwrap();
+    s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
+    h.raw_sql(
+        "DROP TABLE log; DROP TABLE connection; DROP TABLE ab_user; \
+         DELETE FROM updraft_schema_migration WHERE version >= 2",
+    )
+    .await;
+    match s.check().await {
+        Err(Error::NotMigrated(m)) => assert!(m.contains(&format!("1 of {latest}")), "{m}"),
+        other => panic!("expected not migrated, got {other:?}"),
+    }
+    assert!(matches!(s.list_users().await, Err(Error::NotMigrated(_))));
+
+    s.migrate().await.unwrap();
+    s.migrate().await.unwrap();
+    let status = s.check().await.unwrap();
+    assert_eq!(
+        (status.applied_migrations, status.latest_migration),
+        (latest, latest)
+    );
+    // what migration 1 held is still there, and the new tables work
+    assert_eq!(s.get_variable("kept").await.unwrap().unwrap().value, "1");
+    assert!(s.get_dag("d").await.unwrap().is_some());
+    s.create_user(&new_user("admin", "admin")).await.unwrap();
+    s.set_connection(&bare_connection("c", "http"))
+        .await
+        .unwrap();
+    s.log_event(&event(t(0), "upgraded")).await.unwrap();
+    assert_eq!(usernames(s.as_ref()).await, ["admin"]);
+    assert_eq!(s.list_connections().await.unwrap().len(), 1);
+    assert_eq!(s.count_events().await.unwrap(), 1);
 }
