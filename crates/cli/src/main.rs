@@ -6,6 +6,7 @@
 mod cmd_admin;
 mod cmd_dags;
 mod cmd_tasks;
+mod cmd_users;
 mod dates;
 mod engine;
 mod output;
@@ -57,6 +58,9 @@ enum Command {
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage user accounts (roles: viewer, user, op, admin).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print the version.
     Version,
 }
@@ -329,6 +333,47 @@ enum PoolsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user; with --generate-password the password is printed once on stdout.
+    Create {
+        #[arg(short, long)]
+        username: String,
+        /// viewer, user, op or admin (Airflow's Viewer, User, Op, Admin are accepted too).
+        #[arg(short, long)]
+        role: String,
+        #[arg(short, long)]
+        email: Option<String>,
+        #[arg(short, long)]
+        firstname: Option<String>,
+        #[arg(short, long)]
+        lastname: Option<String>,
+        #[arg(short, long, conflicts_with = "generate_password")]
+        password: Option<String>,
+        #[arg(long, alias = "use-random-password")]
+        generate_password: bool,
+    },
+    /// List users (password hashes are never shown).
+    List {
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Delete a user.
+    Delete {
+        #[arg(short, long)]
+        username: String,
+    },
+    /// Set a new password; with --generate-password it is printed once on stdout.
+    ResetPassword {
+        #[arg(short, long)]
+        username: String,
+        #[arg(short, long, conflicts_with = "generate_password")]
+        password: Option<String>,
+        #[arg(long, alias = "use-random-password")]
+        generate_password: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Every option with its value and where it came from.
     List {
@@ -385,6 +430,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Variables(c) => cmd_admin::variables(cfg, c).await.map(ok),
         Command::Pools(c) => cmd_admin::pools(cfg, c).await.map(ok),
         Command::Config(c) => cmd_admin::config(cfg, c).map(ok),
+        Command::Users(c) => cmd_users::users(cfg, c).await.map(ok),
     }
 }
 

@@ -981,3 +981,6 @@ mod pools {
 
 #[path = "cli/engine.rs"]
 mod engine;
+
+#[path = "cli/users.rs"]
+mod users;
