@@ -1,0 +1,88 @@
+//! `GET /api/v2/version` and `GET /api/v2/monitor/health`: public, as in Airflow 3, so load
+//! balancers and probes need no token.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use crate::AppState;
+
+#[derive(Serialize)]
+pub struct VersionInfo {
+    version: &'static str,
+    git_version: Option<String>,
+}
+
+pub async fn version(State(state): State<AppState>) -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: state.version,
+        git_version: None,
+    })
+}
+
+#[derive(Serialize)]
+pub struct Health {
+    metadatabase: Status,
+    scheduler: SchedulerHealth,
+    triggerer: TriggererHealth,
+    dag_processor: DagProcessorHealth,
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct SchedulerHealth {
+    status: &'static str,
+    latest_scheduler_heartbeat: Option<String>,
+}
+
+/// Updraft has no separate triggerer; Airflow reports `null` for components it does not run.
+#[derive(Serialize)]
+struct TriggererHealth {
+    status: Option<&'static str>,
+    latest_triggerer_heartbeat: Option<String>,
+}
+
+/// The DAG processor runs inside the scheduler, so it has no status of its own.
+#[derive(Serialize)]
+struct DagProcessorHealth {
+    status: Option<&'static str>,
+    latest_dag_processor_heartbeat: Option<String>,
+}
+
+/// Always 200: an unreachable database is reported as unhealthy, not as a server error.
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    // The scheduler holds the `scheduler` lease while it runs and releases it on shutdown.
+    let (db, scheduler) = match state.store.lease_holder("scheduler").await {
+        Ok(holder) => (
+            "healthy",
+            if holder.is_some() {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            ("unhealthy", "unhealthy")
+        }
+    };
+    Json(Health {
+        metadatabase: Status { status: db },
+        scheduler: SchedulerHealth {
+            status: scheduler,
+            latest_scheduler_heartbeat: None,
+        },
+        triggerer: TriggererHealth {
+            status: None,
+            latest_triggerer_heartbeat: None,
+        },
+        dag_processor: DagProcessorHealth {
+            status: None,
+            latest_dag_processor_heartbeat: None,
+        },
+    })
+}
