@@ -27,6 +27,7 @@ pub struct Config {
     pub database: Database,
     pub scheduler: Scheduler,
     pub logging: Logging,
+    pub secrets: SecretsConfig,
     /// Where each option that is not at its default was set.
     origins: BTreeMap<(&'static str, &'static str), Origin>,
 }
@@ -42,6 +43,9 @@ pub struct Core {
     pub default_task_retries: u32,
     pub default_task_retry_delay: Duration,
     pub load_examples: bool,
+    /// Comma-separated Fernet keys; the first encrypts, all decrypt; empty stores secrets in
+    /// clear text. Secret: never shown by `config list`.
+    pub fernet_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +62,16 @@ pub struct Scheduler {
     pub task_heartbeat_timeout: Duration,
     pub shutdown_grace: Duration,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretsConfig {
+    /// Folder of mounted secret files (External Secrets, CSI): `variables/<key>`,
+    /// `connections/<conn_id>` or `<name>` directly; `None` when unset.
+    pub files_dir: Option<PathBuf>,
+}
+
+/// Options whose value is never shown by [`Config::entries`] and [`Config::get`].
+pub const SECRET_OPTIONS: &[(&str, &str)] = &[("core", "fernet_key")];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logging {
@@ -486,6 +500,20 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| c.core.load_examples.to_string(),
     },
+    OptionDef {
+        section: "core",
+        key: "fernet_key",
+        kind: Kind::String,
+        description: "Fernet keys that encrypt variables and connection passwords and extras at rest: comma-separated url-safe base64 32-byte keys, the first encrypts and every one decrypts (rotate with `updraft rotate-fernet-key`). Empty stores them in clear text; `updraft standalone` generates one on first start. Never shown by `config list`.",
+        set: |c, v| {
+            c.core.fernet_key = v
+                .text("a string of comma-separated keys")?
+                .trim()
+                .to_string();
+            Ok(())
+        },
+        get: |c| c.core.fernet_key.clone(),
+    },
     // ---- database -----------------------------------------------------------------------
     OptionDef {
         section: "database",
@@ -589,6 +617,28 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| c.logging.level.clone(),
     },
+    // ---- secrets ------------------------------------------------------------------------
+    OptionDef {
+        section: "secrets",
+        key: "files_dir",
+        kind: Kind::Path,
+        description: "Folder of mounted secret files (External Secrets Operator, CSI driver), read after the `UPDRAFT_VAR_*` / `UPDRAFT_CONN_*` environment and before the database: `variables/<key>` or `<key>` holds a variable, `connections/<conn_id>` or `<conn_id>` a connection (URI or JSON). Empty: not used.",
+        set: |c, v| {
+            let text = v.text("a path (string)")?.trim();
+            c.secrets.files_dir = if text.is_empty() {
+                None
+            } else {
+                Some(v.path()?)
+            };
+            Ok(())
+        },
+        get: |c| {
+            c.secrets
+                .files_dir
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string())
+        },
+    },
 ];
 
 fn sections() -> Vec<&'static str> {
@@ -634,6 +684,7 @@ impl Config {
                 default_task_retries: 0,
                 default_task_retry_delay: updraft_core::model::DEFAULT_RETRY_DELAY,
                 load_examples: true,
+                fernet_key: String::new(),
             },
             database: Database {
                 url: format!("sqlite://{}", home.join("updraft.db").display()),
@@ -650,6 +701,7 @@ impl Config {
                 base_log_folder: home.join("logs"),
                 level: "info".into(),
             },
+            secrets: SecretsConfig { files_dir: None },
             home,
             origins: BTreeMap::new(),
         }
@@ -826,10 +878,14 @@ impl Config {
     }
 
     fn entry(&self, o: &OptionDef) -> ConfigEntry {
+        let mut value = (o.get)(self);
+        if SECRET_OPTIONS.contains(&(o.section, o.key)) && !value.is_empty() {
+            value = "***".into();
+        }
         ConfigEntry {
             section: o.section,
             key: o.key,
-            value: (o.get)(self),
+            value,
             source: self
                 .origins
                 .get(&(o.section, o.key))
@@ -1252,5 +1308,21 @@ mod tests {
         for o in OPTIONS {
             assert!(actual.contains(&o.env_var()));
         }
+    }
+
+    #[test]
+    fn fernet_key_is_never_shown_and_files_dir_is_optional() {
+        let dir = home_with(Some(
+            "[core]\nfernet_key = \"k1,k2\"\n\n[secrets]\nfiles_dir = \"mnt\"\n",
+        ));
+        let cfg = Config::load_from(dir.path().into(), &[]).unwrap();
+        assert_eq!(cfg.core.fernet_key, "k1,k2");
+        assert_eq!(cfg.get("core", "fernet_key").unwrap().value, "***");
+        assert!(cfg.entries().iter().all(|e| !e.value.contains("k1")));
+        assert_eq!(cfg.secrets.files_dir, Some(dir.path().join("mnt")));
+        let defaults = Config::load_from(home_with(None).path().into(), &[]).unwrap();
+        assert_eq!(defaults.core.fernet_key, "");
+        assert_eq!(defaults.get("core", "fernet_key").unwrap().value, "");
+        assert_eq!(defaults.secrets.files_dir, None);
     }
 }
