@@ -28,6 +28,7 @@ pub struct Config {
     pub scheduler: Scheduler,
     pub logging: Logging,
     pub secrets: SecretsConfig,
+    pub api: Api,
     /// Where each option that is not at its default was set.
     origins: BTreeMap<(&'static str, &'static str), Origin>,
 }
@@ -71,7 +72,17 @@ pub struct SecretsConfig {
 }
 
 /// Options whose value is never shown by [`Config::entries`] and [`Config::get`].
-pub const SECRET_OPTIONS: &[(&str, &str)] = &[("core", "fernet_key")];
+pub const SECRET_OPTIONS: &[(&str, &str)] = &[("core", "fernet_key"), ("api", "secret_key")];
+
+/// The REST API server (`updraft api-server`, and `standalone`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Api {
+    pub host: String,
+    pub port: u16,
+    /// Signs the API's tokens; empty means the generated `$UPDRAFT_HOME/api_secret_key`.
+    pub secret_key: String,
+    pub jwt_expiration: Duration,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logging {
@@ -639,6 +650,51 @@ pub static OPTIONS: &[OptionDef] = &[
                 .map_or_else(String::new, |p| p.display().to_string())
         },
     },
+    // ---- api ----------------------------------------------------------------------------
+    OptionDef {
+        section: "api",
+        key: "host",
+        kind: Kind::String,
+        description: "Address the API server listens on (`updraft api-server`, `updraft standalone`); `--host` overrides it.",
+        set: |c, v| {
+            c.api.host = v.string()?;
+            Ok(())
+        },
+        get: |c| c.api.host.clone(),
+    },
+    OptionDef {
+        section: "api",
+        key: "port",
+        kind: Kind::Integer,
+        description: "Port the API server listens on; `--port` overrides it.",
+        set: |c, v| {
+            c.api.port = v.integer(1, u16::MAX as u64)? as u16;
+            Ok(())
+        },
+        get: |c| c.api.port.to_string(),
+    },
+    OptionDef {
+        section: "api",
+        key: "secret_key",
+        kind: Kind::String,
+        description: "Secret that signs the API's tokens (HS256); every API server of one deployment needs the same. Empty: a random key is generated on first use into `$UPDRAFT_HOME/api_secret_key` (mode 0600). Never shown by `config list`.",
+        set: |c, v| {
+            c.api.secret_key = v.text("a string")?.to_string();
+            Ok(())
+        },
+        get: |c| c.api.secret_key.clone(),
+    },
+    OptionDef {
+        section: "api",
+        key: "jwt_expiration",
+        kind: Kind::Duration,
+        description: "How long a token from `POST /auth/token` is valid.",
+        set: |c, v| {
+            c.api.jwt_expiration = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.api.jwt_expiration),
+    },
 ];
 
 fn sections() -> Vec<&'static str> {
@@ -702,6 +758,12 @@ impl Config {
                 level: "info".into(),
             },
             secrets: SecretsConfig { files_dir: None },
+            api: Api {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                secret_key: String::new(),
+                jwt_expiration: Duration::from_secs(24 * 3600),
+            },
             home,
             origins: BTreeMap::new(),
         }
