@@ -39,7 +39,7 @@ fn hostname() -> String {
     updraft_executor::local_hostname()
 }
 
-async fn open_store(cfg: &Config) -> Result<DynStore> {
+pub(crate) async fn open_store(cfg: &Config) -> Result<DynStore> {
     let store = updraft_store::connect(&cfg.database.url)
         .await
         .with_context(|| format!("cannot open database `{}`", redact(&cfg.database.url)))?;
@@ -61,7 +61,7 @@ fn redact(url: &str) -> String {
 }
 
 /// SIGINT/SIGTERM turn the watch to true.
-fn shutdown_signal() -> watch::Receiver<bool> {
+pub(crate) fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -107,16 +107,18 @@ fn first_start(cfg: &Config) -> Result<bool> {
     Ok(fresh)
 }
 
-/// `updraft standalone`.
-pub async fn standalone(cfg: Config) -> Result<()> {
+/// `updraft standalone`: the scheduler and the API server in one process.
+pub async fn standalone(cfg: Config, host: Option<String>, port: Option<u16>) -> Result<()> {
     let fresh = first_start(&cfg)?;
     let store = open_store(&cfg).await?;
     store
         .migrate()
         .await
         .context("cannot migrate the database")?;
+    let listener = crate::cmd_api::bind(&cfg, host, port).await?;
+    crate::cmd_api::ensure_standalone_admin(&cfg, &store).await?;
     print_banner("standalone", &cfg, fresh);
-    run_service(cfg, store).await
+    run_service(cfg, store, Some(listener)).await
 }
 
 /// `updraft scheduler`.
@@ -127,7 +129,7 @@ pub async fn scheduler(cfg: Config) -> Result<()> {
         .await
         .context("the database is not ready (run `updraft db migrate`)")?;
     print_banner("scheduler", &cfg, false);
-    run_service(cfg, store).await
+    run_service(cfg, store, None).await
 }
 
 fn print_banner(role: &str, cfg: &Config, fresh: bool) {
@@ -146,8 +148,21 @@ fn print_banner(role: &str, cfg: &Config, fresh: bool) {
     );
 }
 
-async fn run_service(cfg: Config, store: DynStore) -> Result<()> {
+async fn run_service(
+    cfg: Config,
+    store: DynStore,
+    api: Option<tokio::net::TcpListener>,
+) -> Result<()> {
     let shutdown = shutdown_signal();
+    let api = match api {
+        Some(listener) => Some(crate::cmd_api::spawn(
+            &cfg,
+            store.clone(),
+            listener,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     let scheduler = Scheduler::new(SchedulerOptions {
         store,
         config: cfg,
@@ -156,7 +171,19 @@ async fn run_service(cfg: Config, store: DynStore) -> Result<()> {
         process_dags: true,
         take_lease: true,
     });
-    scheduler.run(shutdown).await?;
+    let result = scheduler.run(shutdown).await;
+    if let Some(api) = api {
+        // The API stops on the same signal; if the scheduler failed instead, stop it here.
+        if result.is_err() {
+            api.abort();
+        }
+        match api.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "api server failed"),
+            Err(e) if !e.is_cancelled() => tracing::error!(error = %e, "api server panicked"),
+            _ => {}
+        }
+    }
+    result?;
     info!("stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! errors (from clap) exit with 2.
 
 mod cmd_admin;
+mod cmd_api;
 mod cmd_dags;
 mod cmd_tasks;
 mod cmd_users;
@@ -36,8 +37,25 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything locally (scheduler, local executor, DAG processing) on SQLite; creates
-    /// $UPDRAFT_HOME with a commented updraft.toml and example DAGs on first start.
-    Standalone,
+    /// $UPDRAFT_HOME with a commented updraft.toml and example DAGs on first start. Also
+    /// serves the REST API, and creates user `admin` with a generated password on first start.
+    Standalone {
+        /// Address of the API server [default: api.host]
+        #[arg(long)]
+        host: Option<String>,
+        /// Port of the API server [default: api.port]
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Serve the REST API (`/api/v2`, `/auth/token`) for a migrated database.
+    ApiServer {
+        /// Address to listen on [default: api.host]
+        #[arg(long)]
+        host: Option<String>,
+        /// Port to listen on [default: api.port]
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Run the scheduler role (with the local executor and DAG processing).
     Scheduler,
     /// Database schema.
@@ -417,12 +435,16 @@ async fn run(command: Command) -> Result<ExitCode> {
     let cfg = Config::load()?;
     support::init_tracing(
         &cfg,
-        matches!(command, Command::Standalone | Command::Scheduler),
+        matches!(
+            command,
+            Command::Standalone { .. } | Command::Scheduler | Command::ApiServer { .. }
+        ),
     );
     let ok = |()| ExitCode::SUCCESS;
     match command {
         Command::Version => Ok(ExitCode::SUCCESS),
-        Command::Standalone => engine::standalone(cfg).await.map(ok),
+        Command::Standalone { host, port } => engine::standalone(cfg, host, port).await.map(ok),
+        Command::ApiServer { host, port } => cmd_api::api_server(cfg, host, port).await.map(ok),
         Command::Scheduler => engine::scheduler(cfg).await.map(ok),
         Command::Db(c) => cmd_admin::db(cfg, c).await.map(ok),
         Command::Dags(c) => cmd_dags::run(cfg, c).await,

@@ -984,3 +984,6 @@ mod engine;
 
 #[path = "cli/users.rs"]
 mod users;
+
+#[path = "cli/api.rs"]
+mod api;

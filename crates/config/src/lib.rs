@@ -666,9 +666,9 @@ pub static OPTIONS: &[OptionDef] = &[
         section: "api",
         key: "port",
         kind: Kind::Integer,
-        description: "Port the API server listens on; `--port` overrides it.",
+        description: "Port the API server listens on (0: any free port); `--port` overrides it.",
         set: |c, v| {
-            c.api.port = v.integer(1, u16::MAX as u64)? as u16;
+            c.api.port = v.integer(0, u16::MAX as u64)? as u16;
             Ok(())
         },
         get: |c| c.api.port.to_string(),

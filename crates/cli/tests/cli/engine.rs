@@ -26,6 +26,8 @@ impl Home {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path())
             .env("UPDRAFT_HOME", self.path())
+            // Any free port, so tests running side by side do not fight over 8080.
+            .env("UPDRAFT__API__PORT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
