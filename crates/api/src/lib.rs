@@ -71,12 +71,23 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One log line per request; the route template (not the raw path) keeps ids out of field names.
+/// One log line per request, and the security headers every response carries.
 async fn trace(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // Responses are JSON for programs; these stop browsers from sniffing, framing or caching
+    // them (tokens included).
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
     tracing::info!(
         %method,
         %path,

@@ -564,3 +564,18 @@ async fn health_and_version_are_public_and_shaped_like_airflow() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["detail"].is_string());
 }
+
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let env = env().await;
+    for uri in ["/api/v2/version", "/api/v2/dags", "/nowhere"] {
+        let res = app(env.state.clone())
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{uri}");
+        assert_eq!(h["x-frame-options"], "DENY", "{uri}");
+        assert_eq!(h["cache-control"], "no-store", "{uri}");
+    }
+}
