@@ -167,3 +167,90 @@ fn standalone_serves_the_api_with_a_generated_admin() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
     assert!(!std::fs::read_to_string(&log).unwrap().contains(&password));
 }
+
+#[test]
+fn api_server_serves_a_migrated_database_and_stops_on_sigterm() {
+    let home = Home::new();
+    // Without a migrated database it refuses to start.
+    let out = home.run(&["api-server", "--port", "0"]).fails(1);
+    assert!(out.stderr.contains("db migrate"), "{}", out.stderr);
+    home.run(&["db", "migrate"]).ok();
+    home.run(&[
+        "users",
+        "create",
+        "--username",
+        "vic",
+        "--role",
+        "viewer",
+        "--password",
+        "pw-of-vic-123",
+    ])
+    .ok();
+
+    let port = free_port();
+    let log = home.path().join("api-server.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.args([
+        "api-server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ])
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("HOME", home.path())
+    .env("UPDRAFT_HOME", home.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    let mut server = Server {
+        child: cmd.spawn().expect("spawn updraft"),
+    };
+    let (status, health) = wait_for("the api server", &log, || {
+        TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| http(port, "GET", "/api/v2/monitor/health", None, None))
+    });
+    assert_eq!(status, 200);
+    assert_eq!(health["metadatabase"]["status"], "healthy");
+    // No scheduler runs here.
+    assert_eq!(health["scheduler"]["status"], "unhealthy");
+
+    let login = r#"{"username": "vic", "password": "pw-of-vic-123"}"#;
+    let (status, body) = http(port, "POST", "/auth/token", None, Some(login));
+    assert_eq!(status, 201, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let (status, body) = http(port, "GET", "/api/v2/dags", Some(token), None);
+    assert_eq!(
+        (status, &body["total_entries"]),
+        (200, &Value::from(0)),
+        "{body}"
+    );
+    // A viewer may not pause.
+    let (status, _) = http(
+        port,
+        "PATCH",
+        "/api/v2/dags/any",
+        Some(token),
+        Some(r#"{"is_paused": true}"#),
+    );
+    assert_eq!(status, 403);
+    // The generated token secret is private and never printed.
+    let secret_file = home.path().join("api_secret_key");
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(secret.trim())
+    );
+
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let status = wait_for("shutdown", &log, || server.child.try_wait().unwrap());
+    assert!(status.success(), "exit status {status:?}");
+}
