@@ -55,16 +55,11 @@ struct DagProcessorHealth {
 
 /// Always 200: an unreachable database is reported as unhealthy, not as a server error.
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
-    // The scheduler holds the `scheduler` lease while it runs and releases it on shutdown.
-    let (db, scheduler) = match state.store.lease_holder("scheduler").await {
-        Ok(holder) => (
-            "healthy",
-            if holder.is_some() {
-                "healthy"
-            } else {
-                "unhealthy"
-            },
-        ),
+    // A running scheduler renews the `scheduler` lease every few seconds and releases it on
+    // shutdown; an expiry in the past means it stopped renewing (crashed or hung).
+    let (db, scheduler) = match state.store.lease_expires_at("scheduler").await {
+        Ok(Some(expires)) if expires > chrono::Utc::now() => ("healthy", "healthy"),
+        Ok(_) => ("healthy", "unhealthy"),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
             ("unhealthy", "unhealthy")

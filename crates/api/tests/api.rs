@@ -554,6 +554,20 @@ async fn health_and_version_are_public_and_shaped_like_airflow() {
     );
     let (_, health) = call(&env.state, "GET", "/api/v2/monitor/health", None, None).await;
     assert_eq!(health["scheduler"]["status"], "healthy");
+    // A lease nobody renewed: the scheduler died without releasing it.
+    env.store
+        .release_lease("scheduler", "host:1")
+        .await
+        .unwrap();
+    let long_ago = Utc::now() - chrono::Duration::minutes(5);
+    assert!(
+        env.store
+            .acquire_lease("scheduler", "host:2", Duration::from_secs(30), long_ago)
+            .await
+            .unwrap()
+    );
+    let (_, health) = call(&env.state, "GET", "/api/v2/monitor/health", None, None).await;
+    assert_eq!(health["scheduler"]["status"], "unhealthy");
 
     let (status, version) = call(&env.state, "GET", "/api/v2/version", None, None).await;
     assert_eq!(status, StatusCode::OK);

@@ -245,6 +245,9 @@ pub trait Store: Send + Sync + 'static {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     /// Who holds the named lease (expired or not), if anyone.
     async fn lease_holder(&self, name: &str) -> Result<Option<String>>;
+    /// When the named lease expires, if anyone holds it; a holder that stopped renewing shows
+    /// an expiry in the past (the API's health check tells a live scheduler from a dead one).
+    async fn lease_expires_at(&self, name: &str) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// Opens a store from a `database.url`: `sqlite://PATH` (created if missing, `sqlite::memory:`

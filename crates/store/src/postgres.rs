@@ -2028,6 +2028,17 @@ impl Store for PgStore {
         })
     }
 
+    async fn lease_expires_at(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        read!(self, tx, {
+            sqlx::query_scalar::<_, DateTime<Utc>>("SELECT expires_at FROM lease WHERE name = $1")
+                .persistent(false)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)
+        })
+    }
+
     async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
         read!(self, tx, {
             sqlx::query_scalar::<_, String>("SELECT holder FROM lease WHERE name = $1")

@@ -1743,6 +1743,16 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
+    async fn lease_expires_at(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT expires_at FROM lease WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_err)?;
+        text.as_deref().map(common::parse_ts).transpose()
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM lease WHERE name = $1 AND holder = $2")

@@ -1089,6 +1089,11 @@ pub async fn leases(h: &Harness) {
         Some("a")
     );
     assert_eq!(s.lease_holder("nobody").await.unwrap(), None);
+    assert_eq!(
+        s.lease_expires_at("scheduler").await.unwrap(),
+        Some(t(20) + chrono::Duration::seconds(10))
+    );
+    assert_eq!(s.lease_expires_at("nobody").await.unwrap(), None);
 }
 
 /// A scheduler starting and a CLI command parse the same new DAG at once: both succeed, and
