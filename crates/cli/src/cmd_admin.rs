@@ -44,10 +44,12 @@ pub async fn db(cfg: Config, command: DbCommand) -> Result<()> {
 
 pub async fn variables(cfg: Config, command: VariablesCommand) -> Result<()> {
     let store = open_store(&cfg).await?;
+    // Values are encrypted at rest and read back in clear through the secrets resolver.
+    let secrets = crate::cmd_connections::secrets(&cfg, store.clone())?;
     match command {
         VariablesCommand::Get { key, default, json } => {
-            let value = match store.get_variable(&key).await? {
-                Some(v) => v.value,
+            let value = match secrets.variable(&key).await? {
+                Some(v) => v,
                 None => match default {
                     Some(d) => d,
                     None => bail!("variable `{key}` does not exist"),
@@ -75,14 +77,13 @@ pub async fn variables(cfg: Config, command: VariablesCommand) -> Result<()> {
             } else {
                 value
             };
-            store
+            secrets
                 .set_variable(&key, &value, description.as_deref())
                 .await?;
             println!("variable `{key}` set");
         }
         VariablesCommand::List { show_values, out } => {
-            let mut vars = store.list_variables().await?;
-            vars.sort_by(|a, b| a.key.cmp(&b.key));
+            let vars = crate::cmd_connections::clear_variables(&secrets).await?;
             let records: Vec<Record> = vars
                 .iter()
                 .map(|v| {
@@ -130,7 +131,7 @@ pub async fn variables(cfg: Config, command: VariablesCommand) -> Result<()> {
                 if action_on_existing_key == OnExisting::Skip && existing.contains(key) {
                     continue;
                 }
-                store
+                secrets
                     .set_variable(key, value, description.as_deref())
                     .await?;
                 updated += 1;
@@ -147,7 +148,7 @@ pub async fn variables(cfg: Config, command: VariablesCommand) -> Result<()> {
             }
         }
         VariablesCommand::Export { file } => {
-            let vars = store.list_variables().await?;
+            let vars = crate::cmd_connections::clear_variables(&secrets).await?;
             let mut map = Map::new();
             for v in &vars {
                 map.insert(
@@ -355,7 +356,11 @@ pub fn config(cfg: Config, command: ConfigCommand) -> Result<()> {
     Ok(())
 }
 
-fn read_json_object(file: &Path, what: &str, example: &str) -> Result<Map<String, Value>> {
+pub(crate) fn read_json_object(
+    file: &Path,
+    what: &str,
+    example: &str,
+) -> Result<Map<String, Value>> {
     let text = if file == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
     } else {
@@ -374,7 +379,7 @@ fn read_json_object(file: &Path, what: &str, example: &str) -> Result<Map<String
 }
 
 /// Pretty JSON with sorted keys and 4-space indents, as Airflow writes its exports.
-fn write_json(file: &Path, value: &Value) -> Result<()> {
+pub(crate) fn write_json(file: &Path, value: &Value) -> Result<()> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -389,7 +394,7 @@ fn write_json(file: &Path, value: &Value) -> Result<()> {
     Ok(())
 }
 
-fn report_export(file: &Path, n: usize, what: &str) {
+pub(crate) fn report_export(file: &Path, n: usize, what: &str) {
     // With `-` the JSON went to stdout; keep stdout clean.
     if file == Path::new("-") {
         eprintln!("{n} {what} exported");

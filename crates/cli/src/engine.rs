@@ -110,6 +110,8 @@ fn first_start(cfg: &Config) -> Result<bool> {
 /// `updraft standalone`: the scheduler and the API server in one process.
 pub async fn standalone(cfg: Config, host: Option<String>, port: Option<u16>) -> Result<()> {
     let fresh = first_start(&cfg)?;
+    let mut cfg = cfg;
+    crate::cmd_connections::ensure_fernet_key(&mut cfg)?;
     let store = open_store(&cfg).await?;
     store
         .migrate()

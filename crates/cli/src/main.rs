@@ -5,6 +5,7 @@
 
 mod cmd_admin;
 mod cmd_api;
+mod cmd_connections;
 mod cmd_dags;
 mod cmd_tasks;
 mod cmd_users;
@@ -73,6 +74,11 @@ enum Command {
     /// Manage pools.
     #[command(subcommand)]
     Pools(PoolsCommand),
+    /// Manage connections (passwords and extras are encrypted at rest).
+    #[command(subcommand)]
+    Connections(cmd_connections::ConnectionsCommand),
+    /// Re-encrypt every variable and connection with the first key of core.fernet_key.
+    RotateFernetKey,
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -451,6 +457,8 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Tasks(c) => cmd_tasks::run(cfg, c).await,
         Command::Variables(c) => cmd_admin::variables(cfg, c).await.map(ok),
         Command::Pools(c) => cmd_admin::pools(cfg, c).await.map(ok),
+        Command::Connections(c) => cmd_connections::run(cfg, c).await.map(ok),
+        Command::RotateFernetKey => cmd_connections::rotate_fernet_key(cfg).await.map(ok),
         Command::Config(c) => cmd_admin::config(cfg, c).map(ok),
         Command::Users(c) => cmd_users::users(cfg, c).await.map(ok),
     }

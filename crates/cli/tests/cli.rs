@@ -985,5 +985,8 @@ mod engine;
 #[path = "cli/users.rs"]
 mod users;
 
+#[path = "cli/connections.rs"]
+mod connections;
+
 #[path = "cli/api.rs"]
 mod api;
