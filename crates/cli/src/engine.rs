@@ -277,6 +277,7 @@ pub async fn tasks_test(
     let mut log = Vec::new();
     let outcome = updraft_scheduler::task_test::run(
         &store,
+        &cfg,
         dag_id,
         task_id,
         logical_date.unwrap_or_else(Utc::now),

@@ -15,11 +15,19 @@ use updraft_template::{Lookups, RenderContext};
 struct Preloaded {
     variables: HashMap<String, String>,
     xcoms: HashMap<(String, String), serde_json::Value>,
+    /// Environment (`UPDRAFT_VAR_*`) and secret files, which come before the stored variables.
+    secrets: Option<updraft_secrets::Secrets>,
 }
 
 impl Lookups for Preloaded {
     fn variable(&self, key: &str) -> Option<String> {
-        self.variables.get(key).cloned()
+        // An unreadable secret file is treated like a missing one here: rendering then reports
+        // the variable as undefined, which fails the try with its name.
+        let overridden = self
+            .secrets
+            .as_ref()
+            .and_then(|s| s.variable_override(key).ok().flatten());
+        overridden.or_else(|| self.variables.get(key).cloned())
     }
     fn xcom(&self, task_id: &str, key: &str) -> Option<serde_json::Value> {
         self.xcoms
@@ -37,8 +45,10 @@ pub(crate) enum PrepareError {
 }
 
 /// Renders the try's command.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn prepare(
     store: &DynStore,
+    cfg: &updraft_config::Config,
     rows: &RunRows,
     dag: &DagVersion,
     params: &crate::runtime::RunParams,
@@ -57,13 +67,18 @@ pub(crate) async fn prepare(
         }
         let needs = updraft_template::needs(&texts);
         if needs.variables {
-            pre.variables = store
-                .list_variables()
-                .await
-                .map_err(PrepareError::Store)?
-                .into_iter()
-                .map(|v| (v.key, v.value))
-                .collect();
+            // Stored values are decrypted with core.fernet_key.
+            let secrets = updraft_secrets::Secrets::new(
+                store.clone(),
+                &cfg.core.fernet_key,
+                cfg.secrets.files_dir.clone(),
+            )
+            .map_err(|e| PrepareError::Task(e.to_string()))?;
+            pre.variables = secrets.stored_variables().await.map_err(|e| match e {
+                updraft_secrets::Error::Store(e) => PrepareError::Store(e),
+                other => PrepareError::Task(other.to_string()),
+            })?;
+            pre.secrets = Some(secrets);
         }
         if needs.xcoms {
             pre.xcoms = store

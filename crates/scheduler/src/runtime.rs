@@ -1068,6 +1068,7 @@ impl Loop {
                 Some((rows, dag, params, try_number)) => {
                     crate::dispatch::prepare(
                         &self.store,
+                        &self.cfg,
                         rows,
                         dag,
                         params,

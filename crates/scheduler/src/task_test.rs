@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 pub async fn run(
     store: &DynStore,
+    cfg: &updraft_config::Config,
     dag_id: &str,
     task_id: &str,
     logical_date: DateTime<Utc>,
@@ -90,7 +91,7 @@ pub async fn run(
     let rows = RunRows::new(run, tis, &version).map_err(anyhow::Error::msg)?;
     let params =
         updraft_template::resolve_params(&dag.spec, &rows.run.conf).map_err(|e| e.to_string());
-    let (task_try, command, _) = dispatch::prepare(store, &rows, &version, &params, 1, i, &[])
+    let (task_try, command, _) = dispatch::prepare(store, cfg, &rows, &version, &params, 1, i, &[])
         .await
         .map_err(|e| match e {
             dispatch::PrepareError::Task(message) => anyhow::Error::msg(message),

@@ -143,6 +143,25 @@ impl Secrets {
         self.stored_variable(key).await
     }
 
+    /// The environment's or a secret file's value of a variable, without asking the metastore
+    /// (for callers that preloaded the metastore's variables, like template rendering).
+    pub fn variable_override(&self, key: &str) -> Result<Option<String>> {
+        if let Some(v) = self.env_value(ENV_VAR_PREFIXES, key) {
+            return Ok(Some(v));
+        }
+        self.file_value("variables", key)
+    }
+
+    /// Every stored variable decrypted, by key.
+    pub async fn stored_variables(&self) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for v in self.store.list_variables().await? {
+            let clear = self.decrypt_variable(&v.key, &v.value)?;
+            out.insert(v.key, clear);
+        }
+        Ok(out)
+    }
+
     /// The metastore's value only, decrypted (what `variables get` of a stored key shows).
     pub async fn stored_variable(&self, key: &str) -> Result<Option<String>> {
         Ok(match self.store.get_variable(key).await? {

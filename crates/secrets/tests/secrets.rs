@@ -68,6 +68,20 @@ async fn environment_beats_files_beats_store() {
         Some("from-store")
     );
     assert_eq!(s.variable("missing").await.unwrap(), None);
+    // What template rendering uses: overrides without the store, and the store decrypted.
+    assert_eq!(
+        s.variable_override("both").unwrap().as_deref(),
+        Some("from-env")
+    );
+    assert_eq!(
+        s.variable_override("file_only").unwrap().as_deref(),
+        Some("file-only")
+    );
+    assert_eq!(s.variable_override("store_only").unwrap(), None);
+    assert_eq!(
+        s.stored_variables().await.unwrap()["store_only"],
+        "from-store"
+    );
     // Paths never escape the folder.
     assert_eq!(s.variable("../etc").await.unwrap(), None);
 

@@ -260,3 +260,25 @@ fn variables_are_encrypted_at_rest_and_keys_rotate() {
     // Without a key there is nothing to rotate with.
     Home::new().run(&["rotate-fernet-key"]).fails(1);
 }
+
+/// Templates read variables decrypted, with `UPDRAFT_VAR_*` before the database.
+#[test]
+fn templates_read_variables_in_clear_and_environment_first() {
+    let home = Home::new()
+        .with_env("UPDRAFT__CORE__FERNET_KEY", KEY_A)
+        .with_env("UPDRAFT_VAR_REGION", "eu-from-env");
+    home.dag(
+        "vars.yaml",
+        "dag_id: vars\nschedule: null\ntasks:\n  - task_id: show\n    bash_command: echo \"token={{ var.value.api_token }} region={{ var.value.region }}\"\n",
+    );
+    home.run(&["variables", "set", "api_token", "t0ps3cret"])
+        .ok();
+    home.run(&["variables", "set", "region", "us-from-db"]).ok();
+    assert!(!database_bytes(&home).contains("t0ps3cret"));
+    let out = home.run(&["tasks", "test", "vars", "show"]).ok();
+    assert!(
+        out.stdout.contains("token=t0ps3cret region=eu-from-env"),
+        "{}",
+        out.stdout
+    );
+}
