@@ -410,6 +410,41 @@ mod tests {
     }
 
     #[test]
+    fn first_start_key_is_written_once_into_the_default_config() {
+        if std::env::var_os("UPDRAFT__CORE__FERNET_KEY").is_some() {
+            eprintln!("SKIPPED: UPDRAFT__CORE__FERNET_KEY is set in this environment");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_path_buf();
+        let path = home.join("updraft.toml");
+        std::fs::write(&path, Config::default_toml(&home)).unwrap();
+        let mut cfg = Config::load_from(home.clone(), &[]).unwrap();
+        assert_eq!(cfg.core.fernet_key, "");
+        ensure_fernet_key(&mut cfg).unwrap();
+        let key = cfg.core.fernet_key.clone();
+        assert!(Key::parse(&key).is_ok());
+        assert_eq!(
+            Config::load_from(home.clone(), &[])
+                .unwrap()
+                .core
+                .fernet_key,
+            key
+        );
+        // A second start keeps the key.
+        let mut again = Config::load_from(home.clone(), &[]).unwrap();
+        ensure_fernet_key(&mut again).unwrap();
+        assert_eq!(again.core.fernet_key, key);
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .matches(&key)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn sensitive_extra_values_are_masked() {
         let shown = masked_extra(r#"{"region":"eu","aws_secret_access_key":"s","api_token":"t"}"#);
         assert_eq!(
