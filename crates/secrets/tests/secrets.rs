@@ -339,3 +339,30 @@ async fn python_cryptography_values_decrypt_through_secrets_and_back() {
         .value;
     assert_eq!(py(&python, "decrypt", &key, &raw), clear);
 }
+
+/// The same at-rest behaviour on PostgreSQL (skipped with a message when it is not running).
+#[tokio::test]
+async fn postgres_stores_tokens_and_reads_clear_values() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.store.migrate().await.unwrap();
+    let key = Key::generate().to_base64();
+    let s = Secrets::with_env(db.store.clone(), &key, None, HashMap::new()).unwrap();
+    s.set_variable("pw", "clear ✓", None).await.unwrap();
+    let raw = db.store.get_variable("pw").await.unwrap().unwrap().value;
+    assert!(updraft_secrets::looks_like_token(&raw), "{raw}");
+    assert_eq!(s.variable("pw").await.unwrap().as_deref(), Some("clear ✓"));
+    let c = ConnectionValue::from_uri("c", "mysql://u:p%2Fw@h:3306/d?charset=utf8").unwrap();
+    s.set_connection(&c).await.unwrap();
+    assert!(
+        db.store
+            .get_connection("c")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_encrypted
+    );
+    assert_eq!(s.connection("c").await.unwrap().unwrap(), c);
+    db.finish().await;
+}
