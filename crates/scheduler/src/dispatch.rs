@@ -10,16 +10,29 @@ use updraft_executor::{Command, TaskTry};
 use updraft_store::{DynStore, XCom};
 use updraft_template::{Lookups, RenderContext};
 
+/// The secrets lookup of a scheduler, built once: an invalid `core.fernet_key` is kept as its
+/// message and fails only the tries whose templates read variables.
+pub(crate) type SecretsOrError = Result<updraft_secrets::Secrets, String>;
+
+pub(crate) fn secrets_for(store: &DynStore, cfg: &updraft_config::Config) -> SecretsOrError {
+    updraft_secrets::Secrets::new(
+        store.clone(),
+        &cfg.core.fernet_key,
+        cfg.secrets.files_dir.clone(),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Store values a template may read, loaded before rendering.
 #[derive(Default)]
-struct Preloaded {
+struct Preloaded<'a> {
     variables: HashMap<String, String>,
     xcoms: HashMap<(String, String), serde_json::Value>,
     /// Environment (`UPDRAFT_VAR_*`) and secret files, which come before the stored variables.
-    secrets: Option<updraft_secrets::Secrets>,
+    secrets: Option<&'a updraft_secrets::Secrets>,
 }
 
-impl Lookups for Preloaded {
+impl Lookups for Preloaded<'_> {
     fn variable(&self, key: &str) -> Option<String> {
         // An unreadable secret file is treated like a missing one here: rendering then reports
         // the variable as undefined, which fails the try with its name.
@@ -48,7 +61,7 @@ pub(crate) enum PrepareError {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn prepare(
     store: &DynStore,
-    cfg: &updraft_config::Config,
+    secrets: &SecretsOrError,
     rows: &RunRows,
     dag: &DagVersion,
     params: &crate::runtime::RunParams,
@@ -68,12 +81,9 @@ pub(crate) async fn prepare(
         let needs = updraft_template::needs(&texts);
         if needs.variables {
             // Stored values are decrypted with core.fernet_key.
-            let secrets = updraft_secrets::Secrets::new(
-                store.clone(),
-                &cfg.core.fernet_key,
-                cfg.secrets.files_dir.clone(),
-            )
-            .map_err(|e| PrepareError::Task(e.to_string()))?;
+            let secrets = secrets
+                .as_ref()
+                .map_err(|e| PrepareError::Task(e.clone()))?;
             pre.variables = secrets.stored_variables().await.map_err(|e| match e {
                 updraft_secrets::Error::Store(e) => PrepareError::Store(e),
                 other => PrepareError::Task(other.to_string()),

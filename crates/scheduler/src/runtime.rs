@@ -111,6 +111,8 @@ struct Loop {
     /// A store call failed; nothing is decided until a resync succeeds.
     resync_pending: bool,
     resync_armed: bool,
+    /// Variables for templates: environment, secret files, then the store (decrypted).
+    secrets: crate::dispatch::SecretsOrError,
 }
 
 impl Scheduler {
@@ -164,6 +166,7 @@ impl Scheduler {
             summary: Summary::default(),
             resync_pending: false,
             resync_armed: false,
+            secrets: crate::dispatch::secrets_for(&store, &config),
         };
         lp.start(process_dags).await?;
         // What was loaded may be decidable right away (queued runs, orphans returned).
@@ -1068,7 +1071,7 @@ impl Loop {
                 Some((rows, dag, params, try_number)) => {
                     crate::dispatch::prepare(
                         &self.store,
-                        &self.cfg,
+                        &self.secrets,
                         rows,
                         dag,
                         params,

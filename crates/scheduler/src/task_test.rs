@@ -91,12 +91,14 @@ pub async fn run(
     let rows = RunRows::new(run, tis, &version).map_err(anyhow::Error::msg)?;
     let params =
         updraft_template::resolve_params(&dag.spec, &rows.run.conf).map_err(|e| e.to_string());
-    let (task_try, command, _) = dispatch::prepare(store, cfg, &rows, &version, &params, 1, i, &[])
-        .await
-        .map_err(|e| match e {
-            dispatch::PrepareError::Task(message) => anyhow::Error::msg(message),
-            dispatch::PrepareError::Store(e) => e.into(),
-        })?;
+    let secrets = dispatch::secrets_for(store, cfg);
+    let (task_try, command, _) =
+        dispatch::prepare(store, &secrets, &rows, &version, &params, 1, i, &[])
+            .await
+            .map_err(|e| match e {
+                dispatch::PrepareError::Task(message) => anyhow::Error::msg(message),
+                dispatch::PrepareError::Store(e) => e.into(),
+            })?;
     let logs = tempfile_dir()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let executor = LocalExecutor::start(
