@@ -106,27 +106,8 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| Error::Unauthorized("not authenticated".into()))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                Error::Unauthorized("expected `Authorization: Bearer <token>`".into())
-            })?;
-        let claims = updraft_crypto::jwt::verify(token, &state.auth.secret, Utc::now().timestamp())
-            .map_err(|_| Error::Unauthorized("invalid or expired token".into()))?;
-        let username = claims
-            .get("sub")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| Error::Unauthorized("invalid or expired token".into()))?;
+        let username = bearer_subject(&parts.headers, state)?;
+        let username = username.as_str();
         // The role comes from the database, not the token, so a deleted, deactivated or
         // demoted user loses access at once instead of when the token expires.
         let user = state
@@ -146,6 +127,35 @@ impl FromRequestParts<AppState> for CurrentUser {
             role,
         })
     }
+}
+
+/// The user a request's bearer token names, if the token is well-formed, correctly signed
+/// and unexpired. Says nothing about whether that user still exists: [`CurrentUser`] checks.
+fn bearer_subject(headers: &axum::http::HeaderMap, state: &AppState) -> Result<String> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthorized("not authenticated".into()))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| Error::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
+    let claims = updraft_crypto::jwt::verify(token, &state.auth.secret, Utc::now().timestamp())
+        .map_err(|_| Error::Unauthorized("invalid or expired token".into()))?;
+    claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .ok_or_else(|| Error::Unauthorized("invalid or expired token".into()))
+}
+
+/// The username of a request with a valid token, for the event log.
+pub fn username_from_headers(headers: &axum::http::HeaderMap, state: &AppState) -> Option<String> {
+    bearer_subject(headers, state).ok()
 }
 
 /// Lifetime and signing secret of the tokens.

@@ -4,7 +4,10 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use updraft_store::{DagRecord, NewAuditEvent};
+use updraft_store::DagRecord;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::{Access, CurrentUser, Resource};
@@ -12,17 +15,23 @@ use crate::error::{Error, Result};
 use crate::json::Body;
 use crate::params::{self, Page, Pattern, SortKey};
 
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_dags))
+        .routes(routes!(get_dag, patch_dag))
+}
+
 /// Airflow's name for the DAG-folder bundle, the only bundle Updraft has.
 const BUNDLE_NAME: &str = "dags-folder";
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DagTag {
     name: String,
     dag_id: String,
 }
 
 /// Airflow's `DAGResponse`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DagResponse {
     dag_id: String,
     dag_display_name: String,
@@ -106,7 +115,7 @@ fn owners(owner: &str) -> Vec<String> {
         .collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DagCollection {
     dags: Vec<DagResponse>,
     total_entries: usize,
@@ -114,8 +123,26 @@ pub struct DagCollection {
 
 const SORT_KEYS: &[&str] = &["dag_id", "dag_display_name"];
 
-/// `GET /api/v2/dags`.
-pub async fn list(
+/// List DAGs.
+#[utoipa::path(get, path = "/dags", tag = "DAG",
+    params(
+        ("limit" = Option<usize>, Query, description = "page size (default 50, at most 100)"),
+        ("offset" = Option<usize>, Query),
+        ("order_by" = Option<Vec<String>>, Query, description = "`dag_id` or `dag_display_name`, `-` for descending; repeatable"),
+        ("dag_id_pattern" = Option<String>, Query, description = "SQL LIKE pattern, case-insensitive; `|` separates alternatives"),
+        ("tags" = Option<Vec<String>>, Query),
+        ("tags_match_mode" = Option<String>, Query, description = "`any` (default) or `all`"),
+        ("owners" = Option<Vec<String>>, Query),
+        ("paused" = Option<bool>, Query),
+        ("exclude_stale" = Option<bool>, Query),
+    ),
+    responses(
+        (status = 200, body = DagCollection),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn get_dags(
     State(state): State<AppState>,
     user: CurrentUser,
     Query(query): Query<Vec<(String, String)>>,
@@ -197,8 +224,16 @@ async fn find(state: &AppState, dag_id: &str) -> Result<DagRecord> {
         .ok_or_else(|| Error::NotFound(format!("dag `{dag_id}` not found")))
 }
 
-/// `GET /api/v2/dags/{dag_id}`.
-pub async fn get(
+/// Get one DAG.
+#[utoipa::path(get, path = "/dags/{dag_id}", tag = "DAG",
+    params(("dag_id" = String, Path)),
+    responses(
+        (status = 200, body = DagResponse),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 404, body = crate::error::HttpExceptionResponse),
+    ))]
+pub async fn get_dag(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(dag_id): Path<String>,
@@ -208,14 +243,25 @@ pub async fn get(
 }
 
 /// Airflow's `DAGPatchBody`.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DagPatchBody {
     is_paused: bool,
 }
 
-/// `PATCH /api/v2/dags/{dag_id}?update_mask=is_paused`.
-pub async fn patch(
+/// Pause or unpause a DAG (`update_mask=is_paused` is optional).
+#[utoipa::path(patch, path = "/dags/{dag_id}", tag = "DAG",
+    params(("dag_id" = String, Path), ("update_mask" = Option<Vec<String>>, Query)),
+    request_body = DagPatchBody,
+    responses(
+        (status = 200, body = DagResponse),
+        (status = 400, body = crate::error::HttpExceptionResponse),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 404, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn patch_dag(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(dag_id): Path<String>,
@@ -231,19 +277,5 @@ pub async fn patch(
     }
     find(&state, &dag_id).await?;
     state.store.set_paused(&dag_id, body.is_paused).await?;
-    state
-        .store
-        .log_event(&NewAuditEvent {
-            at: Utc::now(),
-            event: "patch_dag".into(),
-            owner: Some(user.username.clone()),
-            dag_id: Some(dag_id.clone()),
-            run_id: None,
-            task_id: None,
-            map_index: None,
-            try_number: None,
-            extra: serde_json::to_string(&body).ok(),
-        })
-        .await?;
     Ok(Json(DagResponse::from(&find(&state, &dag_id).await?)))
 }

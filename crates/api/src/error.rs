@@ -88,3 +88,26 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Airflow's error body, `{"detail": ...}`, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HttpExceptionResponse {
+    /// A message, or for some errors an object with the details.
+    pub detail: serde_json::Value,
+}
+
+/// One failed check of a request's parameters or body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ValidationErrorItem {
+    /// Where: `["body", "field"]`, `["query", "limit"]`, ...
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Airflow's 422 body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HttpValidationError {
+    pub detail: Vec<ValidationErrorItem>,
+}

@@ -4,13 +4,24 @@
 //! [`app`] builds the router without a socket (tests drive it with `oneshot`); [`serve`] runs it
 //! on a listener until a shutdown signal. Wire types (DTOs) live here and are mapped by hand
 //! from the store's types, so the JSON shape never leaks into the domain crates.
+//!
+//! Every `/api/v2` route is registered through `utoipa_axum::routes!`, which takes the path,
+//! method, parameters and schemas from the handler's `#[utoipa::path]` attribute: the router
+//! and the OpenAPI document served at `/api/v2/openapi.json` come from the same declaration and
+//! cannot drift apart.
 
+mod audit;
 pub mod auth;
+mod dag_runs;
 mod dags;
 pub mod error;
 mod json;
+mod misc;
 mod monitor;
+mod openapi;
 mod params;
+mod resources;
+mod task_instances;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +31,11 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::post;
 use tokio::sync::watch;
+use updraft_config::Config;
 use updraft_store::DynStore;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Access, AuthConfig, CurrentUser, LoginLimiter, Resource, Role, required_role};
 pub use error::Error;
@@ -34,6 +47,8 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub store: DynStore,
+    /// The effective configuration (paths, secrets settings, and `/api/v2/config`).
+    pub config: Arc<Config>,
     pub auth: AuthConfig,
     pub limiter: Arc<LoginLimiter>,
     /// Reported by `/api/v2/version`.
@@ -41,10 +56,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state with the default login limit (5 failures per user and address per minute).
-    pub fn new(store: DynStore, secret: Vec<u8>, jwt_expiration: Duration) -> AppState {
+    /// A state with the token lifetime from `config` and the default login limit (5 failures
+    /// per user and address per minute).
+    pub fn new(store: DynStore, config: Arc<Config>, secret: Vec<u8>) -> AppState {
+        let jwt_expiration = config.api.jwt_expiration;
         AppState {
             store,
+            config,
             auth: AuthConfig {
                 secret: Arc::new(secret),
                 jwt_expiration,
@@ -55,13 +73,41 @@ impl AppState {
     }
 }
 
+/// Every `/api/v2` route with its OpenAPI description, before the state is attached.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(monitor::routes())
+        .merge(dags::routes())
+        .merge(dag_runs::routes())
+        .merge(task_instances::routes())
+        .merge(resources::routes())
+        .merge(misc::routes())
+}
+
+/// The OpenAPI document of `/api/v2` (served at `/api/v2/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_router().split_for_parts();
+    openapi::finish(&mut doc);
+    doc
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/version", get(monitor::version))
-        .route("/monitor/health", get(monitor::health))
-        .route("/dags", get(dags::list))
-        .route("/dags/{dag_id}", get(dags::get).patch(dags::patch));
+    let (api, mut doc) = api_router().split_for_parts();
+    openapi::finish(&mut doc);
+    let doc = Arc::new(doc);
+    let api = api
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ));
     Router::new()
         .route("/auth/token", post(auth::login))
         .nest("/api/v2", api)

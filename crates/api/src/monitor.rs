@@ -4,23 +4,35 @@
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
-#[derive(Serialize)]
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_version))
+        .routes(routes!(get_health))
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct VersionInfo {
     version: &'static str,
     git_version: Option<String>,
 }
 
-pub async fn version(State(state): State<AppState>) -> Json<VersionInfo> {
+/// Version of the server.
+#[utoipa::path(get, path = "/version", tag = "Version", security(()),
+    responses((status = 200, body = VersionInfo)))]
+pub async fn get_version(State(state): State<AppState>) -> Json<VersionInfo> {
     Json(VersionInfo {
         version: state.version,
         git_version: None,
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
     metadatabase: Status,
     scheduler: SchedulerHealth,
@@ -28,33 +40,35 @@ pub struct Health {
     dag_processor: DagProcessorHealth,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Status {
     status: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SchedulerHealth {
     status: &'static str,
     latest_scheduler_heartbeat: Option<String>,
 }
 
 /// Updraft has no separate triggerer; Airflow reports `null` for components it does not run.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TriggererHealth {
     status: Option<&'static str>,
     latest_triggerer_heartbeat: Option<String>,
 }
 
 /// The DAG processor runs inside the scheduler, so it has no status of its own.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DagProcessorHealth {
     status: Option<&'static str>,
     latest_dag_processor_heartbeat: Option<String>,
 }
 
 /// Always 200: an unreachable database is reported as unhealthy, not as a server error.
-pub async fn health(State(state): State<AppState>) -> Json<Health> {
+#[utoipa::path(get, path = "/monitor/health", tag = "Monitor", security(()),
+    responses((status = 200, body = Health)))]
+pub async fn get_health(State(state): State<AppState>) -> Json<Health> {
     // A running scheduler renews the `scheduler` lease every few seconds and releases it on
     // shutdown; an expiry in the past means it stopped renewing (crashed or hung).
     let (db, scheduler) = match state.store.lease_expires_at("scheduler").await {

@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
@@ -107,7 +108,7 @@ pub fn spawn(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<std::io::Result<()>>> {
-    let state = updraft_api::AppState::new(store, secret_key(cfg)?, cfg.api.jwt_expiration);
+    let state = updraft_api::AppState::new(store, Arc::new(cfg.clone()), secret_key(cfg)?);
     if let Ok(addr) = listener.local_addr() {
         eprintln!("  api:         http://{addr}/api/v2");
     }

@@ -1,130 +1,13 @@
-//! Handler tests: the router driven with `oneshot`, no socket, on a fresh SQLite database.
+//! Login, tokens, roles, `/dags`, monitor routes and response headers.
 
-use std::time::Duration;
-
+use super::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::Utc;
 use serde_json::{Value, json};
+use std::time::Duration;
 use tower::ServiceExt;
-use updraft_api::{AppState, app};
-use updraft_core::model::{DagSpec, Operator, TaskSpec};
-use updraft_store::testing::TestDb;
-use updraft_store::{DynStore, NewUser};
-
-const SECRET: &[u8] = b"test-secret-of-sufficient-length-0123456789";
-
-struct Env {
-    _db: TestDb,
-    store: DynStore,
-    state: AppState,
-}
-
-fn spec(id: &str, tags: &[&str], owner: &str) -> DagSpec {
-    let mut s = DagSpec {
-        fileloc: format!("{id}.yaml"),
-        ..DagSpec::new(id, vec![TaskSpec::new("t", Operator::Empty)])
-    };
-    s.tags = tags.iter().map(|t| t.to_string()).collect();
-    s.owner = owner.into();
-    s
-}
-
-async fn env() -> Env {
-    let db = TestDb::sqlite().await;
-    let store = db.store.clone();
-    store.migrate().await.unwrap();
-    for role in ["viewer", "user", "op", "admin"] {
-        // Hashing is slow by design, and only the login tests need a real one.
-        add_user(&store, role, role, "x").await;
-    }
-    store
-        .upsert_dag(&spec("alpha", &["etl", "daily"], "ann"), true)
-        .await
-        .unwrap();
-    store
-        .upsert_dag(&spec("beta_report", &["report"], "bob, ann"), false)
-        .await
-        .unwrap();
-    store
-        .upsert_dag(&spec("gamma", &["etl"], "carl"), false)
-        .await
-        .unwrap();
-    let state = AppState::new(store.clone(), SECRET.to_vec(), Duration::from_secs(3600));
-    Env {
-        _db: db,
-        store,
-        state,
-    }
-}
-
-async fn add_user(store: &DynStore, name: &str, role: &str, hash: &str) {
-    store
-        .create_user(&NewUser {
-            username: name.into(),
-            password_hash: hash.into(),
-            role: role.into(),
-            email: None,
-            first_name: None,
-            last_name: None,
-        })
-        .await
-        .unwrap();
-}
-
-fn token_for(name: &str, exp_offset: i64) -> String {
-    let now = Utc::now().timestamp();
-    updraft_crypto::jwt::sign(
-        &json!({"sub": name, "role": "ignored", "exp": now + exp_offset}),
-        SECRET,
-    )
-}
-
-async fn call(
-    state: &AppState,
-    method: &str,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    send(state, req).await
-}
-
-async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
-    let res = app(state.clone()).oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, value)
-}
-
-async fn get(env: &Env, uri: &str) -> Value {
-    let (status, body) = call(&env.state, "GET", uri, Some(&token_for("admin", 60)), None).await;
-    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
-    body
-}
-
-fn ids(body: &Value) -> Vec<&str> {
-    body["dags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["dag_id"].as_str().unwrap())
-        .collect()
-}
+use updraft_api::app;
 
 #[tokio::test]
 async fn login_issues_a_token_for_the_right_password_only() {
