@@ -29,6 +29,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "users_connections_audit",
         sql: include_str!("../migrations/sqlite/0002_users_connections_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "notes_dag_code",
+        sql: include_str!("../migrations/sqlite/0003_notes_dag_code.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -42,10 +47,17 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "users_connections_audit",
         sql: include_str!("../migrations/postgres/0002_users_connections_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "notes_dag_code",
+        sql: include_str!("../migrations/postgres/0003_notes_dag_code.sql"),
+    },
 ];
 
 /// Every table the migrations create, children before parents (the drop order of `reset`).
 pub(crate) const TABLES: &[&str] = &[
+    "task_instance_note",
+    "dag_code",
     "xcom",
     "rendered_task_instance_fields",
     "task_instance_history",
