@@ -1518,7 +1518,8 @@ pub async fn upgrade_from_migration_1(h: &Harness) {
     s.set_variable("kept", "1", None).await.unwrap();
     s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
     h.raw_sql(
-        "DROP TABLE log; DROP TABLE connection; DROP TABLE ab_user; \
+        "DROP TABLE dag_code; DROP TABLE task_instance_note; \
+         DROP TABLE log; DROP TABLE connection; DROP TABLE ab_user; \
          DELETE FROM updraft_schema_migration WHERE version >= 2",
     )
     .await;
