@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 eval "export $(scripts/postgres.sh | tail -n 1)"
 eval "export $(scripts/pgbouncer.sh start | tail -n 1)"
+eval "export $(scripts/python-client.sh | tail -n 1)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     exec cargo nextest run --workspace --no-fail-fast "$@"
