@@ -1,6 +1,8 @@
 //! Airflow's query-parameter conventions: `limit`/`offset`, repeatable `order_by` with `-`,
 //! `*_pattern` filters with SQL `LIKE` wildcards, repeatable multi-value filters.
 
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+
 use crate::error::{Error, Result};
 
 /// Default page size (`[api] fallback_page_limit` in Airflow).
@@ -107,6 +109,95 @@ pub fn order_by(
         .collect()
 }
 
+/// A `<name>_gte` / `_gt` / `_lte` / `_lt` filter; a bound left out does not filter.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Range<T> {
+    pub gte: Option<T>,
+    pub gt: Option<T>,
+    pub lte: Option<T>,
+    pub lt: Option<T>,
+}
+
+impl<T: PartialOrd> Range<T> {
+    pub fn is_empty(&self) -> bool {
+        self.gte.is_none() && self.gt.is_none() && self.lte.is_none() && self.lt.is_none()
+    }
+
+    /// Whether `value` lies within every given bound (for filters applied in memory).
+    pub fn contains(&self, value: &T) -> bool {
+        self.gte.as_ref().is_none_or(|b| value >= b)
+            && self.gt.as_ref().is_none_or(|b| value > b)
+            && self.lte.as_ref().is_none_or(|b| value <= b)
+            && self.lt.as_ref().is_none_or(|b| value < b)
+    }
+}
+
+impl<T> Range<T> {
+    /// Reads the four bounds of `name` with `parse`, which receives the parameter's full name.
+    fn parse_with(
+        query: &Pairs,
+        name: &str,
+        parse: impl Fn(&str, &str) -> Result<T>,
+    ) -> Result<Range<T>> {
+        let bound = |suffix: &str| -> Result<Option<T>> {
+            let full = format!("{name}_{suffix}");
+            single(query, &full).map(|v| parse(&full, v)).transpose()
+        };
+        Ok(Range {
+            gte: bound("gte")?,
+            gt: bound("gt")?,
+            lte: bound("lte")?,
+            lt: bound("lt")?,
+        })
+    }
+}
+
+/// `<name>_gte`, `_gt`, `_lte`, `_lt` as ISO-8601 datetimes (see [`parse_datetime`]); a bad
+/// value is a 422 naming the parameter.
+pub fn datetime_range(query: &Pairs, name: &str) -> Result<Range<DateTime<Utc>>> {
+    Range::parse_with(query, name, |full, v| {
+        parse_datetime(v).map_err(|msg| Error::validation(&["query", full], msg))
+    })
+}
+
+/// `<name>_gte`, `_gt`, `_lte`, `_lt` as numbers; a bad value is a 422 naming the parameter.
+pub fn number_range(query: &Pairs, name: &str) -> Result<Range<f64>> {
+    Range::parse_with(query, name, |full, v| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| {
+                Error::validation(&["query", full], format!("`{v}` is not a valid number"))
+            })
+    })
+}
+
+/// An ISO-8601 datetime: with an offset (`2024-01-01T00:00:00+02:00`, `...Z`), without one
+/// (taken as UTC), with a space instead of `T`, or a bare date (midnight UTC). The error is a
+/// message meant for the client.
+pub fn parse_datetime(text: &str) -> std::result::Result<DateTime<Utc>, String> {
+    let t = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    let normalized = t.replacen(' ', "T", 1);
+    if let Ok(dt) = DateTime::parse_from_rfc3339(&normalized) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(&normalized, format) {
+            return Ok(naive.and_utc());
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(date.and_time(NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "`{text}` is not a valid datetime, expected ISO 8601 such as `2024-01-31T12:00:00Z`"
+    ))
+}
+
 /// A `*_pattern` filter: Airflow's case-insensitive `ILIKE '%value%'`, where `%` matches any
 /// run of characters, `_` one character, `\` escapes the next one, `a | b` is either, and `~`
 /// matches everything.
@@ -204,6 +295,54 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn datetime_range_reads_four_bounds_and_names_bad_ones() {
+        let r = datetime_range(
+            &q(&[
+                ("run_after_gte", "2024-01-01T00:00:00Z"),
+                ("run_after_lt", "2024-01-02T02:00:00+02:00"),
+                ("run_after_lte", "2024-01-03"),
+                ("other_gt", "2024-01-01"),
+            ]),
+            "run_after",
+        )
+        .unwrap();
+        let at = |s: &str| parse_datetime(s).unwrap();
+        assert_eq!(r.gte, Some(at("2024-01-01T00:00:00+00:00")));
+        assert_eq!(r.lt, Some(at("2024-01-02T00:00:00Z")));
+        assert_eq!(r.lte, Some(at("2024-01-03T00:00:00Z")));
+        assert_eq!(r.gt, None);
+        assert!(r.contains(&at("2024-01-01T12:00:00Z")));
+        assert!(!r.contains(&at("2024-01-02T00:00:00Z")));
+        assert_eq!(at("2024-01-01 10:30:00"), at("2024-01-01T10:30:00Z"));
+        assert_eq!(at("2024-01-01T10:30:00.5"), at("2024-01-01T10:30:00.500Z"));
+        match datetime_range(&q(&[("start_date_gt", "yesterday")]), "start_date") {
+            Err(Error::Validation { loc, .. }) => assert_eq!(loc, ["query", "start_date_gt"]),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        assert!(datetime_range(&q(&[]), "x").unwrap().is_empty());
+    }
+
+    #[test]
+    fn number_range_parses_and_refuses_non_numbers() {
+        let r = number_range(
+            &q(&[("duration_gt", "1.5"), ("duration_lte", "10")]),
+            "duration",
+        )
+        .unwrap();
+        assert_eq!(r.gt, Some(1.5));
+        assert_eq!(r.lte, Some(10.0));
+        assert!(r.contains(&2.0) && !r.contains(&1.5) && !r.contains(&11.0));
+        assert!(matches!(
+            number_range(&q(&[("duration_gte", "NaN")]), "duration"),
+            Err(Error::Validation { .. })
+        ));
+        assert!(matches!(
+            number_range(&q(&[("duration_gte", "abc")]), "duration"),
+            Err(Error::Validation { .. })
+        ));
     }
 
     #[test]
