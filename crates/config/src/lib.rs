@@ -82,6 +82,10 @@ pub struct Api {
     /// Signs the API's tokens; empty means the generated `$UPDRAFT_HOME/api_secret_key`.
     pub secret_key: String,
     pub jwt_expiration: Duration,
+    /// Origins a browser may call the API from (CORS); empty turns CORS off.
+    pub access_control_allow_origins: Vec<String>,
+    pub access_control_allow_methods: Vec<String>,
+    pub access_control_allow_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -695,7 +699,49 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| fmt_duration(c.api.jwt_expiration),
     },
+    OptionDef {
+        section: "api",
+        key: "access_control_allow_origins",
+        kind: Kind::String,
+        description: "Comma-separated origins (e.g. `https://tools.example.com`) whose browser pages may call the API (CORS); `*` allows any origin. Empty: no CORS headers are sent, so browsers refuse cross-origin calls.",
+        set: |c, v| {
+            c.api.access_control_allow_origins = comma_list(v.text("a comma-separated list")?);
+            Ok(())
+        },
+        get: |c| c.api.access_control_allow_origins.join(", "),
+    },
+    OptionDef {
+        section: "api",
+        key: "access_control_allow_methods",
+        kind: Kind::String,
+        description: "Comma-separated HTTP methods allowed in cross-origin calls, when `access_control_allow_origins` is set.",
+        set: |c, v| {
+            c.api.access_control_allow_methods = comma_list(v.text("a comma-separated list")?);
+            Ok(())
+        },
+        get: |c| c.api.access_control_allow_methods.join(", "),
+    },
+    OptionDef {
+        section: "api",
+        key: "access_control_allow_headers",
+        kind: Kind::String,
+        description: "Comma-separated request headers allowed in cross-origin calls, when `access_control_allow_origins` is set.",
+        set: |c, v| {
+            c.api.access_control_allow_headers = comma_list(v.text("a comma-separated list")?);
+            Ok(())
+        },
+        get: |c| c.api.access_control_allow_headers.join(", "),
+    },
 ];
+
+/// `"a, b,,c"` → `["a", "b", "c"]`.
+fn comma_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
 
 fn sections() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
@@ -763,6 +809,13 @@ impl Config {
                 port: 8080,
                 secret_key: String::new(),
                 jwt_expiration: Duration::from_secs(24 * 3600),
+                access_control_allow_origins: Vec::new(),
+                access_control_allow_methods: ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                    .map(String::from)
+                    .to_vec(),
+                access_control_allow_headers: ["Authorization", "Content-Type"]
+                    .map(String::from)
+                    .to_vec(),
             },
             home,
             origins: BTreeMap::new(),
