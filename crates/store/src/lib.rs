@@ -10,8 +10,11 @@
 
 mod common;
 mod error;
+mod listing;
 mod postgres;
 mod sqlite;
+mod run_query;
+mod ti_query;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;
@@ -248,6 +251,64 @@ pub trait Store: Send + Sync + 'static {
     /// When the named lease expires, if anyone holds it; a holder that stopped renewing shows
     /// an expiry in the past (the API's health check tells a live scheduler from a dead one).
     async fn lease_expires_at(&self, name: &str) -> Result<Option<DateTime<Utc>>>;
+
+    // ---- API listings: DAG pages, tags, run counts, versions, sources, event log ---------
+    /// A page of DAGs with the total before paging, filtered and ordered in SQL.
+    /// `Error::Invalid` for a negative limit or offset.
+    async fn list_dags_page(&self, filter: &DagFilter) -> Result<DagPage>;
+    /// Distinct tags of the DAGs' latest versions matching any of `like` (all when empty),
+    /// sorted by name, and how many there are before paging.
+    async fn list_dag_tags(
+        &self,
+        like: &[String],
+        descending: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<String>, i64)>;
+    /// Runs per DAG and state, for the given DAGs (every DAG when empty).
+    async fn count_runs_by_state(&self, dag_ids: &[String]) -> Result<Vec<RunCount>>;
+    /// Versions of a DAG, oldest first.
+    async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>>;
+    /// Stores the source of the file a DAG version was parsed from (replacing an earlier one);
+    /// `Error::NotFound` when the version does not exist.
+    async fn set_dag_code(&self, code: &DagCode) -> Result<()>;
+    async fn get_dag_code(&self, dag_id: &str, version: i64) -> Result<Option<DagCode>>;
+    /// A page of the event log with the total before paging. `Error::Invalid` for a negative
+    /// limit or offset.
+    async fn query_events(&self, filter: &EventFilter) -> Result<EventPage>;
+    async fn get_event(&self, id: i64) -> Result<Option<AuditEvent>>;
+
+    // ---- task instance listings and notes (API) ---------------------------------------------
+    /// Task instances matching `filter`, filtered, ordered and paged in SQL, with the number of
+    /// matches over all pages.
+    async fn query_task_instances(&self, filter: &TaskInstanceFilter) -> Result<TaskInstancePage>;
+    /// Sets the note of a task instance (`None` removes it). The note has its own row, so the
+    /// scheduler's versioned writes never touch it. `Error::NotFound` for an unknown instance.
+    async fn set_task_instance_note(
+        &self,
+        ti_id: uuid::Uuid,
+        content: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<()>;
+    async fn get_task_instance_note(&self, ti_id: uuid::Uuid) -> Result<Option<String>>;
+
+    // ---- pool usage (REST API) ------------------------------------------------------------
+    /// Slots held per pool by task instances that are running, queued, scheduled or deferred,
+    /// in one grouped query; pools nobody uses are absent. Ordered by pool name.
+    async fn pool_slot_usage(&self) -> Result<Vec<PoolUsage>>;
+
+    // ---- DAG run listings and annotations (API) -----------------------------------------------
+    /// Runs matching `query`, filtered, ordered and paged in SQL, with the number of matches
+    /// over all pages.
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage>;
+    /// Sets (or with `None` removes) a run's note; bumps its version and posts an inbox item so
+    /// the scheduler's cached copy never writes the old note back. `Error::NotFound` for an
+    /// unknown run.
+    async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>)
+    -> Result<DagRun>;
+    /// Records who triggered a run (a column the scheduler never writes, so no version bump).
+    /// `Error::NotFound` for an unknown run.
+    async fn set_run_triggering_user(&self, dag_id: &str, run_id: &str, user: &str) -> Result<()>;
 }
 
 /// Opens a store from a `database.url`: `sqlite://PATH` (created if missing, `sqlite::memory:`

@@ -6,6 +6,9 @@
 //! Bulk writes are set-based: one `unnest` of column arrays per table, never a round trip per
 //! row.
 
+use crate::PoolUsage;
+use crate::listing;
+use crate::{DagCode, DagFilter, DagPage, DagVersionInfo, EventFilter, EventPage, RunCount};
 use crate::common::{
     self, Get, HEARTBEAT_RULE, LocalWake, TI_ALL, TI_MUTABLE, db_err, i32_of, now,
 };
@@ -14,6 +17,8 @@ use crate::{
     ImportErrorInput, InboxItem, InboxItemInput, InboxKind, NewAuditEvent, NewRun, NewUser,
     PastState, Pool, Result, RunFilter, SchemaStatus, Store, TaskInstance, User, Variable, XCom,
 };
+use crate::{RunPage, RunQuery, RunRow, run_query};
+use crate::{TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, ti_query};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{
@@ -2039,6 +2044,411 @@ impl Store for PgStore {
         })
     }
 
+    // ---- API listings: DAG pages, tags, run counts, versions, sources, event log ---------
+    async fn list_dags_page(&self, filter: &DagFilter) -> Result<DagPage> {
+        common::check_page(filter.limit, filter.offset)?;
+        let b = listing::dag_where(filter, listing::Dialect::Postgres);
+        let cond = b.where_sql();
+        let count_sql = format!("SELECT COUNT(*) AS n FROM {} {cond}", listing::DAG_COUNT_FROM);
+        let n = b.args.len();
+        let sql = format!(
+            "SELECT {} FROM {} {cond} {} LIMIT ${} OFFSET ${}",
+            listing::dag_page_cols(),
+            listing::DAG_PAGE_FROM,
+            listing::dag_order(filter),
+            n + 1,
+            n + 2
+        );
+        read!(self, tx, {
+            let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .try_get("n")
+                .map_err(db_err)?;
+            let dags = listing::bind_pg(q(&sql), &b.args)
+                .bind(filter.limit)
+                .bind(filter.offset)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(listing::dag_list_item)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DagPage { dags, total })
+        })
+    }
+
+    async fn list_dag_tags(
+        &self,
+        like: &[String],
+        descending: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<String>, i64)> {
+        common::check_page(limit, offset)?;
+        let mut b = listing::Builder::new(listing::Dialect::Postgres);
+        b.like_any("t.value", like);
+        let names = format!(
+            "SELECT DISTINCT t.value AS name FROM {}, {} {}",
+            listing::DAG_COUNT_FROM,
+            listing::Dialect::Postgres.tags_of_spec(),
+            b.where_sql()
+        );
+        let count_sql = format!("SELECT COUNT(*) AS n FROM ({names}) AS x");
+        let n = b.args.len();
+        let sql = format!(
+            "{names} ORDER BY name {} LIMIT ${} OFFSET ${}",
+            if descending { "DESC" } else { "ASC" },
+            n + 1,
+            n + 2
+        );
+        read!(self, tx, {
+            let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .try_get("n")
+                .map_err(db_err)?;
+            let tags = listing::bind_pg(q(&sql), &b.args)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|r| r.try_get::<String, _>("name").map_err(db_err))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((tags, total))
+        })
+    }
+
+    async fn count_runs_by_state(&self, dag_ids: &[String]) -> Result<Vec<RunCount>> {
+        read!(self, tx, {
+            q("SELECT dag_id, state, COUNT(*) AS n FROM dag_run \
+               WHERE (cardinality($1::text[]) = 0 OR dag_id = ANY($1)) \
+               GROUP BY dag_id, state ORDER BY dag_id, state")
+            .bind(dag_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(listing::run_count)
+            .collect()
+        })
+    }
+
+    async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>> {
+        read!(self, tx, {
+            q("SELECT dag_id, version, created_at FROM dag_version WHERE dag_id = $1 \
+               ORDER BY version")
+            .bind(dag_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| {
+                Ok(DagVersionInfo {
+                    dag_id: r.text("dag_id")?,
+                    version: r.int("version")?,
+                    created_at: r.ts("created_at")?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    async fn set_dag_code(&self, code: &DagCode) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let exists: Option<i32> =
+            qs("SELECT 1 FROM dag_version WHERE dag_id = $1 AND version = $2")
+                .bind(&code.dag_id)
+                .bind(code.version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!(
+                "version {} of dag `{}`",
+                code.version, code.dag_id
+            )));
+        }
+        q("INSERT INTO dag_code (dag_id, version, fileloc, source) VALUES ($1, $2, $3, $4) \
+           ON CONFLICT (dag_id, version) DO UPDATE SET fileloc = excluded.fileloc, \
+           source = excluded.source")
+        .bind(&code.dag_id)
+        .bind(code.version)
+        .bind(&code.fileloc)
+        .bind(&code.source)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+
+    async fn get_dag_code(&self, dag_id: &str, version: i64) -> Result<Option<DagCode>> {
+        read!(self, tx, {
+            q("SELECT dag_id, version, fileloc, source FROM dag_code \
+               WHERE dag_id = $1 AND version = $2")
+            .bind(dag_id)
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .map(|r| {
+                Ok(DagCode {
+                    dag_id: r.text("dag_id")?,
+                    version: r.int("version")?,
+                    fileloc: r.text("fileloc")?,
+                    source: r.text("source")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    async fn query_events(&self, filter: &EventFilter) -> Result<EventPage> {
+        common::check_page(filter.limit, filter.offset)?;
+        let b = listing::event_where(filter, listing::Dialect::Postgres);
+        let cond = b.where_sql();
+        let count_sql = format!("SELECT COUNT(*) AS n FROM log {cond}");
+        let n = b.args.len();
+        let sql = format!(
+            "SELECT {} FROM log {cond} {} LIMIT ${} OFFSET ${}",
+            common::LOG_COLS,
+            listing::event_order(filter),
+            n + 1,
+            n + 2
+        );
+        read!(self, tx, {
+            let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .try_get("n")
+                .map_err(db_err)?;
+            let events = listing::bind_pg(q(&sql), &b.args)
+                .bind(filter.limit)
+                .bind(filter.offset)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::audit_event)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(EventPage { events, total })
+        })
+    }
+
+    async fn get_event(&self, id: i64) -> Result<Option<AuditEvent>> {
+        let sql = format!("SELECT {} FROM log WHERE id = $1", common::LOG_COLS);
+        read!(self, tx, {
+            q(&sql)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(common::audit_event)
+                .transpose()
+        })
+    }
+
+    // ---- DAG run listings and annotations (API) -----------------------------------------------
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
+        let (cond, args) = run_query::where_clause(query, "ILIKE");
+        let count_sql = format!("SELECT COUNT(*) FROM dag_run WHERE {cond}");
+        let n = args.len();
+        let sql = format!(
+            "SELECT {} FROM dag_run WHERE {cond} {} LIMIT ${} OFFSET ${}",
+            run_query::SELECT_COLS,
+            run_query::order_clause(query),
+            n + 1,
+            n + 2
+        );
+        read!(self, tx, {
+            let mut count = qs::<i64>(&count_sql);
+            for a in &args {
+                count = match a {
+                    ti_query::Arg::Text(v) => count.bind(v.clone()),
+                    ti_query::Arg::Int(v) => count.bind(*v),
+                    ti_query::Arg::Float(v) => count.bind(*v),
+                    ti_query::Arg::Ts(v) => count.bind(*v),
+                };
+            }
+            let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
+            let mut select = q(&sql);
+            for a in &args {
+                select = match a {
+                    ti_query::Arg::Text(v) => select.bind(v.clone()),
+                    ti_query::Arg::Int(v) => select.bind(*v),
+                    ti_query::Arg::Float(v) => select.bind(*v),
+                    ti_query::Arg::Ts(v) => select.bind(*v),
+                };
+            }
+            let rows = select
+                .bind(query.limit)
+                .bind(query.offset.unwrap_or(0))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let items = rows
+                .iter()
+                .map(|row| {
+                    Ok(RunRow {
+                        run: common::dag_run(row)?,
+                        triggering_user_name: row.text_opt("triggering_user_name")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RunPage { items, total })
+        })
+    }
+
+    async fn set_run_note(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        note: Option<&str>,
+    ) -> Result<DagRun> {
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id, true)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        let mut new = run.clone();
+        new.note = note.map(String::from);
+        let stale = update_runs(&mut tx, std::slice::from_ref(&new)).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        new.version += 1;
+        Ok(new)
+    }
+
+    async fn set_run_triggering_user(&self, dag_id: &str, run_id: &str, user: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = q(
+            "UPDATE dag_run SET triggering_user_name = $1 WHERE dag_id = $2 AND run_id = $3",
+        )
+        .bind(user)
+        .bind(dag_id)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(common::run_not_found(dag_id, run_id));
+        }
+        self.commit(tx, false).await
+    }
+
+    // ---- task instance listings and notes (API) ---------------------------------------------
+    async fn query_task_instances(&self, filter: &TaskInstanceFilter) -> Result<TaskInstancePage> {
+        let (cond, args) = ti_query::where_clause(filter, "ILIKE");
+        let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {cond}", ti_query::FROM);
+        let n = args.len();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {cond} {} LIMIT ${} OFFSET ${}",
+            ti_query::SELECT_COLS,
+            ti_query::FROM,
+            ti_query::order_clause(filter),
+            n + 1,
+            n + 2
+        );
+        read!(self, tx, {
+            let mut count = qs::<i64>(&count_sql);
+            for a in &args {
+                count = match a {
+                    ti_query::Arg::Text(v) => count.bind(v.clone()),
+                    ti_query::Arg::Int(v) => count.bind(*v),
+                    ti_query::Arg::Float(v) => count.bind(*v),
+                    ti_query::Arg::Ts(v) => count.bind(*v),
+                };
+            }
+            let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
+            let mut query = q(&sql);
+            for a in &args {
+                query = match a {
+                    ti_query::Arg::Text(v) => query.bind(v.clone()),
+                    ti_query::Arg::Int(v) => query.bind(*v),
+                    ti_query::Arg::Float(v) => query.bind(*v),
+                    ti_query::Arg::Ts(v) => query.bind(*v),
+                };
+            }
+            let rows = query
+                .bind(filter.limit)
+                .bind(filter.offset.unwrap_or(0))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let items = rows
+                .iter()
+                .map(|row| {
+                    Ok(TaskInstanceRow {
+                        ti: common::task_instance(row)?,
+                        logical_date: row.ts_opt("run_logical_date")?,
+                        run_after: row.ts("run_run_after")?,
+                        dag_version: row.int("run_dag_version")?,
+                        note: row.text_opt("note_content")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(TaskInstancePage { items, total })
+        })
+    }
+
+    async fn set_task_instance_note(
+        &self,
+        ti_id: Uuid,
+        content: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let exists: Option<i32> = qs("SELECT 1 FROM task_instance WHERE id = $1")
+            .bind(ti_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("task instance {ti_id}")));
+        }
+        match content {
+            Some(content) => {
+                q("INSERT INTO task_instance_note (ti_id, content, user_id, created_at, \
+                   updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (ti_id) DO UPDATE SET \
+                   content = excluded.content, user_id = excluded.user_id, \
+                   updated_at = excluded.updated_at")
+                .bind(ti_id)
+                .bind(content)
+                .bind(user_id)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            None => {
+                q("DELETE FROM task_instance_note WHERE ti_id = $1")
+                    .bind(ti_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn get_task_instance_note(&self, ti_id: Uuid) -> Result<Option<String>> {
+        read!(self, tx, {
+            qs::<String>("SELECT content FROM task_instance_note WHERE ti_id = $1")
+                .bind(ti_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)
+        })
+    }
+
     async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
         read!(self, tx, {
             sqlx::query_scalar::<_, String>("SELECT holder FROM lease WHERE name = $1")
@@ -2047,6 +2457,19 @@ impl Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)
+        })
+    }
+
+    // ---- pool usage (REST API) ------------------------------------------------------------
+    async fn pool_slot_usage(&self) -> Result<Vec<PoolUsage>> {
+        read!(self, tx, {
+            q(common::POOL_USAGE_SQL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::pool_usage)
+                .collect()
         })
     }
 }

@@ -229,6 +229,16 @@ pub struct Pool {
     pub description: Option<String>,
 }
 
+/// Slots of one pool held by task instances, by state (sums of `pool_slots`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    pub pool: String,
+    pub running: i64,
+    pub queued: i64,
+    pub scheduled: i64,
+    pub deferred: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InboxKind {
@@ -405,4 +415,321 @@ pub struct AuditEvent {
     pub map_index: Option<i32>,
     pub try_number: Option<i32>,
     pub extra: Option<String>,
+}
+
+// ---- task instance queries (API listings) -------------------------------------------------
+
+/// Bounds of a range filter; every bound is optional and they combine with AND.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds<T> {
+    pub gte: Option<T>,
+    pub gt: Option<T>,
+    pub lte: Option<T>,
+    pub lt: Option<T>,
+}
+
+impl<T> Default for Bounds<T> {
+    fn default() -> Self {
+        Bounds {
+            gte: None,
+            gt: None,
+            lte: None,
+            lt: None,
+        }
+    }
+}
+
+/// Columns a task instance listing may be ordered by (a fixed allow-list, never user text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TiSortKey {
+    Id,
+    DagId,
+    RunId,
+    TaskId,
+    MapIndex,
+    State,
+    TryNumber,
+    StartDate,
+    EndDate,
+    Duration,
+    LogicalDate,
+    RunAfter,
+    Pool,
+    Queue,
+    Operator,
+    PriorityWeight,
+    QueuedWhen,
+    ScheduledWhen,
+}
+
+/// What [`crate::Store::query_task_instances`] selects. Empty lists and `None`s filter nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskInstanceFilter {
+    pub dag_ids: Vec<String>,
+    pub run_ids: Vec<String>,
+    pub task_ids: Vec<String>,
+    pub states: Vec<TaskState>,
+    pub pools: Vec<String>,
+    pub queues: Vec<String>,
+    pub operators: Vec<String>,
+    pub try_numbers: Vec<u32>,
+    pub map_indexes: Vec<i32>,
+    /// SQL `LIKE` patterns (`\` escapes), case-insensitive; a value matches if any matches.
+    pub dag_id_like: Vec<String>,
+    pub run_id_like: Vec<String>,
+    pub task_id_like: Vec<String>,
+    pub pool_like: Vec<String>,
+    pub queue_like: Vec<String>,
+    pub operator_like: Vec<String>,
+    pub start_date: Bounds<DateTime<Utc>>,
+    pub end_date: Bounds<DateTime<Utc>>,
+    pub logical_date: Bounds<DateTime<Utc>>,
+    pub run_after: Bounds<DateTime<Utc>>,
+    pub duration: Bounds<f64>,
+    /// `(key, descending)`; the instance's natural key always follows as a tie-breaker.
+    pub order_by: Vec<(TiSortKey, bool)>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// A task instance with what a listing shows of its run and its note.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInstanceRow {
+    pub ti: TaskInstance,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+    /// The DAG version the run executes.
+    pub dag_version: i64,
+    pub note: Option<String>,
+}
+
+/// One page of a task instance query and the number of matches over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInstancePage {
+    pub items: Vec<TaskInstanceRow>,
+    pub total: i64,
+}
+
+// ---- DAG run queries (API listings) -------------------------------------------------------
+
+/// Columns a run listing may be ordered by (a fixed allow-list, never user text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSortKey {
+    Id,
+    DagId,
+    RunId,
+    State,
+    RunType,
+    LogicalDate,
+    RunAfter,
+    QueuedAt,
+    StartDate,
+    EndDate,
+}
+
+/// What [`crate::Store::query_runs`] selects. Empty lists and `None`s filter nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunQuery {
+    pub dag_ids: Vec<String>,
+    pub run_ids: Vec<String>,
+    pub states: Vec<RunState>,
+    pub run_types: Vec<RunType>,
+    /// SQL `LIKE` patterns (`\` escapes), case-insensitive; a value matches if any matches.
+    pub dag_id_like: Vec<String>,
+    pub run_id_like: Vec<String>,
+    pub triggering_user_like: Vec<String>,
+    pub logical_date: Bounds<DateTime<Utc>>,
+    pub run_after: Bounds<DateTime<Utc>>,
+    pub start_date: Bounds<DateTime<Utc>>,
+    pub end_date: Bounds<DateTime<Utc>>,
+    /// `(key, descending)`; the row id always follows as a tie-breaker.
+    pub order_by: Vec<(RunSortKey, bool)>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// A run with who triggered it by hand, when known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub run: DagRun,
+    pub triggering_user_name: Option<String>,
+}
+
+/// One page of a run query and the number of matches over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub items: Vec<RunRow>,
+    pub total: i64,
+}
+
+// ---- API listings (DAG pages, tags, run counts, versions, sources, event log) -------------
+
+/// Which DAGs a page lists; empty lists and `None` filter nothing. Patterns are SQL `LIKE`
+/// patterns (`%`, `_`, `\` escapes), matched case-insensitively; a row matches if any does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DagFilter {
+    pub dag_ids: Vec<String>,
+    pub dag_id_like: Vec<String>,
+    /// DAGs with any of these tags (or all of them, with `tags_match_all`).
+    pub tags: Vec<String>,
+    pub tags_match_all: bool,
+    /// DAGs with any of these owners (the spec's comma-separated `owner`).
+    pub owners: Vec<String>,
+    pub paused: Option<bool>,
+    /// Also list DAGs whose file no longer defines them.
+    pub include_stale: bool,
+    pub has_import_errors: Option<bool>,
+    /// State of the DAG's latest run (by run_after).
+    pub last_run_state: Option<RunState>,
+    /// Sort keys with `true` for descending; the dag id always breaks ties.
+    pub order_by: Vec<(DagSortKey, bool)>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for DagFilter {
+    fn default() -> Self {
+        DagFilter {
+            dag_ids: Vec::new(),
+            dag_id_like: Vec::new(),
+            tags: Vec::new(),
+            tags_match_all: false,
+            owners: Vec::new(),
+            paused: None,
+            include_stale: false,
+            has_import_errors: None,
+            last_run_state: None,
+            order_by: Vec::new(),
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DagSortKey {
+    DagId,
+    LastRunState,
+    LastRunStartDate,
+}
+
+/// The latest scheduled run of a DAG, from which the next one is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastScheduledRun {
+    pub logical_date: Option<DateTime<Utc>>,
+    pub data_interval_start: Option<DateTime<Utc>>,
+    pub data_interval_end: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DagListItem {
+    pub dag: DagRecord,
+    /// The DAG's file has an import error now.
+    pub has_import_errors: bool,
+    pub last_scheduled_run: Option<LastScheduledRun>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DagPage {
+    pub dags: Vec<DagListItem>,
+    /// Matching DAGs before paging.
+    pub total: i64,
+}
+
+/// One stored version of a DAG (Airflow's `dag_version` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DagVersionInfo {
+    pub dag_id: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The source text of the file a DAG version was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DagCode {
+    pub dag_id: String,
+    pub version: i64,
+    pub fileloc: String,
+    pub source: String,
+}
+
+/// Runs of one DAG in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCount {
+    pub dag_id: String,
+    pub state: RunState,
+    pub count: i64,
+}
+
+/// Which event-log rows a page lists; empty lists and `None` filter nothing. Patterns as in
+/// [`DagFilter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    pub dag_id: Option<String>,
+    pub task_id: Option<String>,
+    pub run_id: Option<String>,
+    pub map_index: Option<i32>,
+    pub try_number: Option<i32>,
+    pub owner: Option<String>,
+    pub event: Option<String>,
+    pub included_events: Vec<String>,
+    pub excluded_events: Vec<String>,
+    /// `when` strictly before / after.
+    pub before: Option<DateTime<Utc>>,
+    pub after: Option<DateTime<Utc>>,
+    pub dag_id_like: Vec<String>,
+    pub task_id_like: Vec<String>,
+    pub run_id_like: Vec<String>,
+    pub owner_like: Vec<String>,
+    pub event_like: Vec<String>,
+    /// Sort keys with `true` for descending; the id always breaks ties.
+    pub order_by: Vec<(EventSortKey, bool)>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for EventFilter {
+    fn default() -> Self {
+        EventFilter {
+            dag_id: None,
+            task_id: None,
+            run_id: None,
+            map_index: None,
+            try_number: None,
+            owner: None,
+            event: None,
+            included_events: Vec::new(),
+            excluded_events: Vec::new(),
+            before: None,
+            after: None,
+            dag_id_like: Vec::new(),
+            task_id_like: Vec::new(),
+            run_id_like: Vec::new(),
+            owner_like: Vec::new(),
+            event_like: Vec::new(),
+            order_by: Vec::new(),
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSortKey {
+    Id,
+    When,
+    DagId,
+    TaskId,
+    RunId,
+    MapIndex,
+    TryNumber,
+    Event,
+    Owner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    pub events: Vec<AuditEvent>,
+    pub total: i64,
 }

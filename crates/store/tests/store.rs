@@ -24,6 +24,9 @@ store_test_suite!(sqlite_memory, Harness::sqlite_memory();
     users,
     connections,
     audit_log,
+    pool_slot_usage_groups_by_pool_and_state,
+    query_runs_filters_orders_and_pages,
+    run_note_and_triggering_user,
 );
 
 // Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
@@ -47,4 +50,9 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     connections,
     audit_log,
     upgrade_from_migration_1,
+    dag_pages_filter_order_and_count,
+    event_pages_filter_and_order,
+    pool_slot_usage_groups_by_pool_and_state,
+    query_runs_filters_orders_and_pages,
+    run_note_and_triggering_user,
 );

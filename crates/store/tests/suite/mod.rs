@@ -9,8 +9,8 @@ use std::time::Duration;
 use updraft_core::{DagSpec, Operator, RunState, RunType, TaskSpec, TaskState};
 use updraft_store::{
     AuditEvent, Batch, Connection, DagRun, Error, ImportErrorInput, InboxItemInput, InboxKind,
-    NewAuditEvent, NewRun, NewTaskInstance, NewUser, PastState, RenderedFields, RunFilter, Store,
-    TaskInstance, XCom,
+    NewAuditEvent, NewRun, NewTaskInstance, NewUser, PastState, PoolUsage, RenderedFields,
+    RunFilter, Store, TaskInstance, XCom,
 };
 
 /// Generates one `#[tokio::test]` per named suite function for a backend.
@@ -59,6 +59,12 @@ macro_rules! store_test_suite {
             connections,
             audit_log,
             upgrade_from_migration_1,
+            dag_pages_filter_order_and_count,
+            dag_tags_run_counts_versions_and_code,
+            event_pages_filter_and_order,
+            pool_slot_usage_groups_by_pool_and_state,
+            query_runs_filters_orders_and_pages,
+            run_note_and_triggering_user,
         );
     };
 }
@@ -1520,6 +1526,7 @@ pub async fn upgrade_from_migration_1(h: &Harness) {
     h.raw_sql(
         "DROP TABLE dag_code; DROP TABLE task_instance_note; \
          DROP TABLE log; DROP TABLE connection; DROP TABLE ab_user; \
+         ALTER TABLE dag_run DROP COLUMN triggering_user_name; \
          DELETE FROM updraft_schema_migration WHERE version >= 2",
     )
     .await;
@@ -1547,4 +1554,641 @@ pub async fn upgrade_from_migration_1(h: &Harness) {
     assert_eq!(usernames(s.as_ref()).await, ["admin"]);
     assert_eq!(s.list_connections().await.unwrap().len(), 1);
     assert_eq!(s.count_events().await.unwrap(), 1);
+}
+
+// ---- pool usage (REST API) ------------------------------------------------------------------
+
+pub async fn pool_slot_usage_groups_by_pool_and_state(h: &Harness) {
+    let s = h.migrated().await.as_ref();
+    assert_eq!(s.pool_slot_usage().await.unwrap(), vec![]);
+    s.upsert_dag(&dag("d", &["a", "b", "c", "e", "f"]), false)
+        .await
+        .unwrap();
+    let mut run = new_run("d", "r1", Some(t(0)), &["a", "b", "c", "e", "f"]);
+    for (ti, (pool, slots)) in run.tasks.iter_mut().zip([
+        ("default_pool", 2),
+        ("default_pool", 3),
+        ("p", 4),
+        ("p", 1),
+        ("p", 7),
+    ]) {
+        ti.pool = pool.into();
+        ti.pool_slots = slots;
+    }
+    s.create_run(run).await.unwrap();
+    let tis = s.list_task_instances("d", "r1").await.unwrap();
+    let states = [
+        ("a", TaskState::Running),
+        ("b", TaskState::Queued),
+        ("c", TaskState::Scheduled),
+        ("e", TaskState::Deferred),
+        // `f` stays in state none: it holds nothing.
+    ];
+    let changed = states
+        .iter()
+        .map(|(task, state)| {
+            let mut ti = by_task(&tis, task).clone();
+            ti.state = *state;
+            ti
+        })
+        .collect();
+    s.apply(&Batch {
+        task_instances: changed,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.pool_slot_usage().await.unwrap(),
+        vec![
+            PoolUsage {
+                pool: "default_pool".into(),
+                running: 2,
+                queued: 3,
+                scheduled: 0,
+                deferred: 0,
+            },
+            PoolUsage {
+                pool: "p".into(),
+                running: 0,
+                queued: 0,
+                scheduled: 4,
+                deferred: 1,
+            },
+        ]
+    );
+}
+
+// ---- DAG run listings and annotations (API) -------------------------------------------------
+
+pub async fn query_runs_filters_orders_and_pages(h: &Harness) {
+    use updraft_store::{Bounds, RunQuery, RunSortKey};
+    let s = h.migrated().await.as_ref();
+    s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
+    s.upsert_dag(&dag("etl", &["a"]), false).await.unwrap();
+    s.create_run(new_run("d", "r1", Some(t(0)), &["a"]))
+        .await
+        .unwrap();
+    s.create_run(new_run("d", "r2", Some(t(100)), &["a"]))
+        .await
+        .unwrap();
+    let mut no_date = new_run("d", "r3", None, &["a"]);
+    no_date.run_after = t(50);
+    s.create_run(no_date).await.unwrap();
+    let mut scheduled = new_run("etl", "x1", Some(t(200)), &["a"]);
+    scheduled.run_type = RunType::Scheduled;
+    s.create_run(scheduled).await.unwrap();
+    s.set_run_state("d", "r2", RunState::Running).await.unwrap();
+    s.set_run_state("d", "r2", RunState::Success).await.unwrap();
+    s.set_run_triggering_user("d", "r1", "Alice").await.unwrap();
+
+    let ids = |q: RunQuery| async move {
+        let page = s.query_runs(&q).await.unwrap();
+        let ids: Vec<String> = page.items.iter().map(|r| r.run.run_id.clone()).collect();
+        (ids, page.total)
+    };
+    let all = RunQuery::default();
+    assert_eq!(ids(all.clone()).await, (vec!["r1".into(), "r2".into(), "r3".into(), "x1".into()], 4));
+    let page = s.query_runs(&all).await.unwrap();
+    assert_eq!(page.items[0].triggering_user_name.as_deref(), Some("Alice"));
+    assert_eq!(page.items[1].triggering_user_name, None);
+    assert_eq!(page.items[1].run.state, RunState::Success);
+    assert_eq!(page.items[0].run.conf, serde_json::json!({"k": 1}));
+
+    let q = RunQuery { dag_ids: vec!["d".into()], ..all.clone() };
+    assert_eq!(ids(q).await.1, 3);
+    let q = RunQuery { run_ids: vec!["r3".into(), "x1".into()], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r3", "x1"]);
+    let q = RunQuery { states: vec![RunState::Success], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r2"]);
+    let q = RunQuery { states: vec![RunState::Queued, RunState::Failed], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r1", "r3", "x1"]);
+    let q = RunQuery { run_types: vec![RunType::Scheduled], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["x1"]);
+    // A missing logical date is outside every range.
+    let q = RunQuery {
+        logical_date: Bounds { gte: Some(t(100)), ..Bounds::default() },
+        ..all.clone()
+    };
+    assert_eq!(ids(q).await.0, ["r2", "x1"]);
+    let q = RunQuery {
+        logical_date: Bounds { gt: Some(t(100)), ..Bounds::default() },
+        ..all.clone()
+    };
+    assert_eq!(ids(q).await.0, ["x1"]);
+    let q = RunQuery {
+        run_after: Bounds { lt: Some(t(100)), ..Bounds::default() },
+        ..all.clone()
+    };
+    assert_eq!(ids(q).await.0, ["r1", "r3"]);
+    let q = RunQuery {
+        run_after: Bounds { lte: Some(t(100)), gte: Some(t(50)), ..Bounds::default() },
+        ..all.clone()
+    };
+    assert_eq!(ids(q).await.0, ["r2", "r3"]);
+    let q = RunQuery {
+        start_date: Bounds { gte: Some(t(0)), ..Bounds::default() },
+        end_date: Bounds { lte: Some(Utc::now() + ChronoDuration::hours(1)), ..Bounds::default() },
+        ..all.clone()
+    };
+    assert_eq!(ids(q).await.0, ["r2"]);
+
+    // Patterns are case-insensitive LIKEs; any of several may match.
+    let q = RunQuery { run_id_like: vec!["%R_%".into()], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r1", "r2", "r3"]);
+    let q = RunQuery { run_id_like: vec!["%1".into(), "%3%".into()], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r1", "r3", "x1"]);
+    let q = RunQuery { dag_id_like: vec!["%T%".into()], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["x1"]);
+    let q = RunQuery { run_id_like: vec!["%\\_%".into()], ..all.clone() };
+    assert_eq!(ids(q).await.1, 0, "an escaped `_` matches only itself");
+    let q = RunQuery { triggering_user_like: vec!["%ali%".into()], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r1"]);
+
+    // NULLs sort first ascending, last descending, on both backends.
+    let q = RunQuery { order_by: vec![(RunSortKey::LogicalDate, false)], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["r3", "r1", "r2", "x1"]);
+    let q = RunQuery { order_by: vec![(RunSortKey::LogicalDate, true)], ..all.clone() };
+    assert_eq!(ids(q).await.0, ["x1", "r2", "r1", "r3"]);
+    let q = RunQuery {
+        order_by: vec![(RunSortKey::State, true), (RunSortKey::RunAfter, true)],
+        ..all.clone()
+    };
+    assert_eq!(ids(q).await.0, ["r2", "x1", "r3", "r1"]);
+
+    // Paging counts every match.
+    let q = RunQuery { limit: Some(2), offset: Some(1), ..all.clone() };
+    assert_eq!(ids(q).await, (vec!["r2".into(), "r3".into()], 4));
+    let q = RunQuery { limit: Some(2), offset: Some(10), ..all.clone() };
+    assert_eq!(ids(q).await, (vec![], 4));
+}
+
+pub async fn run_note_and_triggering_user(h: &Harness) {
+    let (s, run, _) = with_run(h).await;
+    let before = s.max_inbox_id().await.unwrap();
+    let noted = s.set_run_note("d", "r1", Some("looked at it")).await.unwrap();
+    assert_eq!(noted.note.as_deref(), Some("looked at it"));
+    assert_eq!(noted.version, run.version + 1);
+    let stored = s.get_run("d", "r1").await.unwrap().unwrap();
+    assert_eq!(stored, noted);
+    let items = s.read_inbox(before, 10).await.unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i.kind == InboxKind::RunChanged && i.run_pk == Some(run.id)),
+        "{items:?}"
+    );
+    // A scheduler write from before the note is refused instead of erasing it.
+    let stale = Batch {
+        runs: vec![run.clone()],
+        ..Batch::default()
+    };
+    assert!(matches!(s.apply(&stale).await, Err(Error::Stale(_))));
+    let cleared = s.set_run_note("d", "r1", None).await.unwrap();
+    assert_eq!(cleared.note, None);
+    assert_eq!(s.get_run("d", "r1").await.unwrap().unwrap().note, None);
+    assert!(matches!(
+        s.set_run_note("d", "nope", Some("x")).await,
+        Err(Error::NotFound(_))
+    ));
+
+    s.set_run_triggering_user("d", "r1", "bob").await.unwrap();
+    let page = s
+        .query_runs(&updraft_store::RunQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].triggering_user_name.as_deref(), Some("bob"));
+    // Not a scheduler-owned column: the run's version stays.
+    assert_eq!(page.items[0].run.version, cleared.version);
+    assert!(matches!(
+        s.set_run_triggering_user("d", "nope", "bob").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+// ---- API listings: DAG pages, tags, run counts, versions, sources, event log -----------------
+
+fn tagged(dag_id: &str, tags: &[&str], owner: &str) -> DagSpec {
+    let mut spec = dag(dag_id, &["a"]);
+    spec.tags = tags.iter().map(|t| t.to_string()).collect();
+    spec.owner = owner.into();
+    spec
+}
+
+fn page_ids(page: &updraft_store::DagPage) -> Vec<&str> {
+    page.dags.iter().map(|d| d.dag.dag_id.as_str()).collect()
+}
+
+pub async fn dag_pages_filter_order_and_count(h: &Harness) {
+    use updraft_store::{DagFilter, DagSortKey};
+    let s = h.migrated().await.as_ref();
+    s.upsert_dag(&tagged("alpha", &["etl", "daily"], "ann"), false)
+        .await
+        .unwrap();
+    s.upsert_dag(&tagged("beta_report", &["report"], " bob , ann "), true)
+        .await
+        .unwrap();
+    s.upsert_dag(&tagged("gamma", &["etl"], "carl"), false)
+        .await
+        .unwrap();
+    s.upsert_dag(&tagged("Delta_50%", &[], "annette"), false)
+        .await
+        .unwrap();
+    s.deactivate_missing_dags("gamma.yaml", &[]).await.unwrap();
+    s.set_import_error(
+        "alpha.yaml",
+        Some(&ImportErrorInput {
+            line: Some(1),
+            message: "broken".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let page = |f: DagFilter| async move { s.list_dags_page(&f).await.unwrap() };
+
+    let all = page(DagFilter::default()).await;
+    assert_eq!(page_ids(&all), ["Delta_50%", "alpha", "beta_report"]);
+    assert_eq!(all.total, 3);
+    let alpha = &all.dags[1];
+    assert!(alpha.has_import_errors);
+    assert!(!all.dags[2].has_import_errors);
+    assert_eq!(alpha.dag.spec.tags, ["etl", "daily"]);
+    assert!(alpha.last_scheduled_run.is_none());
+
+    let stale = page(DagFilter {
+        include_stale: true,
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(stale.total, 4);
+    // paging keeps the total of the whole selection
+    let second = page(DagFilter {
+        include_stale: true,
+        limit: 2,
+        offset: 1,
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&second), ["alpha", "beta_report"]);
+    assert_eq!(second.total, 4);
+    let desc = page(DagFilter {
+        order_by: vec![(DagSortKey::DagId, true)],
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&desc), ["beta_report", "alpha", "Delta_50%"]);
+
+    // patterns: case-insensitive, any alternative, `\` escapes a wildcard
+    let like = |p: &[&str]| DagFilter {
+        include_stale: true,
+        dag_id_like: p.iter().map(|p| p.to_string()).collect(),
+        ..DagFilter::default()
+    };
+    assert_eq!(page_ids(&page(like(&["%ALPHA%"])).await), ["alpha"]);
+    assert_eq!(
+        page_ids(&page(like(&["%alp%", "%gam%"])).await),
+        ["alpha", "gamma"]
+    );
+    assert_eq!(page_ids(&page(like(&["%50\\%%"])).await), ["Delta_50%"]);
+    assert!(page(like(&["%a\\%l%"])).await.dags.is_empty());
+
+    let tags = |t: &[&str], all: bool| DagFilter {
+        include_stale: true,
+        tags: t.iter().map(|t| t.to_string()).collect(),
+        tags_match_all: all,
+        ..DagFilter::default()
+    };
+    assert_eq!(
+        page_ids(&page(tags(&["etl", "report"], false)).await),
+        ["alpha", "beta_report", "gamma"]
+    );
+    assert_eq!(
+        page_ids(&page(tags(&["etl", "daily"], true)).await),
+        ["alpha"]
+    );
+    assert_eq!(
+        page_ids(&page(tags(&["etl", "etl"], true)).await),
+        ["alpha", "gamma"]
+    );
+
+    // owners are whole names out of the comma-separated list
+    let owners = page(DagFilter {
+        owners: vec!["ann".into()],
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&owners), ["alpha", "beta_report"]);
+    let bob = page(DagFilter {
+        owners: vec!["bob".into(), "nobody".into()],
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&bob), ["beta_report"]);
+
+    let paused = page(DagFilter {
+        paused: Some(true),
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&paused), ["beta_report"]);
+    let clean = page(DagFilter {
+        has_import_errors: Some(false),
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&clean), ["Delta_50%", "beta_report"]);
+    let named = page(DagFilter {
+        dag_ids: vec!["gamma".into(), "alpha".into()],
+        include_stale: true,
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&named), ["alpha", "gamma"]);
+
+    // the latest run decides the last-run state; the latest scheduled run is returned
+    s.create_run(new_run("alpha", "r1", Some(t(0)), &["a"]))
+        .await
+        .unwrap();
+    s.set_run_state("alpha", "r1", RunState::Failed)
+        .await
+        .unwrap();
+    let mut sched = new_run("alpha", "scheduled__1", Some(t(100)), &["a"]);
+    sched.run_type = RunType::Scheduled;
+    sched.data_interval_end = Some(t(200));
+    sched.run_after = t(200);
+    s.create_run(sched).await.unwrap();
+    s.create_run(new_run("beta_report", "r1", Some(t(0)), &["a"]))
+        .await
+        .unwrap();
+    s.set_run_state("beta_report", "r1", RunState::Failed)
+        .await
+        .unwrap();
+    let failed = page(DagFilter {
+        last_run_state: Some(RunState::Failed),
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&failed), ["beta_report"]);
+    let by_state = page(DagFilter {
+        order_by: vec![(DagSortKey::LastRunState, true)],
+        ..DagFilter::default()
+    })
+    .await;
+    assert_eq!(page_ids(&by_state), ["alpha", "beta_report", "Delta_50%"]);
+    let listed = page(DagFilter {
+        dag_ids: vec!["alpha".into()],
+        ..DagFilter::default()
+    })
+    .await;
+    let last = listed.dags[0].last_scheduled_run.unwrap();
+    assert_eq!(last.logical_date, Some(t(100)));
+    assert_eq!(last.data_interval_end, Some(t(200)));
+    assert_eq!(last.run_after, t(200));
+
+    assert!(matches!(
+        s.list_dags_page(&DagFilter {
+            limit: -1,
+            ..DagFilter::default()
+        })
+        .await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+pub async fn dag_tags_run_counts_versions_and_code(h: &Harness) {
+    use updraft_store::DagCode;
+    let s = h.migrated().await.as_ref();
+    s.upsert_dag(&tagged("alpha", &["etl", "daily"], "ann"), false)
+        .await
+        .unwrap();
+    s.upsert_dag(&tagged("beta", &["etl", "Reports"], "ann"), false)
+        .await
+        .unwrap();
+
+    let (tags, total) = s.list_dag_tags(&[], false, 10, 0).await.unwrap();
+    assert_eq!(tags, ["Reports", "daily", "etl"]);
+    assert_eq!(total, 3);
+    let (tags, total) = s.list_dag_tags(&[], true, 1, 1).await.unwrap();
+    assert_eq!((tags, total), (vec!["daily".to_string()], 3));
+    let (tags, total) = s
+        .list_dag_tags(&["%REP%".into(), "%ail%".into()], false, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!((tags, total), (vec!["Reports".into(), "daily".into()], 2));
+
+    // versions
+    let mut v2 = tagged("alpha", &["etl"], "ann");
+    v2.description = Some("second".into());
+    s.upsert_dag(&v2, false).await.unwrap();
+    let versions = s.list_dag_versions("alpha").await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(versions.iter().all(|v| v.dag_id == "alpha"));
+    assert!(s.list_dag_versions("nope").await.unwrap().is_empty());
+
+    // sources per version, replaced on a second write
+    let code = |version: i64, source: &str| DagCode {
+        dag_id: "alpha".into(),
+        version,
+        fileloc: "alpha.yaml".into(),
+        source: source.into(),
+    };
+    s.set_dag_code(&code(1, "one")).await.unwrap();
+    s.set_dag_code(&code(2, "two")).await.unwrap();
+    s.set_dag_code(&code(2, "two again")).await.unwrap();
+    assert_eq!(
+        s.get_dag_code("alpha", 1).await.unwrap().unwrap().source,
+        "one"
+    );
+    assert_eq!(
+        s.get_dag_code("alpha", 2).await.unwrap(),
+        Some(code(2, "two again"))
+    );
+    assert_eq!(s.get_dag_code("alpha", 3).await.unwrap(), None);
+    assert!(matches!(
+        s.set_dag_code(&code(9, "x")).await,
+        Err(Error::NotFound(_))
+    ));
+
+    // runs per DAG and state
+    for (dag_id, run_id, secs) in [("alpha", "r1", 0), ("alpha", "r2", 10), ("beta", "r1", 0)] {
+        s.create_run(new_run(dag_id, run_id, Some(t(secs)), &["a"]))
+            .await
+            .unwrap();
+    }
+    s.set_run_state("alpha", "r2", RunState::Success)
+        .await
+        .unwrap();
+    let counts = |c: Vec<updraft_store::RunCount>| {
+        c.into_iter()
+            .map(|c| (c.dag_id, c.state, c.count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(s.count_runs_by_state(&[]).await.unwrap()),
+        [
+            ("alpha".to_string(), RunState::Queued, 1),
+            ("alpha".to_string(), RunState::Success, 1),
+            ("beta".to_string(), RunState::Queued, 1),
+        ]
+    );
+    assert_eq!(
+        counts(s.count_runs_by_state(&["beta".into()]).await.unwrap()),
+        [("beta".to_string(), RunState::Queued, 1)]
+    );
+    // deleting the DAG takes its versions and sources along
+    s.delete_dag("alpha").await.unwrap();
+    assert!(s.list_dag_versions("alpha").await.unwrap().is_empty());
+    assert_eq!(s.get_dag_code("alpha", 2).await.unwrap(), None);
+}
+
+pub async fn event_pages_filter_and_order(h: &Harness) {
+    use updraft_store::{EventFilter, EventSortKey};
+    let s = h.migrated().await.as_ref();
+    let mut e1 = event(t(0), "patch_dag");
+    e1.owner = Some("ann".into());
+    e1.dag_id = Some("alpha".into());
+    let mut e2 = event(t(10), "trigger_dag_run");
+    e2.owner = Some("bob".into());
+    e2.dag_id = Some("alpha".into());
+    e2.run_id = Some("manual__1".into());
+    let mut e3 = event(t(20), "clear_task_instances");
+    e3.owner = Some("ann".into());
+    e3.dag_id = Some("beta".into());
+    e3.task_id = Some("extract".into());
+    e3.map_index = Some(2);
+    e3.try_number = Some(1);
+    for e in [&e1, &e2, &e3] {
+        s.log_event(e).await.unwrap();
+    }
+    let names = |f: EventFilter| async move {
+        let page = s.query_events(&f).await.unwrap();
+        (
+            page.events
+                .into_iter()
+                .map(|e| e.event)
+                .collect::<Vec<_>>(),
+            page.total,
+        )
+    };
+    let all = names(EventFilter::default()).await;
+    assert_eq!(
+        all,
+        (
+            vec![
+                "patch_dag".to_string(),
+                "trigger_dag_run".into(),
+                "clear_task_instances".into()
+            ],
+            3
+        )
+    );
+    let newest = names(EventFilter {
+        order_by: vec![(EventSortKey::When, true)],
+        limit: 1,
+        ..EventFilter::default()
+    })
+    .await;
+    assert_eq!(newest, (vec!["clear_task_instances".to_string()], 3));
+    let by_owner = names(EventFilter {
+        order_by: vec![(EventSortKey::Owner, false), (EventSortKey::When, true)],
+        ..EventFilter::default()
+    })
+    .await;
+    assert_eq!(
+        by_owner.0,
+        ["clear_task_instances", "patch_dag", "trigger_dag_run"]
+    );
+    let f = |f: EventFilter| f;
+    let cases: Vec<(EventFilter, Vec<&str>)> = vec![
+        (
+            f(EventFilter {
+                dag_id: Some("alpha".into()),
+                ..EventFilter::default()
+            }),
+            vec!["patch_dag", "trigger_dag_run"],
+        ),
+        (
+            f(EventFilter {
+                owner: Some("ann".into()),
+                task_id: Some("extract".into()),
+                map_index: Some(2),
+                try_number: Some(1),
+                ..EventFilter::default()
+            }),
+            vec!["clear_task_instances"],
+        ),
+        (
+            f(EventFilter {
+                run_id: Some("manual__1".into()),
+                ..EventFilter::default()
+            }),
+            vec!["trigger_dag_run"],
+        ),
+        (
+            f(EventFilter {
+                event: Some("patch_dag".into()),
+                ..EventFilter::default()
+            }),
+            vec!["patch_dag"],
+        ),
+        (
+            f(EventFilter {
+                included_events: vec!["patch_dag".into(), "trigger_dag_run".into()],
+                excluded_events: vec!["trigger_dag_run".into()],
+                ..EventFilter::default()
+            }),
+            vec!["patch_dag"],
+        ),
+        (
+            f(EventFilter {
+                after: Some(t(0)),
+                before: Some(t(20)),
+                ..EventFilter::default()
+            }),
+            vec!["trigger_dag_run"],
+        ),
+        (
+            f(EventFilter {
+                event_like: vec!["%DAG%".into()],
+                owner_like: vec!["%o%".into()],
+                ..EventFilter::default()
+            }),
+            vec!["trigger_dag_run"],
+        ),
+        (
+            f(EventFilter {
+                dag_id_like: vec!["%et%".into()],
+                task_id_like: vec!["%tract".into()],
+                ..EventFilter::default()
+            }),
+            vec!["clear_task_instances"],
+        ),
+        (
+            f(EventFilter {
+                run_id_like: vec!["manual%".into()],
+                ..EventFilter::default()
+            }),
+            vec!["trigger_dag_run"],
+        ),
+    ];
+    for (filter, expected) in cases {
+        let (got, total) = names(filter.clone()).await;
+        assert_eq!(got, expected, "{filter:?}");
+        assert_eq!(total, expected.len() as i64);
+    }
+
+    let first = s.query_events(&EventFilter::default()).await.unwrap().events[0].clone();
+    assert_eq!(s.get_event(first.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(s.get_event(first.id + 1000).await.unwrap(), None);
+    assert!(matches!(
+        s.query_events(&EventFilter {
+            offset: -1,
+            ..EventFilter::default()
+        })
+        .await,
+        Err(Error::Invalid(_))
+    ));
 }
