@@ -2,8 +2,8 @@
 //! embedded migration list and the in-process inbox wake-up.
 
 use crate::{
-    AuditEvent, Connection, DagRun, Error, ImportError, InboxItem, InboxKind, Pool, Result,
-    TaskInstance, User, Variable, XCom,
+    AuditEvent, Connection, DagRun, Error, ImportError, InboxItem, InboxKind, Pool, PoolUsage,
+    Result, TaskInstance, User, Variable, XCom,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::sync::Mutex;
@@ -34,6 +34,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "notes_dag_code",
         sql: include_str!("../migrations/sqlite/0003_notes_dag_code.sql"),
     },
+    Migration {
+        version: 4,
+        name: "run_triggering_user",
+        sql: include_str!("../migrations/sqlite/0004_run_triggering_user.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -51,6 +56,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "notes_dag_code",
         sql: include_str!("../migrations/postgres/0003_notes_dag_code.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "run_triggering_user",
+        sql: include_str!("../migrations/postgres/0004_run_triggering_user.sql"),
     },
 ];
 
@@ -248,6 +258,25 @@ pub(crate) fn pool<R: Get>(r: &R) -> Result<Pool> {
         name: r.text("pool")?,
         slots: r.i32("slots")?,
         description: r.text_opt("description")?,
+    })
+}
+
+/// Slots held per pool by state, for [`crate::Store::pool_slot_usage`].
+pub(crate) const POOL_USAGE_SQL: &str = "SELECT pool, \
+             CAST(SUM(CASE WHEN state = 'running' THEN pool_slots ELSE 0 END) AS BIGINT) AS running, \
+             CAST(SUM(CASE WHEN state = 'queued' THEN pool_slots ELSE 0 END) AS BIGINT) AS queued, \
+             CAST(SUM(CASE WHEN state = 'scheduled' THEN pool_slots ELSE 0 END) AS BIGINT) AS scheduled, \
+             CAST(SUM(CASE WHEN state = 'deferred' THEN pool_slots ELSE 0 END) AS BIGINT) AS deferred \
+             FROM task_instance WHERE state IN ('running', 'queued', 'scheduled', 'deferred') \
+             GROUP BY pool ORDER BY pool";
+
+pub(crate) fn pool_usage<R: Get>(r: &R) -> Result<PoolUsage> {
+    Ok(PoolUsage {
+        pool: r.text("pool")?,
+        running: r.int("running")?,
+        queued: r.int("queued")?,
+        scheduled: r.int("scheduled")?,
+        deferred: r.int("deferred")?,
     })
 }
 

@@ -2305,12 +2305,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn set_run_note(
-        &self,
-        dag_id: &str,
-        run_id: &str,
-        note: Option<&str>,
-    ) -> Result<DagRun> {
+    async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>) -> Result<DagRun> {
         let mut tx = self.begin().await?;
         let run = run_by_key(&mut tx, dag_id, run_id, true)
             .await?
@@ -2329,15 +2324,14 @@ impl Store for PgStore {
 
     async fn set_run_triggering_user(&self, dag_id: &str, run_id: &str, user: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        let done = q(
-            "UPDATE dag_run SET triggering_user_name = $1 WHERE dag_id = $2 AND run_id = $3",
-        )
-        .bind(user)
-        .bind(dag_id)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let done =
+            q("UPDATE dag_run SET triggering_user_name = $1 WHERE dag_id = $2 AND run_id = $3")
+                .bind(user)
+                .bind(dag_id)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if done.rows_affected() == 0 {
             return Err(common::run_not_found(dag_id, run_id));
         }

@@ -2029,12 +2029,7 @@ impl Store for SqliteStore {
         Ok(RunPage { items, total })
     }
 
-    async fn set_run_note(
-        &self,
-        dag_id: &str,
-        run_id: &str,
-        note: Option<&str>,
-    ) -> Result<DagRun> {
+    async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>) -> Result<DagRun> {
         let mut tx = self.begin().await?;
         let run = run_by_key(&mut tx, dag_id, run_id)
             .await?

@@ -1648,67 +1648,125 @@ pub async fn query_runs_filters_orders_and_pages(h: &Harness) {
         (ids, page.total)
     };
     let all = RunQuery::default();
-    assert_eq!(ids(all.clone()).await, (vec!["r1".into(), "r2".into(), "r3".into(), "x1".into()], 4));
+    assert_eq!(
+        ids(all.clone()).await,
+        (vec!["r1".into(), "r2".into(), "r3".into(), "x1".into()], 4)
+    );
     let page = s.query_runs(&all).await.unwrap();
     assert_eq!(page.items[0].triggering_user_name.as_deref(), Some("Alice"));
     assert_eq!(page.items[1].triggering_user_name, None);
     assert_eq!(page.items[1].run.state, RunState::Success);
     assert_eq!(page.items[0].run.conf, serde_json::json!({"k": 1}));
 
-    let q = RunQuery { dag_ids: vec!["d".into()], ..all.clone() };
+    let q = RunQuery {
+        dag_ids: vec!["d".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.1, 3);
-    let q = RunQuery { run_ids: vec!["r3".into(), "x1".into()], ..all.clone() };
+    let q = RunQuery {
+        run_ids: vec!["r3".into(), "x1".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r3", "x1"]);
-    let q = RunQuery { states: vec![RunState::Success], ..all.clone() };
+    let q = RunQuery {
+        states: vec![RunState::Success],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r2"]);
-    let q = RunQuery { states: vec![RunState::Queued, RunState::Failed], ..all.clone() };
+    let q = RunQuery {
+        states: vec![RunState::Queued, RunState::Failed],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r1", "r3", "x1"]);
-    let q = RunQuery { run_types: vec![RunType::Scheduled], ..all.clone() };
+    let q = RunQuery {
+        run_types: vec![RunType::Scheduled],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["x1"]);
     // A missing logical date is outside every range.
     let q = RunQuery {
-        logical_date: Bounds { gte: Some(t(100)), ..Bounds::default() },
+        logical_date: Bounds {
+            gte: Some(t(100)),
+            ..Bounds::default()
+        },
         ..all.clone()
     };
     assert_eq!(ids(q).await.0, ["r2", "x1"]);
     let q = RunQuery {
-        logical_date: Bounds { gt: Some(t(100)), ..Bounds::default() },
+        logical_date: Bounds {
+            gt: Some(t(100)),
+            ..Bounds::default()
+        },
         ..all.clone()
     };
     assert_eq!(ids(q).await.0, ["x1"]);
     let q = RunQuery {
-        run_after: Bounds { lt: Some(t(100)), ..Bounds::default() },
+        run_after: Bounds {
+            lt: Some(t(100)),
+            ..Bounds::default()
+        },
         ..all.clone()
     };
     assert_eq!(ids(q).await.0, ["r1", "r3"]);
     let q = RunQuery {
-        run_after: Bounds { lte: Some(t(100)), gte: Some(t(50)), ..Bounds::default() },
+        run_after: Bounds {
+            lte: Some(t(100)),
+            gte: Some(t(50)),
+            ..Bounds::default()
+        },
         ..all.clone()
     };
     assert_eq!(ids(q).await.0, ["r2", "r3"]);
     let q = RunQuery {
-        start_date: Bounds { gte: Some(t(0)), ..Bounds::default() },
-        end_date: Bounds { lte: Some(Utc::now() + ChronoDuration::hours(1)), ..Bounds::default() },
+        start_date: Bounds {
+            gte: Some(t(0)),
+            ..Bounds::default()
+        },
+        end_date: Bounds {
+            lte: Some(Utc::now() + ChronoDuration::hours(1)),
+            ..Bounds::default()
+        },
         ..all.clone()
     };
     assert_eq!(ids(q).await.0, ["r2"]);
 
     // Patterns are case-insensitive LIKEs; any of several may match.
-    let q = RunQuery { run_id_like: vec!["%R_%".into()], ..all.clone() };
+    let q = RunQuery {
+        run_id_like: vec!["%R_%".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r1", "r2", "r3"]);
-    let q = RunQuery { run_id_like: vec!["%1".into(), "%3%".into()], ..all.clone() };
+    let q = RunQuery {
+        run_id_like: vec!["%1".into(), "%3%".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r1", "r3", "x1"]);
-    let q = RunQuery { dag_id_like: vec!["%T%".into()], ..all.clone() };
+    let q = RunQuery {
+        dag_id_like: vec!["%T%".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["x1"]);
-    let q = RunQuery { run_id_like: vec!["%\\_%".into()], ..all.clone() };
+    let q = RunQuery {
+        run_id_like: vec!["%\\_%".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.1, 0, "an escaped `_` matches only itself");
-    let q = RunQuery { triggering_user_like: vec!["%ali%".into()], ..all.clone() };
+    let q = RunQuery {
+        triggering_user_like: vec!["%ali%".into()],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r1"]);
 
     // NULLs sort first ascending, last descending, on both backends.
-    let q = RunQuery { order_by: vec![(RunSortKey::LogicalDate, false)], ..all.clone() };
+    let q = RunQuery {
+        order_by: vec![(RunSortKey::LogicalDate, false)],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["r3", "r1", "r2", "x1"]);
-    let q = RunQuery { order_by: vec![(RunSortKey::LogicalDate, true)], ..all.clone() };
+    let q = RunQuery {
+        order_by: vec![(RunSortKey::LogicalDate, true)],
+        ..all.clone()
+    };
     assert_eq!(ids(q).await.0, ["x1", "r2", "r1", "r3"]);
     let q = RunQuery {
         order_by: vec![(RunSortKey::State, true), (RunSortKey::RunAfter, true)],
@@ -1717,16 +1775,27 @@ pub async fn query_runs_filters_orders_and_pages(h: &Harness) {
     assert_eq!(ids(q).await.0, ["r2", "x1", "r3", "r1"]);
 
     // Paging counts every match.
-    let q = RunQuery { limit: Some(2), offset: Some(1), ..all.clone() };
+    let q = RunQuery {
+        limit: Some(2),
+        offset: Some(1),
+        ..all.clone()
+    };
     assert_eq!(ids(q).await, (vec!["r2".into(), "r3".into()], 4));
-    let q = RunQuery { limit: Some(2), offset: Some(10), ..all.clone() };
+    let q = RunQuery {
+        limit: Some(2),
+        offset: Some(10),
+        ..all.clone()
+    };
     assert_eq!(ids(q).await, (vec![], 4));
 }
 
 pub async fn run_note_and_triggering_user(h: &Harness) {
     let (s, run, _) = with_run(h).await;
     let before = s.max_inbox_id().await.unwrap();
-    let noted = s.set_run_note("d", "r1", Some("looked at it")).await.unwrap();
+    let noted = s
+        .set_run_note("d", "r1", Some("looked at it"))
+        .await
+        .unwrap();
     assert_eq!(noted.note.as_deref(), Some("looked at it"));
     assert_eq!(noted.version, run.version + 1);
     let stored = s.get_run("d", "r1").await.unwrap().unwrap();
