@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use updraft_config::Config;
 use updraft_dagfile::{FolderScan, ParseOptions};
-use updraft_store::{DynStore, ImportErrorInput};
+use updraft_store::{DagCode, DynStore, ImportErrorInput};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
@@ -41,22 +41,31 @@ pub async fn sync_once(store: &DynStore, cfg: &Config) -> anyhow::Result<SyncRep
     let opts = parse_options(cfg);
     let scan: FolderScan =
         tokio::task::spawn_blocking(move || updraft_dagfile::scan_folder(&folder, &opts)).await?;
-    apply_scan(store, scan, cfg.core.dags_are_paused_at_creation).await
+    apply_scan(
+        store,
+        scan,
+        &cfg.core.dags_folder,
+        cfg.core.dags_are_paused_at_creation,
+    )
+    .await
 }
 
 async fn apply_scan(
     store: &DynStore,
     scan: FolderScan,
+    folder: &std::path::Path,
     paused_by_default: bool,
 ) -> anyhow::Result<SyncReport> {
     let mut report = SyncReport::default();
     let failed_files: HashSet<String> = scan.errors.iter().map(|e| e.file.clone()).collect();
 
     let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut sources: BTreeMap<String, Option<String>> = BTreeMap::new();
     for spec in &scan.dags {
         let outcome = store.upsert_dag(spec, paused_by_default).await?;
         if outcome.changed {
             report.changed.push(spec.dag_id.clone());
+            store_source(store, folder, spec, outcome.version, &mut sources).await?;
         }
         report.dags.push(spec.dag_id.clone());
         by_file
@@ -100,4 +109,82 @@ async fn apply_scan(
     }
     store.retain_import_errors(&scan.files).await?;
     Ok(report)
+}
+
+/// Keeps the file's text with a new DAG version, so the API serves the code each version was
+/// parsed from. A file that cannot be read now (deleted or changed to unreadable since the
+/// scan) only loses its source; the version itself stays.
+async fn store_source(
+    store: &DynStore,
+    folder: &std::path::Path,
+    spec: &updraft_core::DagSpec,
+    version: i64,
+    sources: &mut BTreeMap<String, Option<String>>,
+) -> anyhow::Result<()> {
+    if !sources.contains_key(&spec.fileloc) {
+        let text = match tokio::fs::read_to_string(folder.join(&spec.fileloc)).await {
+            Ok(text) => Some(text),
+            Err(e) => {
+                tracing::warn!(file = %spec.fileloc, error = %e, "cannot read dag source");
+                None
+            }
+        };
+        sources.insert(spec.fileloc.clone(), text);
+    }
+    if let Some(Some(source)) = sources.get(&spec.fileloc) {
+        store
+            .set_dag_code(&DagCode {
+                dag_id: spec.dag_id.clone(),
+                version,
+                fileloc: spec.fileloc.clone(),
+                source: source.clone(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use updraft_store::testing::TestDb;
+
+    #[tokio::test]
+    async fn each_new_version_keeps_the_source_it_was_parsed_from() {
+        let db = TestDb::sqlite().await;
+        db.store.migrate().await.unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut cfg = Config::with_defaults(home.path().to_path_buf());
+        cfg.core.dags_folder = home.path().join("dags");
+        std::fs::create_dir_all(&cfg.core.dags_folder).unwrap();
+        let file = cfg.core.dags_folder.join("two.yaml");
+        let v1 = "dag_id: a\ntasks:\n  - task_id: t\n    bash_command: echo 1\n---\n\
+                  dag_id: b\ntasks:\n  - task_id: t\n    bash_command: echo 1\n";
+        std::fs::write(&file, v1).unwrap();
+        sync_once(&db.store, &cfg).await.unwrap();
+        for dag_id in ["a", "b"] {
+            let code = db.store.get_dag_code(dag_id, 1).await.unwrap().unwrap();
+            assert_eq!(
+                (code.fileloc.as_str(), code.source.as_str()),
+                ("two.yaml", v1)
+            );
+        }
+
+        // an unchanged rescan writes nothing new; a change writes the new text with the new
+        // version and leaves the old one alone
+        sync_once(&db.store, &cfg).await.unwrap();
+        assert_eq!(db.store.get_dag_code("a", 2).await.unwrap(), None);
+        let v2 = v1.replacen("echo 1", "echo 2", 1);
+        std::fs::write(&file, &v2).unwrap();
+        sync_once(&db.store, &cfg).await.unwrap();
+        assert_eq!(
+            db.store.get_dag_code("a", 2).await.unwrap().unwrap().source,
+            v2
+        );
+        assert_eq!(
+            db.store.get_dag_code("a", 1).await.unwrap().unwrap().source,
+            v1
+        );
+        assert_eq!(db.store.get_dag_code("b", 2).await.unwrap(), None);
+    }
 }
