@@ -47,6 +47,8 @@ pub struct Core {
     /// Comma-separated Fernet keys; the first encrypts, all decrypt; empty stores secrets in
     /// clear text. Secret: never shown by `config list`.
     pub fernet_key: String,
+    /// `Disabled`, `Enabled` or `Hidden`: whether `POST /api/v2/connections/test` may run.
+    pub test_connection: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -529,6 +531,24 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| c.core.fernet_key.clone(),
     },
+    OptionDef {
+        section: "core",
+        key: "test_connection",
+        kind: Kind::String,
+        description: "Whether the REST API's `POST /connections/test` is allowed: `Disabled` (the default, answered with 403), `Enabled` or `Hidden` (refused like `Disabled`).",
+        set: |c, v| {
+            let s = v.string()?;
+            c.core.test_connection = ["Disabled", "Enabled", "Hidden"]
+                .into_iter()
+                .find(|o| o.eq_ignore_ascii_case(&s))
+                .ok_or_else(|| {
+                    format!("`{s}` is not allowed, use `Disabled`, `Enabled` or `Hidden`")
+                })?
+                .to_string();
+            Ok(())
+        },
+        get: |c| c.core.test_connection.clone(),
+    },
     // ---- database -----------------------------------------------------------------------
     OptionDef {
         section: "database",
@@ -787,6 +807,7 @@ impl Config {
                 default_task_retry_delay: updraft_core::model::DEFAULT_RETRY_DELAY,
                 load_examples: true,
                 fernet_key: String::new(),
+                test_connection: "Disabled".into(),
             },
             database: Database {
                 url: format!("sqlite://{}", home.join("updraft.db").display()),
