@@ -291,6 +291,8 @@ pub trait Store: Send + Sync + 'static {
         user_id: Option<&str>,
     ) -> Result<()>;
     async fn get_task_instance_note(&self, ti_id: uuid::Uuid) -> Result<Option<String>>;
+    /// XComs matching `filter`, filtered and paged in SQL, with the number of matches.
+    async fn query_xcoms(&self, filter: &XComFilter) -> Result<XComPage>;
 
     // ---- pool usage (REST API) ------------------------------------------------------------
     /// Slots held per pool by task instances that are running, queued, scheduled or deferred,

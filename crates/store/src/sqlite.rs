@@ -19,7 +19,7 @@ use crate::{
     Variable, XCom,
 };
 use crate::{RunPage, RunQuery, RunRow, run_query};
-use crate::{TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, ti_query};
+use crate::{TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, XComFilter, XComPage, XComRow, ti_query};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -2157,6 +2157,55 @@ impl Store for SqliteStore {
             }
         }
         self.commit(tx, false).await
+    }
+
+    async fn query_xcoms(&self, filter: &XComFilter) -> Result<XComPage> {
+        let (cond, args) = ti_query::xcom_where_clause(filter, "LIKE");
+        let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {cond}", ti_query::XCOM_FROM);
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for a in &args {
+            count = match a {
+                ti_query::Arg::Text(v) => count.bind(v.clone()),
+                ti_query::Arg::Int(v) => count.bind(*v),
+                ti_query::Arg::Float(v) => count.bind(*v),
+                ti_query::Arg::Ts(v) => count.bind(ts_text(*v)),
+            };
+        }
+        let total = count.fetch_one(&self.read).await.map_err(db_err)?;
+        let n = args.len();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {cond} {} LIMIT ${} OFFSET ${}",
+            ti_query::XCOM_SELECT_COLS,
+            ti_query::XCOM_FROM,
+            ti_query::XCOM_ORDER,
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(&sql);
+        for a in args {
+            query = match a {
+                ti_query::Arg::Text(v) => query.bind(v),
+                ti_query::Arg::Int(v) => query.bind(v),
+                ti_query::Arg::Float(v) => query.bind(v),
+                ti_query::Arg::Ts(v) => query.bind(ts_text(v)),
+            };
+        }
+        let rows = query
+            .bind(filter.limit.unwrap_or(-1))
+            .bind(filter.offset.unwrap_or(0))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(XComRow {
+                    xcom: common::xcom(row)?,
+                    logical_date: row.ts_opt("run_logical_date")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(XComPage { items, total })
     }
 
     async fn get_task_instance_note(&self, ti_id: Uuid) -> Result<Option<String>> {

@@ -733,3 +733,37 @@ pub struct EventPage {
     pub events: Vec<AuditEvent>,
     pub total: i64,
 }
+
+/// What [`crate::Store::query_xcoms`] selects. `None`s and empty lists filter nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct XComFilter {
+    pub dag_id: Option<String>,
+    pub run_id: Option<String>,
+    pub task_id: Option<String>,
+    pub key: Option<String>,
+    pub map_index: Option<i32>,
+    /// SQL `LIKE` patterns (`\` escapes), case-insensitive; a value matches if any matches.
+    pub key_like: Vec<String>,
+    pub dag_id_like: Vec<String>,
+    pub run_id_like: Vec<String>,
+    pub task_id_like: Vec<String>,
+    pub logical_date: Bounds<DateTime<Utc>>,
+    pub run_after: Bounds<DateTime<Utc>>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// An XCom with its run's logical date.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XComRow {
+    pub xcom: XCom,
+    pub logical_date: Option<DateTime<Utc>>,
+}
+
+/// One page of an XCom query (ordered by DAG, run, task, map index, key) and the number of
+/// matches over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XComPage {
+    pub items: Vec<XComRow>,
+    pub total: i64,
+}

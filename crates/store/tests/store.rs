@@ -27,6 +27,9 @@ store_test_suite!(sqlite_memory, Harness::sqlite_memory();
     pool_slot_usage_groups_by_pool_and_state,
     query_runs_filters_orders_and_pages,
     run_note_and_triggering_user,
+    task_instance_queries_filter_order_and_page,
+    task_instance_notes,
+    xcom_queries_filter_and_page,
 );
 
 // Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
@@ -55,4 +58,7 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     pool_slot_usage_groups_by_pool_and_state,
     query_runs_filters_orders_and_pages,
     run_note_and_triggering_user,
+    task_instance_queries_filter_order_and_page,
+    task_instance_notes,
+    xcom_queries_filter_and_page,
 );

@@ -65,6 +65,9 @@ macro_rules! store_test_suite {
             pool_slot_usage_groups_by_pool_and_state,
             query_runs_filters_orders_and_pages,
             run_note_and_triggering_user,
+            task_instance_queries_filter_order_and_page,
+            task_instance_notes,
+            xcom_queries_filter_and_page,
         );
     };
 }
@@ -2260,4 +2263,308 @@ pub async fn event_pages_filter_and_order(h: &Harness) {
         .await,
         Err(Error::Invalid(_))
     ));
+}
+
+// ---- task instance listings, notes and XCom queries (API) ------------------------------------
+
+fn ti_keys(page: &updraft_store::TaskInstancePage) -> Vec<(String, String)> {
+    page.items
+        .iter()
+        .map(|r| (r.ti.run_id.clone(), r.ti.task_id.clone()))
+        .collect()
+}
+
+pub async fn task_instance_queries_filter_order_and_page(h: &Harness) {
+    use updraft_store::{Bounds, TaskInstanceFilter, TiSortKey};
+    let (s, r1, tis) = with_run(h).await;
+    s.upsert_dag(&dag("e", &["a", "x"]), false).await.unwrap();
+    let r2 = s
+        .create_run(new_run("d", "r2", Some(t(100)), &["a", "b", "c"]))
+        .await
+        .unwrap();
+    s.create_run(new_run("e", "r1", Some(t(50)), &["a", "x"]))
+        .await
+        .unwrap();
+    // r1: a succeeded (ran 10s), b failed (ran 2.5s), c has no state; r2 all none.
+    let mut a = by_task(&tis, "a").clone();
+    a.state = TaskState::Success;
+    a.try_number = 1;
+    a.start_date = Some(t(10));
+    a.end_date = Some(t(20));
+    a.duration = Some(10.0);
+    let mut b = by_task(&tis, "b").clone();
+    b.state = TaskState::Failed;
+    b.try_number = 2;
+    b.start_date = Some(t(30));
+    b.duration = Some(2.5);
+    b.pool = "other_pool".into();
+    s.apply(&Batch {
+        task_instances: vec![a.clone(), b.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let one_run = |extra: TaskInstanceFilter| TaskInstanceFilter {
+        dag_ids: vec!["d".into()],
+        run_ids: vec!["r1".into()],
+        ..extra
+    };
+    // One run, default natural order, total counted.
+    let page = s
+        .query_task_instances(&one_run(TaskInstanceFilter::default()))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(
+        page.items.iter().map(|r| r.ti.task_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(page.items[0].logical_date, r1.logical_date);
+    assert_eq!(page.items[0].run_after, r1.run_after);
+    assert_eq!(page.items[0].dag_version, 1);
+    assert_eq!(page.items[0].ti.state, TaskState::Success);
+    assert_eq!(page.items[0].ti.version, a.version + 1);
+
+    // States, including no state.
+    let page = s
+        .query_task_instances(&one_run(TaskInstanceFilter {
+            states: vec![TaskState::None, TaskState::Failed],
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ti_keys(&page), [("r1".into(), "b".into()), ("r1".into(), "c".into())]);
+
+    // Ranges on the instance and on the run; pool; try number.
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            duration: Bounds {
+                gt: Some(2.5),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ti_keys(&page), [("r1".into(), "a".into())]);
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            start_date: Bounds {
+                gte: Some(t(10)),
+                lt: Some(t(30)),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ti_keys(&page), [("r1".into(), "a".into())]);
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            dag_ids: vec!["d".into()],
+            logical_date: Bounds {
+                gte: Some(t(100)),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    assert!(page.items.iter().all(|r| r.ti.run_pk == r2.id));
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            pools: vec!["other_pool".into()],
+            try_numbers: vec![2],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ti_keys(&page), [("r1".into(), "b".into())]);
+
+    // Across DAGs and runs: patterns (case-insensitive, alternatives), run ids, ordering, pages.
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            run_ids: vec!["r1".into()],
+            task_id_like: vec!["%A%".into(), "%x%".into()],
+            order_by: vec![(TiSortKey::DagId, true)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|r| (r.ti.dag_id.as_str(), r.ti.task_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("e", "a"), ("e", "x"), ("d", "a")]
+    );
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            dag_id_like: vec!["%d%".into()],
+            order_by: vec![(TiSortKey::Duration, true), (TiSortKey::RunAfter, true)],
+            limit: Some(2),
+            offset: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 6);
+    // durations: a 10, b 2.5, then the rest (NULL) newest run first
+    assert_eq!(
+        ti_keys(&page),
+        [("r1".into(), "b".into()), ("r2".into(), "a".into())]
+    );
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            run_id_like: vec!["r\\_".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 0, "an escaped `_` matches only itself");
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            map_indexes: vec![0],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 0);
+}
+
+pub async fn task_instance_notes(h: &Harness) {
+    use updraft_store::TaskInstanceFilter;
+    let (s, _run, tis) = with_run(h).await;
+    let a = by_task(&tis, "a");
+    assert_eq!(s.get_task_instance_note(a.id).await.unwrap(), None);
+    s.set_task_instance_note(a.id, Some("first"), Some("ann"))
+        .await
+        .unwrap();
+    s.set_task_instance_note(a.id, Some("second"), Some("bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_task_instance_note(a.id).await.unwrap().as_deref(),
+        Some("second")
+    );
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            task_ids: vec!["a".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].note.as_deref(), Some("second"));
+    // A scheduler write of the instance leaves the note alone.
+    let mut moved = a.clone();
+    moved.state = TaskState::Scheduled;
+    s.apply(&Batch {
+        task_instances: vec![moved],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_task_instance_note(a.id).await.unwrap().as_deref(),
+        Some("second")
+    );
+    s.set_task_instance_note(a.id, None, None).await.unwrap();
+    assert_eq!(s.get_task_instance_note(a.id).await.unwrap(), None);
+    assert!(matches!(
+        s.set_task_instance_note(uuid::Uuid::nil(), Some("x"), None)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn xcom_queries_filter_and_page(h: &Harness) {
+    use updraft_store::{Bounds, XComFilter};
+    let (s, r1, tis) = with_run(h).await;
+    s.create_run(new_run("d", "r2", Some(t(100)), &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let r2_tis = s.list_task_instances("d", "r2").await.unwrap();
+    let xcom = |ti: &TaskInstance, key: &str, value: serde_json::Value| XCom {
+        ti_id: ti.id,
+        dag_id: ti.dag_id.clone(),
+        run_id: ti.run_id.clone(),
+        task_id: ti.task_id.clone(),
+        map_index: ti.map_index,
+        key: key.into(),
+        value,
+        timestamp: t(5),
+    };
+    s.apply(&Batch {
+        xcoms: vec![
+            xcom(by_task(&tis, "a"), "return_value", serde_json::json!(1)),
+            xcom(by_task(&tis, "a"), "Other_Key", serde_json::json!({"n": 1})),
+            xcom(by_task(&tis, "b"), "return_value", serde_json::json!("b")),
+            xcom(by_task(&r2_tis, "a"), "return_value", serde_json::json!(2)),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let all = s.query_xcoms(&XComFilter::default()).await.unwrap();
+    assert_eq!(all.total, 4);
+    assert_eq!(
+        all.items
+            .iter()
+            .map(|r| (r.xcom.run_id.as_str(), r.xcom.task_id.as_str(), r.xcom.key.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("r1", "a", "Other_Key"),
+            ("r1", "a", "return_value"),
+            ("r1", "b", "return_value"),
+            ("r2", "a", "return_value")
+        ]
+    );
+    assert_eq!(all.items[0].logical_date, r1.logical_date);
+    assert_eq!(all.items[0].xcom.value, serde_json::json!({"n": 1}));
+    let one = s
+        .query_xcoms(&XComFilter {
+            dag_id: Some("d".into()),
+            run_id: Some("r1".into()),
+            task_id: Some("a".into()),
+            key: Some("return_value".into()),
+            map_index: Some(-1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.total, 1);
+    assert_eq!(one.items[0].xcom.value, serde_json::json!(1));
+    let like = s
+        .query_xcoms(&XComFilter {
+            key_like: vec!["%other%".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(like.total, 1);
+    let later = s
+        .query_xcoms(&XComFilter {
+            logical_date: Bounds {
+                gt: Some(t(0)),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(later.total, 1);
+    assert_eq!(later.items[0].xcom.run_id, "r2");
+    let paged = s
+        .query_xcoms(&XComFilter {
+            limit: Some(2),
+            offset: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(paged.total, 4);
+    assert_eq!(paged.items.len(), 2);
+    assert_eq!(paged.items[0].xcom.task_id, "b");
 }
