@@ -12,16 +12,26 @@
 
 mod audit;
 pub mod auth;
+mod authorize;
+mod config;
+mod connections;
+mod dag_versions;
 mod dag_runs;
 mod dags;
 pub mod error;
+mod event_logs;
 mod json;
 mod misc;
 mod monitor;
 mod openapi;
 mod params;
+mod pools;
 mod resources;
 mod task_instances;
+mod tasks;
+mod task_logs;
+mod xcom;
+mod variables;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,6 +116,11 @@ pub fn app(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            authorize::check,
+        ))
+        // Outside the role check, so refused attempts are in the event log too.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             audit::record,
         ));
     Router::new()
@@ -113,6 +128,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v2", api)
         .fallback(|| async { Error::NotFound("not found".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
 }
@@ -141,6 +157,70 @@ async fn trace(request: Request, next: Next) -> Response {
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
+    response
+}
+
+/// CORS as configured by `api.access_control_allow_*`: off (no headers at all, so browsers
+/// refuse cross-origin calls) unless origins are listed. Preflights from an allowed origin are
+/// answered here; anything else goes through, and only allowed origins get the headers.
+async fn cors(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use axum::http::{HeaderValue, Method, StatusCode, header};
+    let api = &state.config.api;
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(String::from);
+    let allowed = origin.as_deref().and_then(|o| {
+        if api.access_control_allow_origins.iter().any(|a| a == "*") {
+            Some("*".to_string())
+        } else {
+            api.access_control_allow_origins
+                .iter()
+                .any(|a| a == o)
+                .then(|| o.to_string())
+        }
+    });
+    let Some(allowed) = allowed.and_then(|a| HeaderValue::from_str(&a).ok()) else {
+        return next.run(request).await;
+    };
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let headers = r.headers_mut();
+        for (name, list) in [
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                &api.access_control_allow_methods,
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                &api.access_control_allow_headers,
+            ),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                headers.insert(name, v);
+            }
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
     response
 }
 

@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tower::ServiceExt;
-use updraft_api::app;
+use updraft_api::{AppState, app};
 
 #[tokio::test]
 async fn login_issues_a_token_for_the_right_password_only() {
@@ -475,4 +475,64 @@ async fn responses_carry_security_headers() {
         assert_eq!(h["x-frame-options"], "DENY", "{uri}");
         assert_eq!(h["cache-control"], "no-store", "{uri}");
     }
+}
+
+async fn with_origin(state: &AppState, method: &str, origin: &str) -> axum::http::Response<Body> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri("/api/v2/dags")
+        .header(header::ORIGIN, origin);
+    if method == "OPTIONS" {
+        req = req.header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET");
+    }
+    app(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_limited_to_configured_origins() {
+    let env = env().await;
+    let res = with_origin(&env.state, "GET", "https://evil.example").await;
+    assert!(
+        !res.headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+    let res = with_origin(&env.state, "OPTIONS", "https://evil.example").await;
+    assert!(
+        !res.headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+
+    let mut config = (*env.state.config).clone();
+    config.api.access_control_allow_origins = vec!["https://tools.example".into()];
+    let state = AppState {
+        config: std::sync::Arc::new(config),
+        ..env.state.clone()
+    };
+    let res = with_origin(&state, "OPTIONS", "https://tools.example").await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://tools.example"
+    );
+    assert!(
+        res.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+            .to_str()
+            .unwrap()
+            .contains("Authorization")
+    );
+    // The actual call still needs a token; CORS only lets the browser read the answer.
+    let res = with_origin(&state, "GET", "https://tools.example").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://tools.example"
+    );
+    let res = with_origin(&state, "GET", "https://evil.example").await;
+    assert!(
+        !res.headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod auth_dags;
 mod dag_runs;
+mod matrix;
 mod misc;
 mod openapi;
 mod resources;
