@@ -118,20 +118,6 @@ pub struct Range<T> {
     pub lt: Option<T>,
 }
 
-impl<T: PartialOrd> Range<T> {
-    pub fn is_empty(&self) -> bool {
-        self.gte.is_none() && self.gt.is_none() && self.lte.is_none() && self.lt.is_none()
-    }
-
-    /// Whether `value` lies within every given bound (for filters applied in memory).
-    pub fn contains(&self, value: &T) -> bool {
-        self.gte.as_ref().is_none_or(|b| value >= b)
-            && self.gt.as_ref().is_none_or(|b| value > b)
-            && self.lte.as_ref().is_none_or(|b| value <= b)
-            && self.lt.as_ref().is_none_or(|b| value < b)
-    }
-}
-
 impl<T> Range<T> {
     /// Reads the four bounds of `name` with `parse`, which receives the parameter's full name.
     fn parse_with(
@@ -255,6 +241,31 @@ impl Pattern {
     }
 }
 
+/// A `*_pattern` value as SQL `LIKE` patterns for a store query, one per `|` alternative,
+/// each wrapped in `%...%` (Airflow's `ILIKE '%value%'`); empty when it filters nothing (`~` or
+/// blank). A trailing lone `\` is escaped so the database never sees a dangling escape.
+pub fn like_patterns(text: &str) -> Vec<String> {
+    if text.trim() == "~" {
+        return Vec::new();
+    }
+    text.split('|')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|alt| {
+            let mut out = String::from("%");
+            let mut chars = alt.chars();
+            while let Some(c) = chars.next() {
+                out.push(c);
+                if c == '\\' {
+                    out.push(chars.next().unwrap_or('\\'));
+                }
+            }
+            out.push('%');
+            out
+        })
+        .collect()
+}
+
 /// Iterative wildcard match with backtracking to the last `%` (linear in practice, no recursion).
 fn like(tokens: &[Token], value: &[char]) -> bool {
     let (mut t, mut v) = (0, 0);
@@ -287,6 +298,10 @@ fn like(tokens: &[Token], value: &[char]) -> bool {
 }
 
 #[cfg(test)]
+#[path = "params_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -314,15 +329,13 @@ mod tests {
         assert_eq!(r.lt, Some(at("2024-01-02T00:00:00Z")));
         assert_eq!(r.lte, Some(at("2024-01-03T00:00:00Z")));
         assert_eq!(r.gt, None);
-        assert!(r.contains(&at("2024-01-01T12:00:00Z")));
-        assert!(!r.contains(&at("2024-01-02T00:00:00Z")));
         assert_eq!(at("2024-01-01 10:30:00"), at("2024-01-01T10:30:00Z"));
         assert_eq!(at("2024-01-01T10:30:00.5"), at("2024-01-01T10:30:00.500Z"));
         match datetime_range(&q(&[("start_date_gt", "yesterday")]), "start_date") {
             Err(Error::Validation { loc, .. }) => assert_eq!(loc, ["query", "start_date_gt"]),
             other => panic!("expected a validation error, got {other:?}"),
         }
-        assert!(datetime_range(&q(&[]), "x").unwrap().is_empty());
+        assert_eq!(datetime_range(&q(&[]), "x").unwrap(), Range::default());
     }
 
     #[test]
@@ -334,7 +347,6 @@ mod tests {
         .unwrap();
         assert_eq!(r.gt, Some(1.5));
         assert_eq!(r.lte, Some(10.0));
-        assert!(r.contains(&2.0) && !r.contains(&1.5) && !r.contains(&11.0));
         assert!(matches!(
             number_range(&q(&[("duration_gte", "NaN")]), "duration"),
             Err(Error::Validation { .. })
@@ -343,6 +355,16 @@ mod tests {
             number_range(&q(&[("duration_gte", "abc")]), "duration"),
             Err(Error::Validation { .. })
         ));
+    }
+
+    #[test]
+    fn like_patterns_wrap_alternatives_and_escape_a_trailing_backslash() {
+        assert_eq!(like_patterns("run"), ["%run%"]);
+        assert_eq!(like_patterns("a | b_c"), ["%a%", "%b_c%"]);
+        assert_eq!(like_patterns(r"a\_b"), [r"%a\_b%"]);
+        assert_eq!(like_patterns("x\\"), ["%x\\\\%"]);
+        assert!(like_patterns("~").is_empty());
+        assert!(like_patterns(" ").is_empty());
     }
 
     #[test]
