@@ -71,8 +71,11 @@ pub fn required_role(resource: Resource, access: Access) -> Role {
     match (resource, access) {
         (Resource::Dag, Access::Read) => Role::Viewer,
         (Resource::Dag, Access::Write) => Role::User,
-        (Resource::Pool | Resource::Asset | Resource::Configuration, Access::Read) => Role::Viewer,
-        (Resource::Pool | Resource::Asset | Resource::Configuration, Access::Write) => Role::Op,
+        (Resource::Pool | Resource::Asset, Access::Read) => Role::Viewer,
+        (Resource::Pool | Resource::Asset, Access::Write) => Role::Op,
+        // Paths, the database location and option names tell an attacker much, even with
+        // the secrets hidden: only admins read the configuration.
+        (Resource::Configuration, _) => Role::Admin,
         (Resource::Connection | Resource::Variable, _) => Role::Op,
         (Resource::User, _) => Role::Admin,
     }
