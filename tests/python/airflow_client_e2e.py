@@ -49,6 +49,7 @@ from airflow_client.client.models.pool_body import PoolBody
 from airflow_client.client.models.pool_patch_body import PoolPatchBody
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 from airflow_client.client.models.variable_body import VariableBody
+from airflow_client.client.models.x_com_response_native import XComResponseNative
 
 FINISHED = {"success", "failed"}
 
@@ -78,7 +79,7 @@ def describe(exc: BaseException) -> str:
             loc = ".".join(str(x) for x in e.get("loc", ()))
             parts.append(f"{loc}: {e.get('msg')} (got {str(e.get('input'))[:80]!r})")
         return f"client rejected the response ({exc.title}): " + "; ".join(parts)
-    text = f"{type(exc).__name__}: {exc}"
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return text if len(text) < 1500 else text[:1500] + " ..."
 
 
@@ -322,7 +323,16 @@ def main() -> int:
     steps.run("task_instance.get_log(try 1)", lambda: read_log(1), done)
 
     def read_xcom():
-        entry = xcoms.get_xcom_entry(dag_id, task_id, run_id, "return_value")
+        try:
+            entry = xcoms.get_xcom_entry(dag_id, task_id, run_id, "return_value")
+        except ValueError:
+            # The anyOf wrapper hides which field was rejected: validate the raw body against
+            # the native shape to name it.
+            raw = xcoms.get_xcom_entry_without_preload_content(
+                dag_id, task_id, run_id, "return_value"
+            )
+            XComResponseNative.from_dict(json.loads(raw.data))
+            raise
         value = entry.actual_instance.value
         check(str(value) == str(n * 2), f"return_value {value!r}, expected {n * 2}")
 

@@ -990,3 +990,6 @@ mod connections;
 
 #[path = "cli/api.rs"]
 mod api;
+
+#[path = "cli/airflow_client.rs"]
+mod airflow_client;
