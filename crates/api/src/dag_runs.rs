@@ -263,7 +263,7 @@ fn store_err(e: updraft_store::Error) -> Error {
     }
 }
 
-fn bounds(r: params::Range<DateTime<Utc>>) -> Bounds<DateTime<Utc>> {
+fn bounds<T>(r: params::Range<T>) -> Bounds<T> {
     Bounds {
         gte: r.gte,
         gt: r.gt,
@@ -286,6 +286,7 @@ const SORT_KEYS: &[&str] = &[
     "queued_at",
     "start_date",
     "end_date",
+    "duration",
 ];
 
 fn sort_key(field: &str) -> RunSortKey {
@@ -299,6 +300,7 @@ fn sort_key(field: &str) -> RunSortKey {
         "queued_at" => RunSortKey::QueuedAt,
         "start_date" => RunSortKey::StartDate,
         "end_date" => RunSortKey::EndDate,
+        "duration" => RunSortKey::Duration,
         _ => RunSortKey::Id,
     }
 }
@@ -343,7 +345,6 @@ fn parse_run_types(values: &[String]) -> Result<Vec<RunType>> {
 /// Filters Updraft does not implement: refused rather than silently ignored, so a client never
 /// mistakes an unfiltered list for a filtered one.
 const UNSUPPORTED_FILTERS: &[&str] = &[
-    "duration",
     "updated_at",
     "conf_contains",
     "dag_version",
@@ -372,7 +373,7 @@ fn refuse_unsupported(query: &params::Pairs) -> Result<()> {
         ("dag_id" = String, Path, description = "a dag id, or `~` for all DAGs"),
         ("limit" = Option<usize>, Query, description = "page size (default 50, at most 100)"),
         ("offset" = Option<usize>, Query),
-        ("order_by" = Option<Vec<String>>, Query, description = "id, state, dag_id, run_id, dag_run_id, run_type, logical_date, run_after, queued_at, start_date or end_date; `-` for descending; repeatable"),
+        ("order_by" = Option<Vec<String>>, Query, description = "id, state, dag_id, run_id, dag_run_id, run_type, logical_date, run_after, queued_at, start_date, end_date or duration; `-` for descending; repeatable"),
         ("run_after_gte" = Option<DateTime<Utc>>, Query), ("run_after_gt" = Option<DateTime<Utc>>, Query),
         ("run_after_lte" = Option<DateTime<Utc>>, Query), ("run_after_lt" = Option<DateTime<Utc>>, Query),
         ("logical_date_gte" = Option<DateTime<Utc>>, Query), ("logical_date_gt" = Option<DateTime<Utc>>, Query),
@@ -381,6 +382,8 @@ fn refuse_unsupported(query: &params::Pairs) -> Result<()> {
         ("start_date_lte" = Option<DateTime<Utc>>, Query), ("start_date_lt" = Option<DateTime<Utc>>, Query),
         ("end_date_gte" = Option<DateTime<Utc>>, Query), ("end_date_gt" = Option<DateTime<Utc>>, Query),
         ("end_date_lte" = Option<DateTime<Utc>>, Query), ("end_date_lt" = Option<DateTime<Utc>>, Query),
+        ("duration_gte" = Option<f64>, Query, description = "seconds"), ("duration_gt" = Option<f64>, Query),
+        ("duration_lte" = Option<f64>, Query), ("duration_lt" = Option<f64>, Query),
         ("state" = Option<Vec<String>>, Query, description = "repeatable"),
         ("run_type" = Option<Vec<String>>, Query, description = "repeatable"),
         ("run_id_pattern" = Option<String>, Query, description = "SQL LIKE pattern, case-insensitive; `|` separates alternatives"),
@@ -420,6 +423,7 @@ pub async fn get_dag_runs(
         run_after: bounds(params::datetime_range(&query, "run_after")?),
         start_date: bounds(params::datetime_range(&query, "start_date")?),
         end_date: bounds(params::datetime_range(&query, "end_date")?),
+        duration: bounds(params::number_range(&query, "duration")?),
         order_by: order
             .iter()
             .map(|k| (sort_key(k.field), k.descending))
@@ -675,11 +679,6 @@ pub async fn patch_dag_run(
             format!("note must be at most {NOTE_MAX_CHARS} characters"),
         ));
     }
-    if wanted("state") && body.state.is_none() && !mask.is_empty() {
-        return Err(Error::BadRequest(
-            "update_mask names `state` but the body has no state".into(),
-        ));
-    }
     let row = find_run(&state, &dag_id, &run_id).await?;
     if wanted("state")
         && let Some(target) = body.state
@@ -892,6 +891,13 @@ pub async fn trigger_dag_run(
         ));
     }
     let dag = find_dag(&state, &dag_id).await?;
+    // The DAG as last parsed may no longer be what its file says.
+    let import_errors = state.store.list_import_errors().await?;
+    if import_errors.iter().any(|e| e.filename == dag.fileloc) {
+        return Err(Error::BadRequest(format!(
+            "dag `{dag_id}` has import errors and cannot be triggered"
+        )));
+    }
     let conf = serde_json::Value::Object(body.conf.unwrap_or_default());
     updraft_template::resolve_params(&dag.spec, &conf)
         .map_err(|e| Error::BadRequest(format!("invalid conf: {e}")))?;
@@ -942,9 +948,10 @@ pub async fn trigger_dag_run(
     };
     let mut new = new_run(&dag.spec, dag.version, &info, origin, conf, now);
     if logical_date.is_none() {
+        // Without a logical date a run has no data interval, even one given in the body.
         new.logical_date = None;
-        new.data_interval_start = interval.map(|i| i.0);
-        new.data_interval_end = interval.map(|i| i.1);
+        new.data_interval_start = None;
+        new.data_interval_end = None;
     }
     state.store.create_run(new).await.map_err(store_err)?;
     state

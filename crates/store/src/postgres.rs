@@ -2256,13 +2256,14 @@ impl Store for PgStore {
 
     // ---- DAG run listings and annotations (API) -----------------------------------------------
     async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
-        let (cond, args) = run_query::where_clause(query, "ILIKE");
+        let duration = run_query::POSTGRES_DURATION;
+        let (cond, args) = run_query::where_clause(query, "ILIKE", duration);
         let count_sql = format!("SELECT COUNT(*) FROM dag_run WHERE {cond}");
         let n = args.len();
         let sql = format!(
             "SELECT {} FROM dag_run WHERE {cond} {} LIMIT ${} OFFSET ${}",
             run_query::SELECT_COLS,
-            run_query::order_clause(query),
+            run_query::order_clause(query, duration),
             n + 1,
             n + 2
         );

@@ -3,14 +3,13 @@
 
 use crate::ti_query::Arg;
 use crate::{Bounds, RunQuery, RunSortKey};
-use chrono::{DateTime, Utc};
 
 /// The run's columns (as `common::dag_run` reads them) and who triggered it.
 pub(crate) const SELECT_COLS: &str = "id, dag_id, run_id, run_type, state, logical_date, \
     data_interval_start, data_interval_end, run_after, queued_at, start_date, end_date, conf, \
     dag_version, triggered_by, note, version, triggering_user_name";
 
-fn sort_column(key: RunSortKey) -> &'static str {
+fn sort_column(key: RunSortKey, duration: &str) -> &str {
     match key {
         RunSortKey::Id => "id",
         RunSortKey::DagId => "dag_id",
@@ -22,8 +21,15 @@ fn sort_column(key: RunSortKey) -> &'static str {
         RunSortKey::QueuedAt => "queued_at",
         RunSortKey::StartDate => "start_date",
         RunSortKey::EndDate => "end_date",
+        RunSortKey::Duration => duration,
     }
 }
+
+/// How a backend computes a run's duration in seconds from its start and end dates (NULL
+/// until both are set).
+pub(crate) const SQLITE_DURATION: &str =
+    "((julianday(end_date) - julianday(start_date)) * 86400.0)";
+pub(crate) const POSTGRES_DURATION: &str = "EXTRACT(EPOCH FROM (end_date - start_date))";
 
 #[derive(Default)]
 struct Builder {
@@ -61,10 +67,10 @@ impl Builder {
         }
     }
 
-    fn bounds(&mut self, col: &str, b: &Bounds<DateTime<Utc>>) {
+    fn bounds<T: Copy>(&mut self, col: &str, b: &Bounds<T>, arg: impl Fn(T) -> Arg) {
         for (op, v) in [(">=", b.gte), (">", b.gt), ("<=", b.lte), ("<", b.lt)] {
             if let Some(v) = v {
-                let mark = self.push(Arg::Ts(v));
+                let mark = self.push(arg(v));
                 self.clauses.push(format!("{col} {op} {mark}"));
             }
         }
@@ -72,8 +78,9 @@ impl Builder {
 }
 
 /// The `WHERE` condition (`1=1` when nothing filters) and its parameters. `like_op` is the
-/// backend's case-insensitive LIKE (`LIKE` on SQLite, `ILIKE` on PostgreSQL).
-pub(crate) fn where_clause(f: &RunQuery, like_op: &str) -> (String, Vec<Arg>) {
+/// backend's case-insensitive LIKE (`LIKE` on SQLite, `ILIKE` on PostgreSQL), `duration` its
+/// duration expression.
+pub(crate) fn where_clause(f: &RunQuery, like_op: &str, duration: &str) -> (String, Vec<Arg>) {
     let mut b = Builder::default();
     b.any_of("dag_id", f.dag_ids.iter().cloned());
     b.any_of("run_id", f.run_ids.iter().cloned());
@@ -85,10 +92,11 @@ pub(crate) fn where_clause(f: &RunQuery, like_op: &str) -> (String, Vec<Arg>) {
     b.like("dag_id", like_op, &f.dag_id_like);
     b.like("run_id", like_op, &f.run_id_like);
     b.like("triggering_user_name", like_op, &f.triggering_user_like);
-    b.bounds("logical_date", &f.logical_date);
-    b.bounds("run_after", &f.run_after);
-    b.bounds("start_date", &f.start_date);
-    b.bounds("end_date", &f.end_date);
+    b.bounds("logical_date", &f.logical_date, Arg::Ts);
+    b.bounds("run_after", &f.run_after, Arg::Ts);
+    b.bounds("start_date", &f.start_date, Arg::Ts);
+    b.bounds("end_date", &f.end_date, Arg::Ts);
+    b.bounds(duration, &f.duration, Arg::Float);
     let sql = if b.clauses.is_empty() {
         "1=1".to_string()
     } else {
@@ -99,12 +107,12 @@ pub(crate) fn where_clause(f: &RunQuery, like_op: &str) -> (String, Vec<Arg>) {
 
 /// `ORDER BY ...` with the row id appended so pages are stable. NULLs sort as the smallest
 /// value on both backends.
-pub(crate) fn order_clause(f: &RunQuery) -> String {
+pub(crate) fn order_clause(f: &RunQuery, duration: &str) -> String {
     let mut parts: Vec<String> = f
         .order_by
         .iter()
         .map(|(key, desc)| {
-            let col = sort_column(*key);
+            let col = sort_column(*key, duration);
             if *desc {
                 format!("{col} DESC NULLS LAST")
             } else {

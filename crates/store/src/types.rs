@@ -525,6 +525,8 @@ pub enum RunSortKey {
     QueuedAt,
     StartDate,
     EndDate,
+    /// Seconds from start to end; NULL until the run has ended.
+    Duration,
 }
 
 /// What [`crate::Store::query_runs`] selects. Empty lists and `None`s filter nothing.
@@ -542,6 +544,8 @@ pub struct RunQuery {
     pub run_after: Bounds<DateTime<Utc>>,
     pub start_date: Bounds<DateTime<Utc>>,
     pub end_date: Bounds<DateTime<Utc>>,
+    /// Seconds from start to end; a run that has not ended is outside every range.
+    pub duration: Bounds<f64>,
     /// `(key, descending)`; the row id always follows as a tie-breaker.
     pub order_by: Vec<(RunSortKey, bool)>,
     pub limit: Option<i64>,

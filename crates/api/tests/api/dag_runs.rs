@@ -218,6 +218,18 @@ async fn list_filters_orders_and_pages() {
     );
     assert_eq!(ids("/api/v2/dags/~/dagRuns?dag_id_pattern=~").await.1, 4);
     assert_eq!(ids("/api/v2/dags/gamma/dagRuns").await.1, 0);
+    // Only ended runs have a duration.
+    assert_eq!(
+        ids("/api/v2/dags/~/dagRuns?duration_gte=0").await.0,
+        ["a2", "a3"]
+    );
+    assert_eq!(ids("/api/v2/dags/~/dagRuns?duration_gt=3600").await.1, 0);
+    assert_eq!(
+        ids("/api/v2/dags/~/dagRuns?order_by=duration&limit=2")
+            .await
+            .0,
+        ["a1", "b1"]
+    );
 }
 
 #[tokio::test]
@@ -267,11 +279,17 @@ async fn list_refuses_bad_input() {
     )
     .await;
     let body = check(
-        "/api/v2/dags/~/dagRuns?duration_gte=1",
+        "/api/v2/dags/~/dagRuns?updated_at_gte=2024-01-01",
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(body["detail"].as_str().unwrap().contains("duration_gte"));
+    assert!(body["detail"].as_str().unwrap().contains("updated_at_gte"));
+    let body = check(
+        "/api/v2/dags/~/dagRuns?duration_gt=long",
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "duration_gt"]));
     let body = check("/api/v2/dags/nope/dagRuns", StatusCode::NOT_FOUND).await;
     assert!(body["detail"].as_str().unwrap().contains("nope"));
 }
@@ -406,6 +424,7 @@ async fn trigger_creates_a_queued_manual_run() {
     assert_eq!(body["triggering_user_name"], "user");
     assert!(body["logical_date"].is_null(), "{body}");
     assert!(body["data_interval_start"].is_null(), "{body}");
+    assert!(body["data_interval_end"].is_null(), "{body}");
     assert_eq!(body["conf"], json!({}));
     let run_after: DateTime<Utc> = body["run_after"].as_str().unwrap().parse().unwrap();
     assert!(run_after >= before && run_after <= Utc::now());
@@ -440,6 +459,38 @@ async fn trigger_creates_a_queued_manual_run() {
     assert_eq!(body["conf"], json!({"x": 1}));
     assert_eq!(body["note"], "by hand");
     assert!(body["data_interval_end"].is_string());
+
+    // A data interval needs a logical date; an explicit one is kept.
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        uri,
+        Some(json!({
+            "logical_date": "2024-03-03T00:00:00Z",
+            "data_interval_start": "2024-03-02T00:00:00Z",
+            "data_interval_end": "2024-03-03T00:00:00Z",
+            "run_after": "2024-03-03T06:00:00Z",
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data_interval_start"], "2024-03-02T00:00:00Z");
+    assert_eq!(body["data_interval_end"], "2024-03-03T00:00:00Z");
+    assert_eq!(body["run_after"], "2024-03-03T06:00:00Z");
+    let (_, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        uri,
+        Some(json!({
+            "logical_date": null,
+            "data_interval_start": "2024-03-02T00:00:00Z",
+            "data_interval_end": "2024-03-03T00:00:00Z",
+        })),
+    )
+    .await;
+    assert!(body["data_interval_start"].is_null(), "{body}");
 
     // Generated ids follow the logical date.
     let (_, body) = as_user(
@@ -539,6 +590,20 @@ async fn trigger_refuses_bad_requests() {
 
     let (status, _) = trigger("nope", json!({"logical_date": null})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    env.store
+        .set_import_error(
+            "gamma.yaml",
+            Some(&updraft_store::ImportErrorInput {
+                line: Some(3),
+                message: "bad yaml".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    let (status, body) = trigger("gamma", json!({"logical_date": null})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("import errors"));
 
     let (status, body) = trigger("alpha", json!({"logical_date": null, "dag_run_id": "a1"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -663,6 +728,19 @@ async fn patch_note_with_and_without_update_mask() {
         "PATCH",
         &format!("{uri}?update_mask=note"),
         Some(json!({"note": null, "state": "failed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["note"].is_null());
+    assert_eq!(body["state"], "queued");
+
+    // A mask naming a field the body leaves out changes nothing.
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        &format!("{uri}?update_mask=state"),
+        Some(json!({"note": "ignored"})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");

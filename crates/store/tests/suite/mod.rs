@@ -65,6 +65,7 @@ macro_rules! store_test_suite {
             pool_slot_usage_groups_by_pool_and_state,
             query_runs_filters_orders_and_pages,
             run_note_and_triggering_user,
+            query_runs_by_duration,
             task_instance_queries_filter_order_and_page,
             task_instance_notes,
             xcom_queries_filter_and_page,
@@ -2567,4 +2568,69 @@ pub async fn xcom_queries_filter_and_page(h: &Harness) {
     assert_eq!(paged.total, 4);
     assert_eq!(paged.items.len(), 2);
     assert_eq!(paged.items[0].xcom.task_id, "b");
+}
+
+pub async fn query_runs_by_duration(h: &Harness) {
+    use updraft_store::{Bounds, RunQuery, RunSortKey};
+    let s = h.migrated().await.as_ref();
+    s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
+    let mut runs = Vec::new();
+    for (id, at, secs) in [("r1", 0, Some(10)), ("r2", 1, Some(100)), ("r3", 2, None)] {
+        let mut run = s
+            .create_run(new_run("d", id, Some(t(at)), &["a"]))
+            .await
+            .unwrap();
+        run.state = RunState::Running;
+        run.start_date = Some(t(1000));
+        run.end_date = secs.map(|d| t(1000 + d));
+        runs.push(run);
+    }
+    s.apply(&Batch {
+        runs,
+        ..Batch::default()
+    })
+    .await
+    .unwrap();
+    let ids = |q: RunQuery| async move {
+        let page = s.query_runs(&q).await.unwrap();
+        page.items
+            .iter()
+            .map(|r| r.run.run_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let q = RunQuery {
+        duration: Bounds {
+            gte: Some(50.0),
+            ..Bounds::default()
+        },
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(q).await, ["r2"]);
+    let q = RunQuery {
+        duration: Bounds {
+            gt: Some(9.5),
+            lte: Some(100.0),
+            ..Bounds::default()
+        },
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(q).await, ["r1", "r2"]);
+    let q = RunQuery {
+        duration: Bounds {
+            lt: Some(10.5),
+            ..Bounds::default()
+        },
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(q).await, ["r1"], "a run without an end has no duration");
+    let q = RunQuery {
+        order_by: vec![(RunSortKey::Duration, true)],
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(q).await, ["r2", "r1", "r3"]);
+    let q = RunQuery {
+        order_by: vec![(RunSortKey::Duration, false)],
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(q).await, ["r3", "r1", "r2"]);
 }
