@@ -16,7 +16,7 @@ use updraft_core::timetable::{RunInfo, manual_run_info};
 use updraft_core::{RunState, RunType, TaskState};
 use updraft_scheduler::trigger::{RunOrigin, new_run, run_id_for};
 use updraft_store::{
-    Bounds, DagRecord, DagRun, DagVersionInfo, RunQuery, RunRow, RunSortKey, TaskInstance,
+    Bounds, DagRecord, DagRun, DagVersionInfo, RunQuery, RunRow, RunSortKey, TaskInstanceFilter,
 };
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,6 +28,7 @@ use crate::dag_versions::DagVersionResponse;
 use crate::error::{Error, Result};
 use crate::json::Body;
 use crate::params::{self, Page};
+use crate::task_instances::{TaskInstanceCollectionResponse, TaskInstanceResponse};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -73,96 +74,6 @@ pub struct DagRunResponse {
 pub struct DagRunCollectionResponse {
     dag_runs: Vec<DagRunResponse>,
     total_entries: i64,
-}
-
-/// Airflow's `TaskInstanceResponse`, as far as a clear's dry run shows it.
-#[derive(Serialize, ToSchema)]
-pub struct TaskInstanceResponse {
-    id: String,
-    task_id: String,
-    dag_id: String,
-    dag_run_id: String,
-    map_index: i32,
-    logical_date: Option<DateTime<Utc>>,
-    run_after: DateTime<Utc>,
-    start_date: Option<DateTime<Utc>>,
-    end_date: Option<DateTime<Utc>>,
-    duration: Option<f64>,
-    state: Option<&'static str>,
-    try_number: u32,
-    max_tries: u32,
-    task_display_name: String,
-    dag_display_name: String,
-    hostname: Option<String>,
-    unixname: Option<String>,
-    pool: String,
-    pool_slots: u32,
-    queue: String,
-    priority_weight: i64,
-    operator: String,
-    operator_name: String,
-    queued_when: Option<DateTime<Utc>>,
-    scheduled_when: Option<DateTime<Utc>>,
-    pid: Option<i32>,
-    executor: Option<String>,
-    executor_config: String,
-    note: Option<String>,
-    rendered_map_index: Option<String>,
-    #[schema(value_type = Object)]
-    rendered_fields: serde_json::Value,
-    trigger: Option<String>,
-    triggerer_job: Option<String>,
-    dag_version: Option<DagVersionResponse>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TaskInstanceCollectionResponse {
-    task_instances: Vec<TaskInstanceResponse>,
-    total_entries: usize,
-}
-
-fn task_instance_response(
-    ti: &TaskInstance,
-    run: &DagRun,
-    version: Option<DagVersionResponse>,
-) -> TaskInstanceResponse {
-    TaskInstanceResponse {
-        id: ti.id.to_string(),
-        task_id: ti.task_id.clone(),
-        dag_id: ti.dag_id.clone(),
-        dag_run_id: ti.run_id.clone(),
-        map_index: ti.map_index,
-        logical_date: run.logical_date,
-        run_after: run.run_after,
-        start_date: ti.start_date,
-        end_date: ti.end_date,
-        duration: ti.duration,
-        // Airflow shows "no status" as null.
-        state: (ti.state != TaskState::None).then(|| ti.state.as_str()),
-        try_number: ti.try_number,
-        max_tries: ti.max_tries,
-        task_display_name: ti.task_id.clone(),
-        dag_display_name: ti.dag_id.clone(),
-        hostname: ti.hostname.clone(),
-        unixname: None,
-        pool: ti.pool.clone(),
-        pool_slots: ti.pool_slots,
-        queue: ti.queue.clone(),
-        priority_weight: ti.priority_weight,
-        operator: ti.operator.clone(),
-        operator_name: ti.operator.clone(),
-        queued_when: ti.queued_dttm,
-        scheduled_when: ti.scheduled_dttm,
-        pid: ti.pid,
-        executor: None,
-        executor_config: "{}".into(),
-        note: None,
-        rendered_map_index: None,
-        rendered_fields: serde_json::json!({}),
-        trigger: None,
-        triggerer_job: None,
-        dag_version: version,
-    }
 }
 
 fn run_response(row: &RunRow, versions: &Versions) -> DagRunResponse {
@@ -710,7 +621,10 @@ async fn mark_run(state: &AppState, run: &DagRun, target: DagRunPatchStates) -> 
     if target != DagRunPatchStates::Queued {
         for ti in state.store.list_task_instances(dag_id, run_id).await? {
             let new = match target {
-                DagRunPatchStates::Success if ti.state != TaskState::Success => {
+                // A removed instance belongs to a task the DAG no longer has.
+                DagRunPatchStates::Success
+                    if !matches!(ti.state, TaskState::Success | TaskState::Removed) =>
+                {
                     Some(TaskState::Success)
                 }
                 DagRunPatchStates::Failed => match ti.state {
@@ -762,7 +676,7 @@ fn yes() -> bool {
 /// The answer of a clear: the task instances a dry run would clear, or the run after clearing.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum ClearResponse {
+pub(crate) enum ClearResponse {
     DryRun(TaskInstanceCollectionResponse),
     Cleared(Box<DagRunResponse>),
 }
@@ -786,33 +700,31 @@ pub async fn clear_dag_run(
 ) -> Result<Json<ClearResponse>> {
     user.require(Resource::Dag, Access::Write)?;
     let _ = body.run_on_latest_version;
-    let row = find_run(&state, &dag_id, &run_id).await?;
-    let tis: Vec<TaskInstance> = state
-        .store
-        .list_task_instances(&dag_id, &run_id)
-        .await?
-        .into_iter()
-        .filter(|ti| {
-            !body.only_failed || matches!(ti.state, TaskState::Failed | TaskState::UpstreamFailed)
-        })
-        .collect();
+    find_run(&state, &dag_id, &run_id).await?;
+    let filter = TaskInstanceFilter {
+        dag_ids: vec![dag_id.clone()],
+        run_ids: vec![run_id.clone()],
+        states: if body.only_failed {
+            vec![TaskState::Failed, TaskState::UpstreamFailed]
+        } else {
+            Vec::new()
+        },
+        ..TaskInstanceFilter::default()
+    };
+    let page = state.store.query_task_instances(&filter).await?;
     if body.dry_run {
-        let versions = versions_of(&state, &[&row.run]).await?;
-        let version = versions
-            .get(&(row.run.dag_id.clone(), row.run.dag_version))
-            .map(DagVersionResponse::from);
-        let task_instances: Vec<TaskInstanceResponse> = tis
-            .iter()
-            .map(|ti| task_instance_response(ti, &row.run, version.clone()))
-            .collect();
         return Ok(Json(ClearResponse::DryRun(
             TaskInstanceCollectionResponse {
-                total_entries: task_instances.len(),
-                task_instances,
+                task_instances: page
+                    .items
+                    .iter()
+                    .map(TaskInstanceResponse::from_row)
+                    .collect(),
+                total_entries: page.total,
             },
         )));
     }
-    let mut task_ids: Vec<String> = tis.into_iter().map(|ti| ti.task_id).collect();
+    let mut task_ids: Vec<String> = page.items.into_iter().map(|r| r.ti.task_id).collect();
     task_ids.dedup();
     if !task_ids.is_empty() {
         state
