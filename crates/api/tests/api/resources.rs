@@ -142,6 +142,30 @@ async fn variables_create_get_patch_delete() {
 }
 
 #[tokio::test]
+async fn keys_with_slashes_are_reached_percent_encoded() {
+    let env = env().await;
+    let s = &env.state;
+    let (status, _) = op(
+        s,
+        "POST",
+        "/api/v2/variables",
+        Some(json!({"key": "team/a", "value": "v"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = op(s, "GET", "/api/v2/variables/team%2Fa", None).await;
+    assert_eq!(
+        (status, body["key"].as_str()),
+        (StatusCode::OK, Some("team/a"))
+    );
+    let (status, _) = op(s, "DELETE", "/api/v2/variables/team%2Fa", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    env.store.set_pool("a/b", 1, None).await.unwrap();
+    let body = get(&env, "/api/v2/pools/a%2Fb").await;
+    assert_eq!(body["name"], "a/b");
+}
+
+#[tokio::test]
 async fn variable_bodies_are_checked() {
     let env = env().await;
     for body in [
