@@ -32,8 +32,14 @@ import airflow_client.client as client
 from airflow_client.client.api.connection_api import ConnectionApi
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
+from airflow_client.client.api.dag_source_api import DagSourceApi
+from airflow_client.client.api.dag_stats_api import DagStatsApi
+from airflow_client.client.api.dag_version_api import DagVersionApi
+from airflow_client.client.api.event_log_api import EventLogApi
+from airflow_client.client.api.import_error_api import ImportErrorApi
 from airflow_client.client.api.monitor_api import MonitorApi
 from airflow_client.client.api.pool_api import PoolApi
+from airflow_client.client.api.task_api import TaskApi
 from airflow_client.client.api.task_instance_api import TaskInstanceApi
 from airflow_client.client.api.variable_api import VariableApi
 from airflow_client.client.api.version_api import VersionApi
@@ -45,11 +51,16 @@ from airflow_client.client.models.clear_task_instances_body_task_ids_inner impor
 )
 from airflow_client.client.models.connection_body import ConnectionBody
 from airflow_client.client.models.dag_patch_body import DAGPatchBody
+from airflow_client.client.models.dag_run_patch_body import DAGRunPatchBody
+from airflow_client.client.models.dag_runs_batch_body import DAGRunsBatchBody
 from airflow_client.client.models.pool_body import PoolBody
 from airflow_client.client.models.pool_patch_body import PoolPatchBody
+from airflow_client.client.models.task_instances_batch_body import TaskInstancesBatchBody
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 from airflow_client.client.models.variable_body import VariableBody
+from airflow_client.client.models.x_com_create_body import XComCreateBody
 from airflow_client.client.models.x_com_response_native import XComResponseNative
+from airflow_client.client.models.x_com_update_body import XComUpdateBody
 
 FINISHED = {"success", "failed"}
 
@@ -512,6 +523,106 @@ def main() -> int:
               "cleared task ran again (try 2, run success)")
     steps.run("task_instance.get_log(try 2)", lambda: read_log(2),
               "cleared task ran again (try 2, run success)")
+
+    # ---- more of what scripts read and change -------------------------------------------------
+    def tasks():
+        page = TaskApi(api).get_tasks(dag_id)
+        ids = sorted(t.task_id for t in page.tasks)
+        check(task_id in ids, f"tasks {ids}")
+        t = TaskApi(api).get_task(dag_id, task_id)
+        check(t.task_id == task_id, f"{t.task_id}")
+
+    steps.run("task.get_tasks/get_task", tasks, parsed)
+
+    def source():
+        src = DagSourceApi(api).get_dag_source(dag_id)
+        check(f"dag_id: {dag_id}" in (src.content or ""), f"content {src.content!r:.200}")
+
+    steps.run("dag_source.get_dag_source", source, parsed)
+
+    def stats():
+        page = DagStatsApi(api).get_dag_stats(dag_ids=[dag_id])
+        by_dag = {d.dag_id: {x.state: x.count for x in d.stats} for d in page.dags}
+        check(by_dag.get(dag_id, {}).get("success", 0) >= 1, f"stats {by_dag}")
+
+    steps.run("dag_stats.get_dag_stats", stats, done)
+
+    def versions():
+        page = DagVersionApi(api).get_dag_versions(dag_id)
+        check(page.total_entries >= 1 and page.dag_versions[0].dag_id == dag_id, f"{page}")
+
+    steps.run("dag_version.get_dag_versions", versions, parsed)
+
+    def event_log():
+        page = EventLogApi(api).get_event_logs(dag_id=dag_id, event="trigger_dag_run")
+        check(page.total_entries >= 1, f"no trigger_dag_run event for {dag_id}")
+        check(page.event_logs[0].owner == args.username, f"owner {page.event_logs[0].owner}")
+
+    steps.run("event_log.get_event_logs", event_log, "dag_run.trigger_dag_run")
+
+    def import_errors():
+        page = ImportErrorApi(api).get_import_errors()
+        check(page.total_entries == len(page.import_errors), f"{page}")
+
+    steps.run("import_error.get_import_errors", import_errors)
+
+    def run_note():
+        r = runs.patch_dag_run(dag_id, run_id, DAGRunPatchBody(note="checked by a script"),
+                               update_mask=["note"])
+        check(r.note == "checked by a script", f"note {r.note!r}")
+
+    steps.run("dag_run.patch_dag_run(note)", run_note, done)
+
+    def runs_batch():
+        page = runs.get_list_dag_runs_batch("~", DAGRunsBatchBody(dag_ids=[dag_id]))
+        check(run_id in [r.dag_run_id for r in page.dag_runs], f"{page}")
+
+    steps.run("dag_run.get_list_dag_runs_batch", runs_batch, done)
+
+    def tis_batch():
+        page = tis.get_task_instances_batch("~", "~", TaskInstancesBatchBody(dag_ids=[dag_id]))
+        check(task_id in [t.task_id for t in page.task_instances], f"{page}")
+
+    steps.run("task_instance.get_task_instances_batch", tis_batch, done)
+
+    def xcom_write():
+        key = f"e2e_{suffix}"
+        x = xcoms.create_xcom_entry(dag_id, task_id, run_id,
+                                    XComCreateBody(key=key, value={"rows": 3}))
+        check(x.key == key, f"{x}")
+        x = xcoms.update_xcom_entry(dag_id, task_id, run_id, key,
+                                    XComUpdateBody(value={"rows": 4}))
+        got = xcoms.get_xcom_entry(dag_id, task_id, run_id, key).actual_instance.value
+        check(got in ({"rows": 4}, json.dumps({"rows": 4}), "{'rows': 4}"), f"value {got!r}")
+
+    steps.run("xcom.create_xcom_entry/update_xcom_entry", xcom_write, done)
+
+    def bad_token():
+        other = client.ApiClient(client.Configuration(host=base, access_token="not-a-token"))
+        try:
+            DAGApi(other).get_dags_without_preload_content()
+        except ApiException as exc:
+            check(exc.status == 401, describe(exc))
+            return
+        resp = DAGApi(other).get_dags_without_preload_content()
+        check(resp.status == 401, f"a bad token got HTTP {resp.status}")
+
+    steps.run("a bad token is refused (401)", bad_token)
+
+    def second_run():
+        other_id = f"e2e_{suffix}"
+        r = runs.trigger_dag_run(
+            dag_id, TriggerDAGRunPostBody(dag_run_id=other_id, conf={"n": 1}, logical_date=None)
+        )
+        check(r.dag_run_id == other_id, f"run id {r.dag_run_id}")
+        deadline = time.monotonic() + args.timeout
+        while runs.get_dag_run(dag_id, other_id).state not in FINISHED:
+            check(time.monotonic() < deadline, f"{other_id} did not finish")
+            time.sleep(0.5)
+        runs.delete_dag_run(dag_id, other_id)
+        expect_404(lambda: runs.get_dag_run(dag_id, other_id), "get_dag_run after delete")
+
+    steps.run("dag_run.trigger_dag_run(run id)/delete_dag_run", second_run, done)
 
     for gap in sorted(steps.known_gaps - steps.seen):
         steps.failed += 1

@@ -26,9 +26,14 @@ const KNOWN_GAPS: &[&str] = &[
     // A task instance's `dag_version` has a non-UUID `id` and no `created_at`.
     "task_instance.get_task_instances",
     "task_instance.get_task_instance",
+    "task_instance.get_task_instances_batch",
+    // TaskResponse `retry_exponential_backoff` is a boolean; the client wants a number.
+    "task.get_tasks/get_task",
     // XCom entries lack `run_after`.
     "xcom.get_xcom_entry",
     "xcom.get_xcom_entries",
+    // POST .../xcomEntries answers 405.
+    "xcom.create_xcom_entry/update_xcom_entry",
     // PATCH /pools/{name} requires `name` in the body; the client sends only the masked fields.
     "pool.patch_pool",
     // The clear body refuses `prevent_running_task`, which the client always sends.
