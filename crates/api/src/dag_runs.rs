@@ -136,10 +136,11 @@ async fn responses(state: &AppState, rows: &[RunRow]) -> Result<Vec<DagRunRespon
 
 // ---- lookups and errors --------------------------------------------------------------------
 
-/// A DAG that exists and is not stale (Airflow answers 404 for both).
-async fn find_dag(state: &AppState, dag_id: &str) -> Result<DagRecord> {
+/// A known DAG; with `active`, one whose file still defines it (a stale DAG keeps its runs
+/// for reading but cannot be triggered, and Airflow answers 404 for it).
+async fn find_dag(state: &AppState, dag_id: &str, active: bool) -> Result<DagRecord> {
     match state.store.get_dag(dag_id).await? {
-        Some(d) if d.is_active => Ok(d),
+        Some(d) if d.is_active || !active => Ok(d),
         _ => Err(Error::NotFound(format!("dag `{dag_id}` not found"))),
     }
 }
@@ -344,7 +345,7 @@ pub async fn get_dag_runs(
         ..RunQuery::default()
     };
     if dag_id != "~" {
-        find_dag(&state, &dag_id).await?;
+        find_dag(&state, &dag_id, false).await?;
         filter.dag_ids = vec![dag_id];
     }
     list(&state, &filter).await
@@ -802,7 +803,7 @@ pub async fn trigger_dag_run(
             format!("note must be at most {NOTE_MAX_CHARS} characters"),
         ));
     }
-    let dag = find_dag(&state, &dag_id).await?;
+    let dag = find_dag(&state, &dag_id, true).await?;
     // The DAG as last parsed may no longer be what its file says.
     let import_errors = state.store.list_import_errors().await?;
     if import_errors.iter().any(|e| e.filename == dag.fileloc) {

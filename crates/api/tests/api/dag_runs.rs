@@ -898,3 +898,25 @@ async fn triggering_user_name_pattern_filters() {
     .await;
     assert_eq!(run_ids(&body), ["by_op"]);
 }
+
+#[tokio::test]
+async fn a_stale_dag_keeps_its_runs_but_cannot_be_triggered() {
+    let env = seeded().await;
+    let gone = env
+        .store
+        .deactivate_missing_dags("alpha.yaml", &[])
+        .await
+        .unwrap();
+    assert_eq!(gone, ["alpha"]);
+    let body = get(&env, "/api/v2/dags/alpha/dagRuns").await;
+    assert_eq!(body["total_entries"], 3);
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        "/api/v2/dags/alpha/dagRuns",
+        Some(json!({"logical_date": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
