@@ -2,6 +2,7 @@
 """Drives an Updraft API server with the official Airflow REST client, as a user's script would.
 
     airflow_client_e2e.py BASE_URL USERNAME PASSWORD DAG_ID [--task TASK_ID] [--timeout SECS]
+                          [--viewer USER:PASSWORD] [--known-gap STEP]...
 
 The DAG must be a YAML DAG whose task TASK_ID (default `produce`) is a bash task that prints
 `conf=<n>` (the triggered run's `dag_run.conf.n`) and then, as its last line, the XCom value
@@ -190,6 +191,8 @@ def main() -> int:
     ap.add_argument("--task", default="produce", help="bash task that pushes the XCom")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a run")
     ap.add_argument("-v", "--verbose", action="store_true", help="tracebacks on failures")
+    ap.add_argument("--viewer", metavar="USER:PASSWORD",
+                    help="a user with the viewer role, to check what it may not do")
     ap.add_argument("--known-gap", action="append", default=[], metavar="STEP",
                     help="a step known not to work yet (repeatable)")
     args = ap.parse_args()
@@ -623,6 +626,51 @@ def main() -> int:
         expect_404(lambda: runs.get_dag_run(dag_id, other_id), "get_dag_run after delete")
 
     steps.run("dag_run.trigger_dag_run(run id)/delete_dag_run", second_run, done)
+
+    def json_variable():
+        key = f"e2e_json_{suffix}"
+        variables.post_variable(VariableBody(key=key, value={"rows": [1, 2]}))
+        got = variables.get_variable(key).value
+        try:
+            parsed = json.loads(got)
+        except (TypeError, ValueError):
+            raise Failed(f"a JSON value came back as {got!r}") from None
+        check(parsed == {"rows": [1, 2]}, f"value {got!r}")
+        variables.delete_variable(key)
+
+    steps.run("variable.post_variable(JSON value)", json_variable)
+
+    def paging():
+        first = dags.get_dags_without_preload_content(limit=1, offset=0, order_by=["dag_id"])
+        second = dags.get_dags_without_preload_content(limit=1, offset=1, order_by=["dag_id"])
+        a, b = json.loads(first.data), json.loads(second.data)
+        check(len(a["dags"]) == 1 and a["total_entries"] >= 1, f"{a}")
+        if a["total_entries"] > 1:
+            check(a["dags"][0]["dag_id"] < b["dags"][0]["dag_id"], f"{a} then {b}")
+
+    steps.run("dag.get_dags(limit, offset, order_by)", paging, parsed)
+
+    if args.viewer:
+        def viewer():
+            name, _, password = args.viewer.partition(":")
+            conf = client.Configuration(host=base, access_token=get_token(base, name, password))
+            as_viewer = client.ApiClient(conf)
+            resp = DAGApi(as_viewer).get_dag_without_preload_content(dag_id)
+            check(resp.status == 200, f"a viewer reading {dag_id}: HTTP {resp.status}")
+            try:
+                DAGApi(as_viewer).patch_dag(dag_id, DAGPatchBody(is_paused=True))
+            except ApiException as exc:
+                check(exc.status == 403, f"a viewer pausing: {describe(exc)}")
+            else:
+                raise Failed("a viewer could pause the DAG")
+            try:
+                VariableApi(as_viewer).post_variable(VariableBody(key=f"v_{suffix}", value="x"))
+            except ApiException as exc:
+                check(exc.status == 403, f"a viewer creating a variable: {describe(exc)}")
+            else:
+                raise Failed("a viewer could create a variable")
+
+        steps.run("a viewer reads but may not change (403)", viewer, parsed)
 
     for gap in sorted(steps.known_gaps - steps.seen):
         steps.failed += 1

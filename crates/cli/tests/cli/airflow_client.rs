@@ -56,6 +56,22 @@ tasks:
       test \"{{ ti.xcom_pull(task_ids='produce') }}\" = \"{{ dag_run.conf.n * 2 }}\"
 ";
 
+const VIEWER_PASSWORD: &str = "vic-Pa55word-e2e";
+
+fn create_viewer(home: &Home) {
+    home.run(&[
+        "users",
+        "create",
+        "--username",
+        "vic",
+        "--role",
+        "viewer",
+        "--password",
+        VIEWER_PASSWORD,
+    ])
+    .ok();
+}
+
 /// A 32-byte key, so the PostgreSQL roles encrypt connection passwords like standalone does.
 const FERNET_KEY: &str = "dXBkcmFmdC1jbGllbnQtZTJlLXRlc3Qta2V5LTAwMDE=";
 
@@ -159,6 +175,8 @@ fn run_client(python: &str, port: u16, password: &str, procs: &[&Proc]) {
             "client_e2e",
             "--timeout",
             "90",
+            "--viewer",
+            &format!("vic:{VIEWER_PASSWORD}"),
         ])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null());
@@ -217,6 +235,8 @@ fn official_client_against_standalone_on_sqlite() {
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
     };
+    // Users added from the command line while the server runs can log in at once.
+    create_viewer(&home);
     run_client(&python, port, password.trim(), &[&server]);
 }
 
@@ -295,6 +315,7 @@ fn official_client_against_scheduler_and_api_server_on_postgres() {
         password,
     ])
     .ok();
+    create_viewer(&home);
     let port = free_port();
     // `schema` was declared first, so it is dropped last, once the servers have stopped.
     let mut scheduler = start(&home, &["scheduler"]);
