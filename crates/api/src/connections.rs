@@ -54,8 +54,9 @@ pub struct ConnectionResponse {
     team_name: Option<String>,
 }
 
-impl From<ConnectionValue> for ConnectionResponse {
-    fn from(c: ConnectionValue) -> ConnectionResponse {
+impl ConnectionResponse {
+    fn new(state: &AppState, c: ConnectionValue) -> ConnectionResponse {
+        let names = &state.config.core.sensitive_var_conn_names;
         ConnectionResponse {
             connection_id: c.conn_id,
             conn_type: c.conn_type,
@@ -65,7 +66,7 @@ impl From<ConnectionValue> for ConnectionResponse {
             schema: c.schema,
             port: c.port,
             password: c.password.map(|_| MASK.to_string()),
-            extra: c.extra.map(|e| redact_text(&e, None)),
+            extra: c.extra.map(|e| redact_text(&e, None, names)),
             team_name: None,
         }
     }
@@ -308,7 +309,7 @@ pub async fn get_connections(
     let mut connections = Vec::new();
     for row in rows.into_iter().skip(page.offset).take(page.limit) {
         let clear = secrets.decrypt_connection(row).map_err(secrets_error)?;
-        connections.push(ConnectionResponse::from(clear));
+        connections.push(ConnectionResponse::new(&state, clear));
     }
     Ok(Json(ConnectionCollectionResponse {
         connections,
@@ -350,7 +351,10 @@ pub async fn post_connection(
         .await
         .map_err(secrets_error)?;
     let stored = find(&secrets, &body.connection_id).await?;
-    Ok((StatusCode::CREATED, Json(stored.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(ConnectionResponse::new(&state, stored)),
+    ))
 }
 
 /// Get one stored connection.
@@ -368,7 +372,8 @@ pub async fn get_connection(
     Path(connection_id): Path<String>,
 ) -> Result<Json<ConnectionResponse>> {
     user.require(Resource::Connection, Access::Read)?;
-    Ok(Json(find(&secrets(&state)?, &connection_id).await?.into()))
+    let found = find(&secrets(&state)?, &connection_id).await?;
+    Ok(Json(ConnectionResponse::new(&state, found)))
 }
 
 async fn update(
@@ -412,7 +417,7 @@ pub async fn patch_connection(
     let mask = params::multi(&query, "update_mask");
     let mask = (!mask.is_empty()).then_some(mask.as_slice());
     let updated = update(&secrets(&state)?, &body, mask).await?;
-    Ok(Json(updated.into()))
+    Ok(Json(ConnectionResponse::new(&state, updated)))
 }
 
 /// Delete a stored connection.

@@ -69,28 +69,31 @@ pub const SENSITIVE: &[&str] = &[
 
 pub const MASK: &str = "***";
 
-pub fn is_sensitive(name: &str) -> bool {
+/// `extra` is `core.sensitive_var_conn_names` (lower case).
+pub fn is_sensitive(name: &str, extra: &[String]) -> bool {
     let name = name.trim().to_lowercase();
-    SENSITIVE.iter().any(|s| name.contains(s))
+    SENSITIVE.iter().any(|s| name.contains(s)) || extra.iter().any(|s| name.contains(s.as_str()))
 }
 
 /// Masks a JSON value the way Airflow's secrets masker does: under a sensitive name every
 /// string (and nested container) becomes `***`, while numbers and booleans stay; otherwise the
 /// keys of objects are checked one by one, at any depth.
-pub fn redact(value: Value, name: Option<&str>) -> Value {
-    if name.is_some_and(is_sensitive) {
+pub fn redact(value: Value, name: Option<&str>, extra: &[String]) -> Value {
+    if name.is_some_and(|n| is_sensitive(n, extra)) {
         return redact_all(value);
     }
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| {
-                    let v = redact(v, Some(&k));
+                    let v = redact(v, Some(&k), extra);
                     (k, v)
                 })
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| redact(v, name)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| redact(v, name, extra)).collect())
+        }
         other => other,
     }
 }
@@ -109,17 +112,17 @@ fn redact_all(value: Value) -> Value {
 /// Masks a text that may hold JSON (a variable value, a connection's extra). JSON text is
 /// masked inside; other text is masked whole when `name` is sensitive. Text that needs no
 /// masking is returned unchanged, byte for byte.
-pub fn redact_text(text: &str, name: Option<&str>) -> String {
+pub fn redact_text(text: &str, name: Option<&str>, extra: &[String]) -> String {
     match serde_json::from_str::<Value>(text) {
         Ok(value) => {
-            let masked = redact(value.clone(), name);
+            let masked = redact(value.clone(), name, extra);
             if masked == value {
                 text.to_string()
             } else {
                 masked.to_string()
             }
         }
-        Err(_) if name.is_some_and(is_sensitive) => MASK.to_string(),
+        Err(_) if name.is_some_and(|n| is_sensitive(n, extra)) => MASK.to_string(),
         Err(_) => text.to_string(),
     }
 }
@@ -244,14 +247,16 @@ mod tests {
 
     #[test]
     fn redaction_follows_key_names_at_any_depth() {
-        assert!(is_sensitive("MY_API_KEY"));
-        assert!(is_sensitive("db_password"));
-        assert!(!is_sensitive("region"));
-        assert_eq!(redact_text("hunter2", Some("password")), "***");
-        assert_eq!(redact_text("plain", Some("region")), "plain");
+        assert!(is_sensitive("MY_API_KEY", &[]));
+        assert!(is_sensitive("db_password", &[]));
+        assert!(!is_sensitive("region", &[]));
+        assert!(is_sensitive("Region_X", &["region".to_string()]));
+        assert_eq!(redact_text("hunter2", Some("password"), &[]), "***");
+        assert_eq!(redact_text("plain", Some("region"), &[]), "plain");
         let masked: Value = serde_json::from_str(&redact_text(
             r#"{"region": "eu", "auth": {"token": "t", "n": 1}, "secret": {"a": "x", "b": 2}}"#,
             None,
+            &[],
         ))
         .unwrap();
         assert_eq!(
@@ -259,7 +264,7 @@ mod tests {
             json!({"region": "eu", "auth": {"token": "***", "n": 1}, "secret": {"a": "***", "b": 2}})
         );
         // Text that needs no masking keeps its exact form.
-        assert_eq!(redact_text(r#"{"a":1}"#, None), r#"{"a":1}"#);
+        assert_eq!(redact_text(r#"{"a":1}"#, None, &[]), r#"{"a":1}"#);
     }
 
     #[test]

@@ -49,10 +49,17 @@ pub struct VariableResponse {
 }
 
 impl VariableResponse {
-    fn new(key: &str, raw: &str, clear: &str, description: Option<String>) -> VariableResponse {
+    fn new(
+        state: &AppState,
+        key: &str,
+        raw: &str,
+        clear: &str,
+        description: Option<String>,
+    ) -> VariableResponse {
+        let extra = &state.config.core.sensitive_var_conn_names;
         VariableResponse {
             key: key.to_string(),
-            value: Some(redact_text(clear, Some(key))),
+            value: Some(redact_text(clear, Some(key), extra)),
             description,
             is_encrypted: updraft_secrets::looks_like_token(raw),
             team_name: None,
@@ -100,7 +107,7 @@ impl VariableBody {
 
 const SORT_KEYS: &[&str] = &["key", "id", "_val", "description", "is_encrypted"];
 
-async fn find(secrets: &Secrets, key: &str) -> Result<VariableResponse> {
+async fn find(state: &AppState, secrets: &Secrets, key: &str) -> Result<VariableResponse> {
     let row = secrets
         .store()
         .get_variable(key)
@@ -110,6 +117,7 @@ async fn find(secrets: &Secrets, key: &str) -> Result<VariableResponse> {
         .decrypt_variable(key, &row.value)
         .map_err(secrets_error)?;
     Ok(VariableResponse::new(
+        state,
         key,
         &row.value,
         &clear,
@@ -178,6 +186,7 @@ pub async fn get_variables(
             .decrypt_variable(&v.key, &v.value)
             .map_err(secrets_error)?;
         variables.push(VariableResponse::new(
+            &state,
             &v.key,
             &v.value,
             &clear,
@@ -218,7 +227,10 @@ pub async fn post_variable(
         .set_variable(&body.key, &body.text(), body.description.as_deref())
         .await
         .map_err(secrets_error)?;
-    Ok((StatusCode::CREATED, Json(find(&secrets, &body.key).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(find(&state, &secrets, &body.key).await?),
+    ))
 }
 
 /// Get one stored variable.
@@ -236,7 +248,7 @@ pub async fn get_variable(
     Path(variable_key): Path<String>,
 ) -> Result<Json<VariableResponse>> {
     user.require(Resource::Variable, Access::Read)?;
-    Ok(Json(find(&secrets(&state)?, &variable_key).await?))
+    Ok(Json(find(&state, &secrets(&state)?, &variable_key).await?))
 }
 
 /// The fields of `body` an update writes: all of them, or those named in `update_mask`
@@ -312,7 +324,7 @@ pub async fn patch_variable(
     let mask = (!mask.is_empty()).then_some(mask.as_slice());
     let secrets = secrets(&state)?;
     update(&secrets, &variable_key, &body, mask).await?;
-    Ok(Json(find(&secrets, &variable_key).await?))
+    Ok(Json(find(&state, &secrets, &variable_key).await?))
 }
 
 /// Delete a stored variable.

@@ -49,6 +49,9 @@ pub struct Core {
     pub fernet_key: String,
     /// `Disabled`, `Enabled` or `Hidden`: whether `POST /api/v2/connections/test` may run.
     pub test_connection: String,
+    /// Names (lower case) whose values are masked in API responses, besides the built-in
+    /// sensitive names (`password`, `secret`, `token`, ...).
+    pub sensitive_var_conn_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -549,6 +552,20 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| c.core.test_connection.clone(),
     },
+    OptionDef {
+        section: "core",
+        key: "sensitive_var_conn_names",
+        kind: Kind::String,
+        description: "Comma-separated extra names whose values the REST API shows as `***`: a variable whose key, or a connection-extra or JSON key, contains one of them (case-insensitive), in addition to the built-in names such as `password`, `secret`, `token` and `api_key`.",
+        set: |c, v| {
+            c.core.sensitive_var_conn_names = comma_list(v.text("a comma-separated list")?)
+                .into_iter()
+                .map(|n| n.to_lowercase())
+                .collect();
+            Ok(())
+        },
+        get: |c| c.core.sensitive_var_conn_names.join(", "),
+    },
     // ---- database -----------------------------------------------------------------------
     OptionDef {
         section: "database",
@@ -808,6 +825,7 @@ impl Config {
                 load_examples: true,
                 fernet_key: String::new(),
                 test_connection: "Disabled".into(),
+                sensitive_var_conn_names: Vec::new(),
             },
             database: Database {
                 url: format!("sqlite://{}", home.join("updraft.db").display()),

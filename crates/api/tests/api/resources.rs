@@ -262,6 +262,30 @@ async fn values_of_sensitive_variables_are_masked() {
 }
 
 #[tokio::test]
+async fn configured_sensitive_names_are_masked_too() {
+    let env = env().await;
+    let state = with_config(&env, |c| {
+        c.core.sensitive_var_conn_names = vec!["license".into()]
+    });
+    let (_, body) = op(
+        &state,
+        "POST",
+        "/api/v2/variables",
+        Some(json!({"key": "Product_LICENSE", "value": "lic-clear"})),
+    )
+    .await;
+    assert_eq!(body["value"], "***");
+    let mut conn = conn_body("c");
+    conn["extra"] = json!(r#"{"license_key": "lic-clear", "region": "eu"}"#);
+    let (_, body) = op(&state, "POST", "/api/v2/connections", Some(conn)).await;
+    assert!(!body.to_string().contains("lic-clear"), "{body}");
+    assert!(body["extra"].as_str().unwrap().contains("eu"));
+    // Without the option, the same names are ordinary.
+    let (_, body) = op(&env.state, "GET", "/api/v2/variables/Product_LICENSE", None).await;
+    assert_eq!(body["value"], "lic-clear");
+}
+
+#[tokio::test]
 async fn variables_are_encrypted_at_rest_when_a_key_is_configured() {
     let env = env().await;
     let key = updraft_crypto::fernet::Key::generate().to_base64();
