@@ -116,6 +116,7 @@ pub struct PoolBody {
     slots: i32,
     #[serde(default)]
     description: Option<String>,
+    /// Must be false: deferred tasks never hold pool slots here.
     #[serde(default)]
     include_deferred: bool,
     #[serde(default)]
@@ -294,9 +295,10 @@ pub async fn get_pool(
     Ok(Json(find(&state, &pool_name).await?))
 }
 
-/// Applies a patch to a stored pool by Airflow's rules: `default_pool` takes only `slots` and
-/// `include_deferred`, named in `update_mask`; another pool's body must carry `name`, `slots`
-/// and `include_deferred`, and `update_mask` limits which of its fields are written.
+/// Applies a patch to a stored pool: `default_pool` takes only `slots` and `include_deferred`,
+/// named in `update_mask` (Airflow's rule). For other pools the fields present in the body are
+/// written, or with `update_mask` only those it names; unlike Airflow, a body need not repeat
+/// `name`, `slots` and `include_deferred` to change one field.
 async fn update(
     state: &AppState,
     name: &str,
@@ -317,16 +319,6 @@ async fn update(
             return Err(Error::BadRequest(
                 "Only slots and included_deferred can be modified on Default Pool".into(),
             ));
-        }
-    } else {
-        for (field, missing) in [
-            ("name", body.name.is_none()),
-            ("slots", body.slots.is_none()),
-            ("include_deferred", body.include_deferred.is_none()),
-        ] {
-            if missing {
-                return Err(Error::validation(&["body", field], "Field required"));
-            }
         }
     }
     check_team(&body.team_name)?;
