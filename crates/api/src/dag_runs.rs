@@ -68,6 +68,9 @@ pub struct DagRunResponse {
     dag_versions: Vec<DagVersionResponse>,
     bundle_version: Option<String>,
     dag_display_name: String,
+    /// Partitioned runs do not exist in Updraft: always null.
+    partition_key: Option<String>,
+    partition_date: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -108,6 +111,8 @@ fn run_response(row: &RunRow, versions: &Versions) -> DagRunResponse {
         dag_versions,
         bundle_version: None,
         dag_display_name: run.dag_id.clone(),
+        partition_key: None,
+        partition_date: None,
     }
 }
 
@@ -165,6 +170,17 @@ async fn run_json(state: &AppState, dag_id: &str, run_id: &str) -> Result<Json<D
     let row = find_run(state, dag_id, run_id).await?;
     let mut out = responses(state, std::slice::from_ref(&row)).await?;
     Ok(Json(out.remove(0)))
+}
+
+/// Airflow's limit on a note's length, checked like its body validation (422).
+fn check_note(note: Option<&str>) -> Result<()> {
+    match note {
+        Some(n) if n.chars().count() > NOTE_MAX_CHARS => Err(Error::validation(
+            &["body", "note"],
+            format!("note must be at most {NOTE_MAX_CHARS} characters"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A refused state change is the client's mistake, not a server error.
@@ -394,6 +410,13 @@ pub struct DagRunsBatchBody {
     end_date_gt: Option<DateTime<Utc>>,
     end_date_lte: Option<DateTime<Utc>>,
     end_date_lt: Option<DateTime<Utc>>,
+    /// Seconds from start to end.
+    duration_gte: Option<f64>,
+    duration_gt: Option<f64>,
+    duration_lte: Option<f64>,
+    duration_lt: Option<f64>,
+    /// Not supported: only `null`.
+    conf_contains: Option<String>,
 }
 
 /// List DAG runs of many DAGs with the filters in a JSON body (`dag_id` must be `~`).
@@ -433,8 +456,20 @@ pub async fn get_list_dag_runs_batch(
         .into_iter()
         .flatten()
         .collect();
+    if body.conf_contains.is_some() {
+        return Err(Error::BadRequest(
+            "filtering dag runs by `conf_contains` is not supported".into(),
+        ));
+    }
+    let duration = Bounds {
+        gte: body.duration_gte,
+        gt: body.duration_gt,
+        lte: body.duration_lte,
+        lt: body.duration_lt,
+    };
     let range = |gte, gt, lte, lt| Bounds { gte, gt, lte, lt };
     let filter = RunQuery {
+        duration,
         dag_ids: body.dag_ids.unwrap_or_default(),
         states: parse_states(&states, &["body", "states"])?,
         logical_date: range(
@@ -583,14 +618,7 @@ pub async fn patch_dag_run(
         )));
     }
     let wanted = |field: &str| mask.is_empty() || mask.iter().any(|m| m == field);
-    if let Some(Some(note)) = &body.note
-        && note.chars().count() > NOTE_MAX_CHARS
-    {
-        return Err(Error::validation(
-            &["body", "note"],
-            format!("note must be at most {NOTE_MAX_CHARS} characters"),
-        ));
-    }
+    check_note(body.note.as_ref().and_then(Option::as_deref))?;
     let row = find_run(&state, &dag_id, &run_id).await?;
     if wanted("state")
         && let Some(target) = body.state
@@ -665,9 +693,14 @@ pub struct DagRunClearBody {
     /// Clear only the failed and upstream-failed task instances.
     #[serde(default)]
     only_failed: bool,
-    /// Accepted for compatibility; a cleared run always keeps its DAG version.
+    /// Only `false`: a cleared run keeps the DAG version it was created with.
     #[serde(default)]
-    run_on_latest_version: bool,
+    run_on_latest_version: Option<bool>,
+    /// Only `false`: a run's tasks are those of its DAG version, so no task is ever new to it.
+    #[serde(default)]
+    only_new: bool,
+    /// Becomes the run's note when it is cleared (at most 1000 characters).
+    note: Option<String>,
 }
 
 fn yes() -> bool {
@@ -700,7 +733,14 @@ pub async fn clear_dag_run(
     Body(body): Body<DagRunClearBody>,
 ) -> Result<Json<ClearResponse>> {
     user.require(Resource::Dag, Access::Write)?;
-    let _ = body.run_on_latest_version;
+    if body.run_on_latest_version == Some(true) || body.only_new {
+        return Err(Error::BadRequest(
+            "runs keep the DAG version they were created with: `run_on_latest_version` and \
+             `only_new` are not supported"
+                .into(),
+        ));
+    }
+    check_note(body.note.as_deref())?;
     find_run(&state, &dag_id, &run_id).await?;
     let filter = TaskInstanceFilter {
         dag_ids: vec![dag_id.clone()],
@@ -734,6 +774,13 @@ pub async fn clear_dag_run(
             .await
             .map_err(store_err)?;
     }
+    if let Some(note) = &body.note {
+        state
+            .store
+            .set_run_note(&dag_id, &run_id, Some(note))
+            .await
+            .map_err(store_err)?;
+    }
     let Json(run) = run_json(&state, &dag_id, &run_id).await?;
     Ok(Json(ClearResponse::Cleared(Box::new(run))))
 }
@@ -757,6 +804,8 @@ pub struct TriggerDagRunPostBody {
     #[schema(value_type = Option<Object>)]
     conf: Option<serde_json::Map<String, serde_json::Value>>,
     note: Option<String>,
+    /// Not supported: only `null`.
+    partition_key: Option<String>,
 }
 
 /// Trigger a manual run of a DAG. A paused DAG's run waits in `queued` until it is unpaused.
@@ -795,12 +844,10 @@ pub async fn trigger_dag_run(
             ));
         }
     };
-    if let Some(note) = &body.note
-        && note.chars().count() > NOTE_MAX_CHARS
-    {
-        return Err(Error::validation(
-            &["body", "note"],
-            format!("note must be at most {NOTE_MAX_CHARS} characters"),
+    check_note(body.note.as_deref())?;
+    if body.partition_key.is_some() {
+        return Err(Error::BadRequest(
+            "partitioned runs are not supported: `partition_key` must be null".into(),
         ));
     }
     let dag = find_dag(&state, &dag_id, true).await?;

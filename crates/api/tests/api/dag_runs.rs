@@ -117,6 +117,8 @@ async fn list_shows_airflow_fields() {
         "triggering_user_name",
         "note",
         "bundle_version",
+        "partition_key",
+        "partition_date",
     ] {
         assert!(a2.get(key).is_some(), "missing {key} in {a2}");
     }
@@ -333,6 +335,24 @@ async fn batch_list_takes_filters_in_the_body() {
 
     let (_, body) = as_user(&env, "viewer", "POST", uri, Some(json!({}))).await;
     assert_eq!(body["total_entries"], 4);
+    let (_, body) = as_user(
+        &env,
+        "viewer",
+        "POST",
+        uri,
+        Some(json!({"duration_gte": 0, "conf_contains": null})),
+    )
+    .await;
+    assert_eq!(run_ids(&body), ["a2", "a3"]);
+    let (status, _) = as_user(
+        &env,
+        "viewer",
+        "POST",
+        uri,
+        Some(json!({"conf_contains": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 
     for bad in [
         json!({"dag_id": ["alpha"]}),
@@ -586,6 +606,12 @@ async fn trigger_refuses_bad_requests() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
     }
     let (status, _) = trigger("gamma", json!({"logical_date": null, "dag_run_id": "a/b"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = trigger(
+        "gamma",
+        json!({"logical_date": null, "partition_key": "p1"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let (status, _) = trigger("nope", json!({"logical_date": null})).await;
@@ -919,4 +945,40 @@ async fn a_stale_dag_keeps_its_runs_but_cannot_be_triggered() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn clear_takes_the_client_defaults_and_a_note() {
+    let env = seeded().await;
+    with_mixed_run(&env).await;
+    let uri = "/api/v2/dags/multi/dagRuns/r/clear";
+    // What the official client sends by default.
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        uri,
+        Some(json!({"dry_run": true, "only_failed": false, "only_new": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["total_entries"], 3);
+    for unsupported in [
+        json!({"only_new": true}),
+        json!({"run_on_latest_version": true}),
+    ] {
+        let (status, body) = as_user(&env, "user", "POST", uri, Some(unsupported)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        uri,
+        Some(json!({"dry_run": false, "note": "rerun after fix", "run_on_latest_version": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["note"], "rerun after fix");
+    assert_eq!(body["state"], "queued");
 }
