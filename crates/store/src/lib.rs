@@ -298,6 +298,19 @@ pub trait Store: Send + Sync + 'static {
     /// Slots held per pool by task instances that are running, queued, scheduled or deferred,
     /// in one grouped query; pools nobody uses are absent. Ordered by pool name.
     async fn pool_slot_usage(&self) -> Result<Vec<PoolUsage>>;
+    /// Inserts a variable unless the key exists; false (nothing written) when it does, so a
+    /// create cannot overwrite a concurrent one.
+    async fn create_variable(
+        &self,
+        key: &str,
+        value: &str,
+        description: Option<&str>,
+    ) -> Result<bool>;
+    /// Inserts a connection unless the conn_id exists; false (nothing written) when it does.
+    async fn create_connection(&self, conn: &Connection) -> Result<bool>;
+    /// Inserts a pool unless the name exists; false (nothing written) when it does. Posts an
+    /// inbox item when it creates one.
+    async fn create_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<bool>;
 
     // ---- DAG run listings and annotations (API) -----------------------------------------------
     /// Runs matching `query`, filtered, ordered and paged in SQL, with the number of matches

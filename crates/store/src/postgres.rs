@@ -2342,7 +2342,10 @@ impl Store for PgStore {
     // ---- task instance listings and notes (API) ---------------------------------------------
     async fn query_task_instances(&self, filter: &TaskInstanceFilter) -> Result<TaskInstancePage> {
         let (cond, args) = ti_query::where_clause(filter, "ILIKE");
-        let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {cond}", ti_query::FROM);
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {cond}",
+            ti_query::count_from(&cond)
+        );
         let n = args.len();
         let sql = format!(
             "SELECT {} FROM {} WHERE {cond} {} LIMIT ${} OFFSET ${}",
@@ -2517,6 +2520,85 @@ impl Store for PgStore {
                 .map(common::pool_usage)
                 .collect()
         })
+    }
+
+    async fn create_variable(
+        &self,
+        key: &str,
+        value: &str,
+        description: Option<&str>,
+    ) -> Result<bool> {
+        read!(self, tx, {
+            let n = q(
+                "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
+               ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(description)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    async fn create_connection(&self, conn: &Connection) -> Result<bool> {
+        common::check_conn_id(&conn.conn_id)?;
+        read!(self, tx, {
+            let n = q(
+                "INSERT INTO connection (conn_id, conn_type, description, host, schema, login, \
+               password, port, extra, is_encrypted, is_extra_encrypted) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+               ON CONFLICT (conn_id) DO NOTHING",
+            )
+            .bind(&conn.conn_id)
+            .bind(&conn.conn_type)
+            .bind(conn.description.as_deref())
+            .bind(conn.host.as_deref())
+            .bind(conn.schema.as_deref())
+            .bind(conn.login.as_deref())
+            .bind(conn.password.as_deref())
+            .bind(conn.port)
+            .bind(conn.extra.as_deref())
+            .bind(conn.is_encrypted)
+            .bind(conn.is_extra_encrypted)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    async fn create_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<bool> {
+        common::check_pool_slots(name, slots)?;
+        let mut tx = self.begin().await?;
+        let n = q(
+            "INSERT INTO slot_pool (pool, slots, description) VALUES ($1, $2, $3) \
+           ON CONFLICT (pool) DO NOTHING",
+        )
+        .bind(name)
+        .bind(slots)
+        .bind(description)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if n > 0 {
+            post(
+                &mut tx,
+                &InboxItemInput {
+                    kind: InboxKind::PoolsChanged,
+                    dag_id: None,
+                    run_pk: None,
+                },
+            )
+            .await?;
+        }
+        self.commit(tx, n > 0).await?;
+        Ok(n > 0)
     }
 }
 

@@ -63,6 +63,7 @@ macro_rules! store_test_suite {
             dag_tags_run_counts_versions_and_code,
             event_pages_filter_and_order,
             pool_slot_usage_groups_by_pool_and_state,
+            create_only_inserts_leave_existing_rows_alone,
             query_runs_filters_orders_and_pages,
             run_note_and_triggering_user,
             query_runs_by_duration,
@@ -1561,6 +1562,48 @@ pub async fn upgrade_from_migration_1(h: &Harness) {
 }
 
 // ---- pool usage (REST API) ------------------------------------------------------------------
+
+pub async fn create_only_inserts_leave_existing_rows_alone(h: &Harness) {
+    let s = h.migrated().await.as_ref();
+    assert!(s.create_variable("k", "v1", Some("d")).await.unwrap());
+    assert!(!s.create_variable("k", "v2", None).await.unwrap());
+    let v = s.get_variable("k").await.unwrap().unwrap();
+    assert_eq!(
+        (v.value.as_str(), v.description.as_deref()),
+        ("v1", Some("d"))
+    );
+
+    let mut c = bare_connection("c", "http");
+    c.password = Some("first".into());
+    assert!(s.create_connection(&c).await.unwrap());
+    c.password = Some("second".into());
+    assert!(!s.create_connection(&c).await.unwrap());
+    let got = s.get_connection("c").await.unwrap().unwrap();
+    assert_eq!(got.password.as_deref(), Some("first"));
+    assert!(matches!(
+        s.create_connection(&bare_connection("", "http")).await,
+        Err(Error::Invalid(_))
+    ));
+
+    let before = s.max_inbox_id().await.unwrap();
+    assert!(s.create_pool("p", 3, Some("three")).await.unwrap());
+    assert!(!s.create_pool("p", 9, None).await.unwrap());
+    assert!(!s.create_pool("default_pool", 1, None).await.unwrap());
+    let p = s.get_pool("p").await.unwrap().unwrap();
+    assert_eq!((p.slots, p.description.as_deref()), (3, Some("three")));
+    assert_eq!(
+        s.get_pool("default_pool").await.unwrap().unwrap().slots,
+        128
+    );
+    // Only the pool that was created is news for the scheduler.
+    let items = s.read_inbox(before, 10).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].kind, InboxKind::PoolsChanged);
+    assert!(matches!(
+        s.create_pool("bad", -2, None).await,
+        Err(Error::Invalid(_))
+    ));
+}
 
 pub async fn pool_slot_usage_groups_by_pool_and_state(h: &Harness) {
     let s = h.migrated().await.as_ref();
