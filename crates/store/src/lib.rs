@@ -293,6 +293,18 @@ pub trait Store: Send + Sync + 'static {
     async fn get_task_instance_note(&self, ti_id: uuid::Uuid) -> Result<Option<String>>;
     /// XComs matching `filter`, filtered and paged in SQL, with the number of matches.
     async fn query_xcoms(&self, filter: &XComFilter) -> Result<XComPage>;
+    /// Adds an XCom written by a user; `Error::Conflict` when the instance has that key.
+    async fn create_xcom(&self, xcom: &XCom) -> Result<()>;
+    /// Replaces the value of an existing XCom; false when there is none.
+    async fn update_xcom(
+        &self,
+        ti_id: uuid::Uuid,
+        key: &str,
+        value: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// False when there was no such XCom.
+    async fn delete_xcom(&self, ti_id: uuid::Uuid, key: &str) -> Result<bool>;
 
     // ---- pool usage (REST API) ------------------------------------------------------------
     /// Slots held per pool by task instances that are running, queued, scheduled or deferred,

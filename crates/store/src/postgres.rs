@@ -2488,6 +2488,66 @@ impl Store for PgStore {
         })
     }
 
+    async fn create_xcom(&self, xcom: &XCom) -> Result<()> {
+        read!(self, tx, {
+            let done = q(
+                "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, \
+                 timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (ti_id, key) DO NOTHING",
+            )
+            .bind(xcom.ti_id)
+            .bind(&xcom.dag_id)
+            .bind(&xcom.run_id)
+            .bind(&xcom.task_id)
+            .bind(xcom.map_index)
+            .bind(&xcom.key)
+            .bind(&xcom.value)
+            .bind(xcom.timestamp)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if done.rows_affected() == 0 {
+                return Err(Error::Conflict(format!(
+                    "xcom `{}` of task instance {} already exists",
+                    xcom.key, xcom.ti_id
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    async fn update_xcom(
+        &self,
+        ti_id: Uuid,
+        key: &str,
+        value: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        read!(self, tx, {
+            let done = q("UPDATE xcom SET value = $1, timestamp = $2 WHERE ti_id = $3 AND key = $4")
+                .bind(value)
+                .bind(at)
+                .bind(ti_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn delete_xcom(&self, ti_id: Uuid, key: &str) -> Result<bool> {
+        read!(self, tx, {
+            let done = q("DELETE FROM xcom WHERE ti_id = $1 AND key = $2")
+                .bind(ti_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
     async fn get_task_instance_note(&self, ti_id: Uuid) -> Result<Option<String>> {
         read!(self, tx, {
             qs::<String>("SELECT content FROM task_instance_note WHERE ti_id = $1")

@@ -2212,6 +2212,65 @@ impl Store for SqliteStore {
         Ok(XComPage { items, total })
     }
 
+    async fn create_xcom(&self, xcom: &XCom) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, timestamp) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ti_id, key) DO NOTHING",
+        )
+        .bind(xcom.ti_id.to_string())
+        .bind(&xcom.dag_id)
+        .bind(&xcom.run_id)
+        .bind(&xcom.task_id)
+        .bind(xcom.map_index)
+        .bind(&xcom.key)
+        .bind(xcom.value.to_string())
+        .bind(ts_text(xcom.timestamp))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::Conflict(format!(
+                "xcom `{}` of task instance {} already exists",
+                xcom.key, xcom.ti_id
+            )));
+        }
+        self.commit(tx, false).await
+    }
+
+    async fn update_xcom(
+        &self,
+        ti_id: Uuid,
+        key: &str,
+        value: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let done =
+            sqlx::query("UPDATE xcom SET value = $1, timestamp = $2 WHERE ti_id = $3 AND key = $4")
+                .bind(value.to_string())
+                .bind(ts_text(at))
+                .bind(ti_id.to_string())
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        self.commit(tx, false).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_xcom(&self, ti_id: Uuid, key: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM xcom WHERE ti_id = $1 AND key = $2")
+            .bind(ti_id.to_string())
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.commit(tx, false).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn get_task_instance_note(&self, ti_id: Uuid) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT content FROM task_instance_note WHERE ti_id = $1")
             .bind(ti_id.to_string())

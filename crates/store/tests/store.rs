@@ -32,6 +32,7 @@ store_test_suite!(sqlite_memory, Harness::sqlite_memory();
     task_instance_queries_filter_order_and_page,
     task_instance_notes,
     xcom_queries_filter_and_page,
+    xcom_create_update_delete,
 );
 
 // Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
@@ -65,4 +66,5 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     task_instance_queries_filter_order_and_page,
     task_instance_notes,
     xcom_queries_filter_and_page,
+    xcom_create_update_delete,
 );

@@ -70,6 +70,7 @@ macro_rules! store_test_suite {
             task_instance_queries_filter_order_and_page,
             task_instance_notes,
             xcom_queries_filter_and_page,
+            xcom_create_update_delete,
         );
     };
 }
@@ -2676,4 +2677,42 @@ pub async fn query_runs_by_duration(h: &Harness) {
         ..RunQuery::default()
     };
     assert_eq!(ids(q).await, ["r3", "r1", "r2"]);
+}
+
+pub async fn xcom_create_update_delete(h: &Harness) {
+    let (s, _run, tis) = with_run(h).await;
+    let a = by_task(&tis, "a");
+    let x = XCom {
+        ti_id: a.id,
+        dag_id: "d".into(),
+        run_id: "r1".into(),
+        task_id: "a".into(),
+        map_index: -1,
+        key: "k".into(),
+        value: serde_json::json!({"v": [1, "two"]}),
+        timestamp: t(7),
+    };
+    s.create_xcom(&x).await.unwrap();
+    assert!(matches!(s.create_xcom(&x).await, Err(Error::Conflict(_))));
+    assert_eq!(
+        s.get_xcom("d", "r1", "a", -1, "k").await.unwrap(),
+        Some(x.value.clone())
+    );
+    assert!(
+        s.update_xcom(a.id, "k", &serde_json::json!("new"), t(8))
+            .await
+            .unwrap()
+    );
+    let all = s.list_xcoms("d", "r1").await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].value, serde_json::json!("new"));
+    assert_eq!(all[0].timestamp, t(8));
+    assert!(
+        !s.update_xcom(a.id, "other", &serde_json::json!(1), t(8))
+            .await
+            .unwrap()
+    );
+    assert!(s.delete_xcom(a.id, "k").await.unwrap());
+    assert!(!s.delete_xcom(a.id, "k").await.unwrap());
+    assert_eq!(s.get_xcom("d", "r1", "a", -1, "k").await.unwrap(), None);
 }
