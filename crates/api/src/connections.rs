@@ -335,21 +335,16 @@ pub async fn post_connection(
     user.require(Resource::Connection, Access::Write)?;
     body.check()?;
     let secrets = secrets(&state)?;
-    if state
-        .store
-        .get_connection(&body.connection_id)
-        .await?
-        .is_some()
-    {
+    let created = secrets
+        .create_connection(&body.to_value())
+        .await
+        .map_err(secrets_error)?;
+    if !created {
         return Err(Error::Conflict(format!(
             "The Connection with connection_id: `{}` already exists",
             body.connection_id
         )));
     }
-    secrets
-        .set_connection(&body.to_value())
-        .await
-        .map_err(secrets_error)?;
     let stored = find(&secrets, &body.connection_id).await?;
     Ok((
         StatusCode::CREATED,
@@ -556,14 +551,25 @@ async fn bulk_create(
             continue;
         }
         let outcome = match entity.check() {
-            Ok(()) => secrets
+            Ok(()) if on_existence == BulkActionOnExistence::Overwrite => secrets
                 .set_connection(&entity.to_value())
                 .await
-                .map_err(secrets_error),
-            Err(e) => Err(e),
+                .map(|()| true),
+            Ok(()) => secrets.create_connection(&entity.to_value()).await,
+            Err(e) => {
+                results.error(&e);
+                continue;
+            }
         };
-        match outcome {
-            Ok(()) => results.success.push(entity.connection_id.clone()),
+        let id = &entity.connection_id;
+        match outcome.map_err(secrets_error) {
+            Ok(true) => results.success.push(id.clone()),
+            // Created meanwhile, or twice in this request.
+            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
+            Ok(false) => results.error(&Error::Conflict(format!(
+                "The connections with these connection_ids: {} already exist.",
+                key_set([id])
+            ))),
             Err(e) => results.error(&e),
         }
     }

@@ -264,16 +264,16 @@ pub async fn post_pool(
 ) -> Result<(StatusCode, Json<PoolResponse>)> {
     user.require(Resource::Pool, Access::Write)?;
     body.check()?;
-    if state.store.get_pool(&body.name).await?.is_some() {
+    let created = state
+        .store
+        .create_pool(&body.name, body.slots, body.description.as_deref())
+        .await?;
+    if !created {
         return Err(Error::Conflict(format!(
             "The Pool with name: `{}` already exists",
             body.name
         )));
     }
-    state
-        .store
-        .set_pool(&body.name, body.slots, body.description.as_deref())
-        .await?;
     Ok((StatusCode::CREATED, Json(find(&state, &body.name).await?)))
 }
 
@@ -527,16 +527,28 @@ async fn bulk_create(
         if on_existence == BulkActionOnExistence::Skip && existing.contains(&entity.name) {
             continue;
         }
+        let (name, slots, description) =
+            (&entity.name, entity.slots, entity.description.as_deref());
         let outcome = match entity.check() {
-            Ok(()) => state
+            Ok(()) if on_existence == BulkActionOnExistence::Overwrite => state
                 .store
-                .set_pool(&entity.name, entity.slots, entity.description.as_deref())
+                .set_pool(name, slots, description)
                 .await
-                .map_err(Error::Store),
-            Err(e) => Err(e),
+                .map(|()| true),
+            Ok(()) => state.store.create_pool(name, slots, description).await,
+            Err(e) => {
+                results.error(&e);
+                continue;
+            }
         };
-        match outcome {
-            Ok(()) => results.success.push(entity.name.clone()),
+        match outcome.map_err(Error::Store) {
+            Ok(true) => results.success.push(name.clone()),
+            // Created meanwhile, or twice in this request.
+            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
+            Ok(false) => results.error(&Error::Conflict(format!(
+                "The pools with these pool names: {} already exist.",
+                key_set([name])
+            ))),
             Err(e) => results.error(&e),
         }
     }

@@ -217,16 +217,16 @@ pub async fn post_variable(
     user.require(Resource::Variable, Access::Write)?;
     body.check()?;
     let secrets = secrets(&state)?;
-    if secrets.store().get_variable(&body.key).await?.is_some() {
+    let created = secrets
+        .create_variable(&body.key, &body.text(), body.description.as_deref())
+        .await
+        .map_err(secrets_error)?;
+    if !created {
         return Err(Error::Conflict(format!(
             "The Variable with key: `{}` already exists",
             body.key
         )));
     }
-    secrets
-        .set_variable(&body.key, &body.text(), body.description.as_deref())
-        .await
-        .map_err(secrets_error)?;
     Ok((
         StatusCode::CREATED,
         Json(find(&state, &secrets, &body.key).await?),
@@ -460,15 +460,26 @@ async fn bulk_create(
         if on_existence == BulkActionOnExistence::Skip && existing.contains(&entity.key) {
             continue;
         }
+        let (key, value, description) = (&entity.key, entity.text(), entity.description.as_deref());
         let outcome = match entity.check() {
-            Ok(()) => secrets
-                .set_variable(&entity.key, &entity.text(), entity.description.as_deref())
+            Ok(()) if on_existence == BulkActionOnExistence::Overwrite => secrets
+                .set_variable(key, &value, description)
                 .await
-                .map_err(secrets_error),
-            Err(e) => Err(e),
+                .map(|()| true),
+            Ok(()) => secrets.create_variable(key, &value, description).await,
+            Err(e) => {
+                results.error(&e);
+                continue;
+            }
         };
-        match outcome {
-            Ok(()) => results.success.push(entity.key.clone()),
+        match outcome.map_err(secrets_error) {
+            Ok(true) => results.success.push(key.clone()),
+            // Created meanwhile, or twice in this request.
+            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
+            Ok(false) => results.error(&Error::Conflict(format!(
+                "The variables with these keys: {} already exist.",
+                key_set([key])
+            ))),
             Err(e) => results.error(&e),
         }
     }

@@ -207,6 +207,21 @@ impl Secrets {
         Ok(())
     }
 
+    /// Stores a new variable like [`Secrets::set_variable`], unless the key exists: false, and
+    /// nothing written, when it does.
+    pub async fn create_variable(
+        &self,
+        key: &str,
+        value: &str,
+        description: Option<&str>,
+    ) -> Result<bool> {
+        let (sealed, _) = self.seal(value);
+        Ok(self
+            .store
+            .create_variable(key, &sealed, description)
+            .await?)
+    }
+
     /// Every stored variable as `(key, clear value, description)`, ordered like the store.
     pub async fn list_variables(&self) -> Result<Vec<(String, String, Option<String>)>> {
         let mut out = Vec::new();
@@ -272,9 +287,25 @@ impl Secrets {
     /// Stores a connection; password and extra are encrypted with the first key when one is
     /// configured.
     pub async fn set_connection(&self, c: &ConnectionValue) -> Result<()> {
+        self.store
+            .set_connection(&self.sealed_connection(c))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a new connection like [`Secrets::set_connection`], unless the conn_id exists:
+    /// false, and nothing written, when it does.
+    pub async fn create_connection(&self, c: &ConnectionValue) -> Result<bool> {
+        Ok(self
+            .store
+            .create_connection(&self.sealed_connection(c))
+            .await?)
+    }
+
+    fn sealed_connection(&self, c: &ConnectionValue) -> Connection {
         let password = c.password.as_deref().map(|p| self.seal(p));
         let extra = c.extra.as_deref().map(|e| self.seal(e));
-        let row = Connection {
+        Connection {
             conn_id: c.conn_id.clone(),
             conn_type: c.conn_type.clone(),
             description: c.description.clone(),
@@ -286,9 +317,7 @@ impl Secrets {
             password: password.map(|p| p.0),
             port: c.port,
             extra: extra.map(|e| e.0),
-        };
-        self.store.set_connection(&row).await?;
-        Ok(())
+        }
     }
 
     /// Re-encrypts every stored variable and connection with the first key (values stored in

@@ -366,3 +366,36 @@ async fn postgres_stores_tokens_and_reads_clear_values() {
     assert_eq!(s.connection("c").await.unwrap().unwrap(), c);
     db.finish().await;
 }
+
+#[tokio::test]
+async fn create_encrypts_and_never_overwrites() {
+    let db = TestDb::sqlite().await;
+    db.store.migrate().await.unwrap();
+    let key = Key::generate().to_base64();
+    let s = Secrets::with_env(db.store.clone(), &key, None, HashMap::new()).unwrap();
+    assert!(s.create_variable("v", "first", None).await.unwrap());
+    assert!(!s.create_variable("v", "second", None).await.unwrap());
+    assert_eq!(
+        s.stored_variable("v").await.unwrap().as_deref(),
+        Some("first")
+    );
+    let raw = db.store.get_variable("v").await.unwrap().unwrap();
+    assert!(updraft_secrets::looks_like_token(&raw.value));
+
+    let mut c = ConnectionValue {
+        conn_id: "c".into(),
+        conn_type: "http".into(),
+        password: Some("pw-first".into()),
+        extra: Some(r#"{"k": 1}"#.into()),
+        ..Default::default()
+    };
+    assert!(s.create_connection(&c).await.unwrap());
+    c.password = Some("pw-second".into());
+    assert!(!s.create_connection(&c).await.unwrap());
+    let raw = db.store.get_connection("c").await.unwrap().unwrap();
+    assert!(raw.is_encrypted && raw.is_extra_encrypted);
+    assert!(!raw.password.as_deref().unwrap().contains("pw-"));
+    let clear = s.stored_connection("c").await.unwrap().unwrap();
+    assert_eq!(clear.password.as_deref(), Some("pw-first"));
+    assert_eq!(clear.extra.as_deref(), Some(r#"{"k": 1}"#));
+}

@@ -463,6 +463,33 @@ async fn bulk_variables_reports_success_and_errors_per_action() {
     );
     assert!(env.store.get_variable("c").await.unwrap().is_none());
 
+    // The same key twice in one create: the second finds the first.
+    let (_, body) = op(
+        s,
+        "PATCH",
+        "/api/v2/variables",
+        Some(json!({"actions": [
+            {"action": "create", "entities": [{"key": "d", "value": "1"}, {"key": "d", "value": "2"}]},
+            {"action": "create", "entities": [{"key": "e", "value": "1"}, {"key": "e", "value": "2"}],
+             "action_on_existence": "skip"},
+        ]})),
+    )
+    .await;
+    assert_eq!(
+        body["create"],
+        json!({"success": ["d", "e"], "errors": [
+            {"error": "The variables with these keys: {'d'} already exist.", "status_code": 409}
+        ]})
+    );
+    assert_eq!(
+        env.store.get_variable("d").await.unwrap().unwrap().value,
+        "1"
+    );
+    assert_eq!(
+        env.store.get_variable("e").await.unwrap().unwrap().value,
+        "1"
+    );
+
     for bad in [
         json!({"actions": [{"action": "upsert", "entities": []}]}),
         json!({"actions": [{"action": "create", "entities": [{"key": "x"}]}]}),
