@@ -38,6 +38,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clear_dag_run))
 }
 
+/// Airflow's `DagRunTriggeredByType` values; anything else is shown as unknown (null).
+const TRIGGERED_BY: &[&str] = &[
+    "cli",
+    "operator",
+    "rest_api",
+    "ui",
+    "test",
+    "timetable",
+    "asset",
+    "backfill",
+];
 /// Airflow's limit on a note's length.
 const NOTE_MAX_CHARS: usize = 1000;
 
@@ -104,7 +115,9 @@ fn run_response(row: &RunRow, versions: &Versions) -> DagRunResponse {
         last_scheduling_decision: None,
         run_type: run.run_type.as_str(),
         state: run.state.as_str(),
-        triggered_by: Some(run.triggered_by.clone()),
+        triggered_by: TRIGGERED_BY
+            .contains(&run.triggered_by.as_str())
+            .then(|| run.triggered_by.clone()),
         triggering_user_name: row.triggering_user_name.clone(),
         conf: Some(run.conf.clone()),
         note: run.note.clone(),
@@ -250,24 +263,27 @@ fn parse_states(values: &[String], loc: &[&str]) -> Result<Vec<RunState>> {
         .collect()
 }
 
-fn parse_run_types(values: &[String]) -> Result<Vec<RunType>> {
-    values
-        .iter()
-        .map(|v| {
-            RunType::ALL
-                .into_iter()
-                .find(|t| t.as_str() == v)
-                .ok_or_else(|| {
-                    Error::validation(
-                        &["query", "run_type"],
-                        format!(
-                            "invalid value `{v}` for run_type, use one of: backfill, scheduled, \
-                             manual, asset_triggered"
-                        ),
-                    )
-                })
-        })
-        .collect()
+/// Run types Airflow knows but Updraft never creates: valid in a filter, matching nothing.
+const FOREIGN_RUN_TYPES: &[&str] = &["operator_triggered", "asset_materialization"];
+
+/// The requested run types, or `None` when every one is a type no Updraft run has (the
+/// filter then matches nothing).
+fn parse_run_types(values: &[String]) -> Result<Option<Vec<RunType>>> {
+    let mut types = Vec::new();
+    for v in values {
+        if let Some(t) = RunType::ALL.into_iter().find(|t| t.as_str() == v) {
+            types.push(t);
+        } else if !FOREIGN_RUN_TYPES.contains(&v.as_str()) {
+            return Err(Error::validation(
+                &["query", "run_type"],
+                format!(
+                    "invalid value `{v}` for run_type, use one of: backfill, scheduled, manual, \
+                     asset_triggered, operator_triggered, asset_materialization"
+                ),
+            ));
+        }
+    }
+    Ok((values.is_empty() || !types.is_empty()).then_some(types))
 }
 
 /// Filters Updraft does not implement: refused rather than silently ignored, so a client never
@@ -341,9 +357,10 @@ pub async fn get_dag_runs(
             .map(params::like_patterns)
             .unwrap_or_default()
     };
+    let run_types = parse_run_types(&params::multi(&query, "run_type"))?;
     let mut filter = RunQuery {
+        run_types: run_types.clone().unwrap_or_default(),
         states: parse_states(&params::multi(&query, "state"), &["query", "state"])?,
-        run_types: parse_run_types(&params::multi(&query, "run_type"))?,
         run_id_like: pattern("run_id_pattern"),
         dag_id_like: pattern("dag_id_pattern"),
         triggering_user_like: pattern("triggering_user_name_pattern"),
@@ -363,6 +380,12 @@ pub async fn get_dag_runs(
     if dag_id != "~" {
         find_dag(&state, &dag_id, false).await?;
         filter.dag_ids = vec![dag_id];
+    }
+    if run_types.is_none() {
+        return Ok(Json(DagRunCollectionResponse {
+            dag_runs: Vec::new(),
+            total_entries: 0,
+        }));
     }
     list(&state, &filter).await
 }

@@ -159,6 +159,17 @@ async fn list_filters_orders_and_pages() {
         ids("/api/v2/dags/~/dagRuns?run_type=scheduled").await.0,
         ["b1"]
     );
+    // Airflow's run types that Updraft never creates are valid and match nothing.
+    assert_eq!(
+        ids("/api/v2/dags/~/dagRuns?run_type=operator_triggered").await,
+        (vec![], 0)
+    );
+    assert_eq!(
+        ids("/api/v2/dags/~/dagRuns?run_type=asset_materialization&run_type=scheduled")
+            .await
+            .0,
+        ["b1"]
+    );
     assert_eq!(
         ids("/api/v2/dags/~/dagRuns?logical_date_gte=2024-01-02T00:00:00Z&logical_date_lt=2024-01-03")
             .await
