@@ -991,5 +991,8 @@ mod connections;
 #[path = "cli/api.rs"]
 mod api;
 
+#[path = "cli/resources_api.rs"]
+mod resources_api;
+
 #[path = "cli/airflow_client.rs"]
 mod airflow_client;
