@@ -3,9 +3,10 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use updraft_store::{Bounds, XComFilter, XComRow};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,13 +15,18 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::{Access, CurrentUser, Resource};
 use crate::error::{Error, Result};
+use crate::json::Body;
 use crate::params::{self, Page, Range};
-use crate::task_instances::{like_patterns, map_index_param};
+use crate::task_instances::{find_ti, like_patterns, map_index_param};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_xcom_entries))
-        .routes(routes!(get_xcom_entry))
+        .routes(routes!(get_xcom_entries, create_xcom_entry))
+        .routes(routes!(
+            get_xcom_entry,
+            update_xcom_entry,
+            delete_xcom_entry
+        ))
 }
 
 /// Airflow's `XComResponse`.
@@ -207,4 +213,176 @@ pub async fn get_xcom_entry(
     } else {
         Json(XComResponseNative { entry, value }).into_response()
     })
+}
+
+fn minus_one() -> i32 {
+    -1
+}
+
+/// Airflow's `XComCreateBody`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct XComCreateBody {
+    key: String,
+    #[schema(value_type = Object)]
+    value: serde_json::Value,
+    #[serde(default = "minus_one")]
+    map_index: i32,
+}
+
+/// Airflow's `XComUpdateBody`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct XComUpdateBody {
+    #[schema(value_type = Object)]
+    value: serde_json::Value,
+    #[serde(default = "minus_one")]
+    map_index: i32,
+}
+
+fn not_found(dag_id: &str, run_id: &str, task_id: &str, map_index: i32, key: &str) -> Error {
+    Error::NotFound(format!(
+        "xcom entry with key `{key}` of task `{task_id}` (map index {map_index}) in dag run \
+         `{run_id}` of dag `{dag_id}` was not found"
+    ))
+}
+
+async fn native(
+    state: &AppState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+    key: &str,
+) -> Result<XComResponseNative> {
+    let found = state
+        .store
+        .query_xcoms(&XComFilter {
+            dag_id: Some(dag_id.to_string()),
+            run_id: Some(run_id.to_string()),
+            task_id: Some(task_id.to_string()),
+            key: Some(key.to_string()),
+            map_index: Some(map_index),
+            limit: Some(1),
+            ..XComFilter::default()
+        })
+        .await?;
+    let row = found
+        .items
+        .first()
+        .ok_or_else(|| not_found(dag_id, run_id, task_id, map_index, key))?;
+    Ok(XComResponseNative {
+        entry: XComResponse::from(row),
+        value: row.xcom.value.clone(),
+    })
+}
+
+/// Add an XCom entry to a task instance.
+#[utoipa::path(post, path = "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries", tag = "XCom",
+    params(("dag_id" = String, Path), ("dag_run_id" = String, Path), ("task_id" = String, Path)),
+    request_body = XComCreateBody,
+    responses(
+        (status = 201, body = XComResponseNative),
+        (status = 400, body = crate::error::HttpExceptionResponse),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 404, body = crate::error::HttpExceptionResponse),
+        (status = 409, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn create_xcom_entry(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Body(body): Body<XComCreateBody>,
+) -> Result<(StatusCode, Json<XComResponseNative>)> {
+    user.require(Resource::Dag, Access::Write)?;
+    if body.key.trim().is_empty() {
+        return Err(Error::validation(
+            &["body", "key"],
+            "the key cannot be empty",
+        ));
+    }
+    let ti = find_ti(&state, &dag_id, &run_id, &task_id, body.map_index).await?;
+    state
+        .store
+        .create_xcom(&updraft_store::XCom {
+            ti_id: ti.ti.id,
+            dag_id: dag_id.clone(),
+            run_id: run_id.clone(),
+            task_id: task_id.clone(),
+            map_index: body.map_index,
+            key: body.key.clone(),
+            value: body.value,
+            timestamp: Utc::now(),
+        })
+        .await?;
+    let out = native(
+        &state,
+        &dag_id,
+        &run_id,
+        &task_id,
+        body.map_index,
+        &body.key,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Replace the value of an XCom entry.
+#[utoipa::path(patch, path = "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries/{xcom_key}", tag = "XCom",
+    params(("dag_id" = String, Path), ("dag_run_id" = String, Path), ("task_id" = String, Path),
+        ("xcom_key" = String, Path)),
+    request_body = XComUpdateBody,
+    responses(
+        (status = 200, body = XComResponseNative),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 404, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn update_xcom_entry(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((dag_id, run_id, task_id, key)): Path<(String, String, String, String)>,
+    Body(body): Body<XComUpdateBody>,
+) -> Result<Json<XComResponseNative>> {
+    user.require(Resource::Dag, Access::Write)?;
+    let ti = find_ti(&state, &dag_id, &run_id, &task_id, body.map_index).await?;
+    let updated = state
+        .store
+        .update_xcom(ti.ti.id, &key, &body.value, Utc::now())
+        .await?;
+    if !updated {
+        return Err(not_found(&dag_id, &run_id, &task_id, body.map_index, &key));
+    }
+    Ok(Json(
+        native(&state, &dag_id, &run_id, &task_id, body.map_index, &key).await?,
+    ))
+}
+
+/// Delete an XCom entry.
+#[utoipa::path(delete, path = "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries/{xcom_key}", tag = "XCom",
+    params(("dag_id" = String, Path), ("dag_run_id" = String, Path), ("task_id" = String, Path),
+        ("xcom_key" = String, Path), ("map_index" = Option<i32>, Query, description = "default -1")),
+    responses(
+        (status = 204),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 404, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn delete_xcom_entry(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((dag_id, run_id, task_id, key)): Path<(String, String, String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<StatusCode> {
+    user.require(Resource::Dag, Access::Write)?;
+    let map_index = map_index_param(&q)?.unwrap_or(-1);
+    let ti = find_ti(&state, &dag_id, &run_id, &task_id, map_index).await?;
+    if !state.store.delete_xcom(ti.ti.id, &key).await? {
+        return Err(not_found(&dag_id, &run_id, &task_id, map_index, &key));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -873,3 +873,78 @@ async fn xcom_list_and_entry() {
         assert_eq!(got, status, "{uri}: {body}");
     }
 }
+
+#[tokio::test]
+async fn xcom_create_update_delete_need_the_user_role() {
+    let env = with_xcoms().await;
+    let list = format!("{BASE}/b/xcomEntries");
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        &list,
+        Some(json!({"key": "made", "value": {"by": "hand"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["key"], "made");
+    assert_eq!(body["task_id"], "b");
+    assert_eq!(body["value"], json!({"by": "hand"}));
+    let (status, _) = as_user(
+        &env,
+        "user",
+        "POST",
+        &list,
+        Some(json!({"key": "made", "value": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    for (body, status) in [
+        (json!({"key": "x"}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"key": "", "value": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"key": "x", "value": 1, "map_index": 4}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"key": "x", "value": 1, "extra": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (got, resp) = as_user(&env, "user", "POST", &list, Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {resp}");
+    }
+
+    let entry = format!("{BASE}/b/xcomEntries/made");
+    let (status, body) = as_user(&env, "user", "PATCH", &entry, Some(json!({"value": [3]}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["value"], json!([3]));
+    assert_eq!(get(&env, &entry).await["value"], json!([3]));
+    let (status, _) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        &format!("{BASE}/b/xcomEntries/nothing"),
+        Some(json!({"value": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    for (method, uri, body) in [
+        ("POST", list.clone(), Some(json!({"key": "v", "value": 1}))),
+        ("PATCH", entry.clone(), Some(json!({"value": 1}))),
+        ("DELETE", entry.clone(), None),
+    ] {
+        let (status, _) = as_user(&env, "viewer", method, &uri, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+    }
+    let (status, _) = as_user(&env, "user", "DELETE", &entry, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = as_user(&env, "user", "DELETE", &entry, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = as_user(&env, "viewer", "GET", &entry, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
