@@ -27,6 +27,7 @@ mod openapi;
 mod params;
 mod pools;
 mod resources;
+mod task_deps;
 mod task_instances;
 mod tasks;
 mod task_logs;

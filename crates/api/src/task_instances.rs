@@ -41,6 +41,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_mapped_task_instance_tries))
         .routes(routes!(get_task_instance_try_details))
         .routes(routes!(get_mapped_task_instance_try_details))
+        .merge(crate::task_deps::routes())
         .merge(crate::task_logs::routes())
         .merge(crate::xcom::routes())
 }

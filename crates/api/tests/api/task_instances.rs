@@ -47,6 +47,8 @@ async fn run(env: &Env, run_id: &str, secs: i64) -> DagRun {
             dag_version: version,
             triggered_by: "test".into(),
             queued_at: at(secs),
+            note: None,
+            triggering_user_name: None,
             tasks: ["a", "b", "c", "d"]
                 .iter()
                 .map(|t| NewTaskInstance {
@@ -946,5 +948,59 @@ async fn xcom_create_update_delete_need_the_user_role() {
     let (status, _) = as_user(&env, "user", "DELETE", &entry, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = as_user(&env, "viewer", "GET", &entry, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dependencies_say_what_holds_an_instance_back() {
+    let env = seeded().await;
+    let names = |body: &Value| -> Vec<String> {
+        body["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // d has no upstream and its run is queued: nothing holds it back.
+    assert_eq!(
+        names(&get(&env, &format!("{BASE}/d/dependencies")).await),
+        Vec::<String>::new()
+    );
+    let body = get(&env, &format!("{BASE}/a/dependencies")).await;
+    assert_eq!(names(&body), ["Task Instance State"]);
+    assert!(
+        body["dependencies"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("'success'")
+    );
+    // c waits on b, which failed.
+    let body = get(&env, &format!("{BASE}/c/-1/dependencies")).await;
+    assert_eq!(names(&body), ["Trigger Rule"]);
+    let reason = body["dependencies"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("all_success") && reason.contains("1 failed"),
+        "{reason}"
+    );
+    let body = get(
+        &env,
+        "/api/v2/dags/chain/dagRuns/r2/taskInstances/b/dependencies",
+    )
+    .await;
+    assert!(
+        body["dependencies"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 are not done")
+    );
+    let (status, _) = as_user(
+        &env,
+        "viewer",
+        "GET",
+        &format!("{BASE}/zz/dependencies"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
