@@ -46,6 +46,14 @@ from airflow_client.client.api.variable_api import VariableApi
 from airflow_client.client.api.version_api import VersionApi
 from airflow_client.client.api.x_com_api import XComApi
 from airflow_client.client.exceptions import ApiException
+from airflow_client.client.models.actions_inner4 import ActionsInner4
+from airflow_client.client.models.bulk_body_variable_body import BulkBodyVariableBody
+from airflow_client.client.models.bulk_create_action_variable_body import (
+    BulkCreateActionVariableBody,
+)
+from airflow_client.client.models.bulk_delete_action_variable_body import (
+    BulkDeleteActionVariableBody,
+)
 from airflow_client.client.models.clear_task_instances_body import ClearTaskInstancesBody
 from airflow_client.client.models.clear_task_instances_body_task_ids_inner import (
     ClearTaskInstancesBodyTaskIdsInner,
@@ -54,6 +62,7 @@ from airflow_client.client.models.connection_body import ConnectionBody
 from airflow_client.client.models.dag_patch_body import DAGPatchBody
 from airflow_client.client.models.dag_run_patch_body import DAGRunPatchBody
 from airflow_client.client.models.dag_runs_batch_body import DAGRunsBatchBody
+from airflow_client.client.models.entities_inner4 import EntitiesInner4
 from airflow_client.client.models.pool_body import PoolBody
 from airflow_client.client.models.pool_patch_body import PoolPatchBody
 from airflow_client.client.models.task_instances_batch_body import TaskInstancesBatchBody
@@ -671,6 +680,27 @@ def main() -> int:
                 raise Failed("a viewer could create a variable")
 
         steps.run("a viewer reads but may not change (403)", viewer, parsed)
+
+    def bulk_variables():
+        a, b = f"e2e_bulk_a_{suffix}", f"e2e_bulk_b_{suffix}"
+        body = BulkBodyVariableBody(actions=[
+            ActionsInner4(BulkCreateActionVariableBody(
+                action="create",
+                entities=[VariableBody(key=a, value="1"), VariableBody(key=b, value="2")],
+            )),
+        ])
+        res = variables.bulk_variables(body)
+        check(sorted(res.create.success or []) == sorted([a, b]), f"create {res.create}")
+        body = BulkBodyVariableBody(actions=[
+            ActionsInner4(BulkDeleteActionVariableBody(
+                action="delete", entities=[EntitiesInner4(a), EntitiesInner4(b)],
+            )),
+        ])
+        res = variables.bulk_variables(body)
+        check(sorted(res.delete.success or []) == sorted([a, b]), f"delete {res.delete}")
+        expect_404(lambda: variables.get_variable(a), "get_variable after bulk delete")
+
+    steps.run("variable.bulk_variables(create, delete)", bulk_variables)
 
     for gap in sorted(steps.known_gaps - steps.seen):
         steps.failed += 1
