@@ -70,7 +70,8 @@ impl Secrets {
         Self::with_env(store, fernet_key, files_dir, std::env::vars().collect())
     }
 
-    /// Like [`Secrets::new`] with an explicit environment (tests).
+    /// Like [`Secrets::new`] with an explicit environment: tests, and the REST API, which passes
+    /// none because it serves the metastore only.
     pub fn with_env(
         store: DynStore,
         fernet_key: &str,
