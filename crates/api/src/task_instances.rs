@@ -29,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_task_instances))
         .routes(routes!(get_task_instances_batch))
+        .routes(routes!(get_mapped_task_instances))
         .routes(routes!(get_task_instance, patch_task_instance))
         .routes(routes!(
             get_mapped_task_instance,
@@ -398,6 +399,7 @@ fn filter_from_query(dag_id: &str, run_id: &str, query: &Pairs) -> Result<TaskIn
         operators: params::multi(query, "operator"),
         try_numbers: numbers(query, "try_number")?,
         map_indexes: numbers(query, "map_index")?,
+        mapped_only: false,
         dag_id_like: like_patterns(params::single(query, "dag_id_pattern")),
         run_id_like: like_patterns(params::single(query, "run_id_pattern")),
         task_id_like: like_patterns(params::single(query, "task_display_name_pattern")),
@@ -503,6 +505,71 @@ pub async fn get_task_instances(
     let filter = filter_from_query(&dag_id, &run_id, &q)?;
     check_path(&state, &dag_id, &run_id).await?;
     Ok(Json(query(&state, &filter).await?))
+}
+
+/// List the expanded instances of a mapped task in a run.
+#[utoipa::path(get, path = "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/listMapped", tag = "Task Instance",
+    params(
+        ("dag_id" = String, Path), ("dag_run_id" = String, Path), ("task_id" = String, Path),
+        ("state" = Option<Vec<String>>, Query),
+        ("pool" = Option<Vec<String>>, Query),
+        ("queue" = Option<Vec<String>>, Query),
+        ("operator" = Option<Vec<String>>, Query),
+        ("try_number" = Option<Vec<u32>>, Query),
+        ("map_index" = Option<Vec<i32>>, Query),
+        ("start_date_gte" = Option<String>, Query), ("start_date_lte" = Option<String>, Query),
+        ("end_date_gte" = Option<String>, Query), ("end_date_lte" = Option<String>, Query),
+        ("duration_gte" = Option<f64>, Query), ("duration_lte" = Option<f64>, Query),
+        ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query),
+        ("order_by" = Option<Vec<String>>, Query),
+    ),
+    responses(
+        (status = 200, body = TaskInstanceCollectionResponse),
+        (status = 400, body = crate::error::HttpExceptionResponse),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 404, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn get_mapped_task_instances(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Json<TaskInstanceCollectionResponse>> {
+    user.require(Resource::Dag, Access::Read)?;
+    let mut filter = filter_from_query(&dag_id, &run_id, &q)?;
+    filter.task_ids = vec![task_id.clone()];
+    filter.mapped_only = true;
+    if dag_id == "~" || run_id == "~" {
+        return Err(Error::BadRequest(
+            "mapped instances are listed for one dag run: `~` is not allowed here".into(),
+        ));
+    }
+    check_path(&state, &dag_id, &run_id).await?;
+    let out = query(&state, &filter).await?;
+    if out.total_entries == 0 {
+        // Tell an unmapped or unknown task from a mapped one whose filter matched nothing.
+        let any = state
+            .store
+            .query_task_instances(&TaskInstanceFilter {
+                limit: Some(1),
+                ..one_filter(&dag_id, &run_id, &task_id, None)
+            })
+            .await?;
+        match any.items.first() {
+            None => {
+                return Err(Error::NotFound(format!(
+                    "task `{task_id}` has no instance in dag run `{run_id}` of dag `{dag_id}`"
+                )));
+            }
+            Some(row) if row.ti.map_index < 0 => {
+                return Err(Error::NotFound(format!("task `{task_id}` is not mapped")));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Json(out))
 }
 
 /// Airflow's `TaskInstancesBatchBody`.

@@ -134,6 +134,9 @@ pub(crate) fn where_clause(f: &TaskInstanceFilter, like_op: &str) -> (String, Ve
         "t.map_index",
         f.map_indexes.iter().map(|n| Arg::Int(i64::from(*n))),
     );
+    if f.mapped_only {
+        b.clauses.push("t.map_index >= 0".into());
+    }
     b.like("t.dag_id", like_op, &f.dag_id_like);
     b.like("t.run_id", like_op, &f.run_id_like);
     b.like("t.task_id", like_op, &f.task_id_like);

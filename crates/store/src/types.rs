@@ -92,6 +92,10 @@ pub struct NewRun {
     pub dag_version: i64,
     pub triggered_by: String,
     pub queued_at: DateTime<Utc>,
+    /// The run's note, written with the run so it is never seen without it.
+    pub note: Option<String>,
+    /// Who asked for the run (`None` for the scheduler's own runs).
+    pub triggering_user_name: Option<String>,
     /// One entry per task of the DAG version.
     pub tasks: Vec<NewTaskInstance>,
 }
@@ -474,6 +478,8 @@ pub struct TaskInstanceFilter {
     pub operators: Vec<String>,
     pub try_numbers: Vec<u32>,
     pub map_indexes: Vec<i32>,
+    /// Only the expanded instances of mapped tasks (map index 0 and up).
+    pub mapped_only: bool,
     /// SQL `LIKE` patterns (`\` escapes), case-insensitive; a value matches if any matches.
     pub dag_id_like: Vec<String>,
     pub run_id_like: Vec<String>,
@@ -628,7 +634,10 @@ pub struct LastScheduledRun {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DagListItem {
+    /// The DAG with the DAG-level fields of its spec: `spec.tasks` is empty in a listing.
     pub dag: DagRecord,
+    /// Some task sets `max_active_tis_per_dag`.
+    pub has_task_concurrency_limits: bool,
     /// The DAG's file has an import error now.
     pub has_import_errors: bool,
     pub last_scheduled_run: Option<LastScheduledRun>,

@@ -1004,3 +1004,100 @@ async fn dependencies_say_what_holds_an_instance_back() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn list_mapped_and_get_mapped_instances() {
+    let env = seeded().await;
+    let version = env.store.get_dag("chain").await.unwrap().unwrap().version;
+    let tis = [
+        ("a", -1),
+        ("b", 0),
+        ("b", 1),
+        ("b", 2),
+        ("c", -1),
+        ("d", -1),
+    ];
+    env.store
+        .create_run(NewRun {
+            dag_id: "chain".into(),
+            run_id: "m1".into(),
+            run_type: RunType::Manual,
+            logical_date: Some(at(7200)),
+            data_interval_start: None,
+            data_interval_end: None,
+            run_after: at(7200),
+            conf: json!({}),
+            dag_version: version,
+            triggered_by: "test".into(),
+            queued_at: at(7200),
+            note: None,
+            triggering_user_name: None,
+            tasks: tis
+                .iter()
+                .map(|(t, m)| NewTaskInstance {
+                    task_id: t.to_string(),
+                    map_index: *m,
+                    max_tries: 0,
+                    pool: "default_pool".into(),
+                    pool_slots: 1,
+                    priority_weight: 1,
+                    queue: "default".into(),
+                    operator: "EmptyOperator".into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    let uri = "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/listMapped";
+    let body = get(&env, uri).await;
+    assert_eq!(body["total_entries"], 3);
+    let indexes: Vec<i64> = body["task_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["map_index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert_eq!(body["task_instances"][1]["rendered_map_index"], "1");
+    let body = get(&env, &format!("{uri}?order_by=-map_index&limit=1")).await;
+    assert_eq!(body["task_instances"][0]["map_index"], 2);
+    assert_eq!(body["total_entries"], 3);
+    let body = get(&env, "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/2").await;
+    assert_eq!(body["map_index"], 2);
+    let body = get(&env, &format!("{uri}?state=success")).await;
+    assert_eq!(body["total_entries"], 0);
+
+    // Patching a mapped instance touches only that index.
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/1",
+        Some(json!({"new_state": "skipped"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["total_entries"], 1);
+    assert_eq!(body["task_instances"][0]["map_index"], 1);
+    assert_eq!(body["task_instances"][0]["state"], "skipped");
+    let body = get(&env, &format!("{uri}?state=skipped")).await;
+    assert_eq!(body["total_entries"], 1);
+
+    for (uri, status) in [
+        (
+            "/api/v2/dags/chain/dagRuns/m1/taskInstances/a/listMapped",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v2/dags/chain/dagRuns/m1/taskInstances/zz/listMapped",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v2/dags/chain/dagRuns/~/taskInstances/b/listMapped",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (got, body) = as_user(&env, "viewer", "GET", uri, None).await;
+        assert_eq!(got, status, "{uri}: {body}");
+    }
+}

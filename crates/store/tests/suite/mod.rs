@@ -110,6 +110,8 @@ pub fn new_run(
         dag_version: 1,
         triggered_by: "test".into(),
         queued_at: t(1),
+        note: None,
+        triggering_user_name: None,
         tasks: tasks
             .iter()
             .map(|id| NewTaskInstance {
@@ -333,6 +335,7 @@ pub async fn create_run_and_conflicts(h: &Harness) {
     assert_eq!(run.queued_at, Some(t(1)));
     assert_eq!(run.conf, serde_json::json!({"k": 1}));
     assert_eq!(run.triggered_by, "test");
+    assert_eq!(run.note, None);
     assert_eq!(s.get_run("d", "r1").await.unwrap(), Some(run.clone()));
     assert_eq!(s.get_run_by_id(run.id).await.unwrap(), Some(run.clone()));
 
@@ -391,6 +394,38 @@ pub async fn create_run_and_conflicts(h: &Harness) {
         s.create_run(new_run("nope", "r", None, &["a"])).await,
         Err(Error::NotFound(_))
     ));
+
+    // note and triggering user are written by the same insert as the run
+    let mut noted = new_run("d", "n1", Some(t(500)), &["a"]);
+    noted.note = Some("from the form".into());
+    noted.triggering_user_name = Some("alice".into());
+    let created = s.create_run(noted.clone()).await.unwrap();
+    assert_eq!(created.note.as_deref(), Some("from the form"));
+    assert_eq!(created.version, run.version);
+    assert_eq!(s.get_run("d", "n1").await.unwrap(), Some(created.clone()));
+    let users = |q: updraft_store::RunQuery| async move {
+        let page = s.query_runs(&q).await.unwrap();
+        page.items
+            .into_iter()
+            .map(|i| (i.run.run_id, i.triggering_user_name))
+            .collect::<Vec<_>>()
+    };
+    let runs = users(updraft_store::RunQuery::default()).await;
+    assert!(
+        runs.contains(&("n1".into(), Some("alice".into()))),
+        "{runs:?}"
+    );
+    assert!(runs.contains(&("r1".into(), None)), "{runs:?}");
+    // a refused duplicate leaves the first run's note and user as they were
+    noted.note = Some("other".into());
+    noted.triggering_user_name = Some("mallory".into());
+    assert!(matches!(s.create_run(noted).await, Err(Error::Conflict(_))));
+    assert_eq!(s.get_run("d", "n1").await.unwrap(), Some(created));
+    let runs = users(updraft_store::RunQuery::default()).await;
+    assert!(
+        runs.contains(&("n1".into(), Some("alice".into()))),
+        "{runs:?}"
+    );
 }
 
 pub async fn list_runs_filters_and_order(h: &Harness) {
@@ -1674,9 +1709,9 @@ pub async fn query_runs_filters_orders_and_pages(h: &Harness) {
     let s = h.migrated().await.as_ref();
     s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
     s.upsert_dag(&dag("etl", &["a"]), false).await.unwrap();
-    s.create_run(new_run("d", "r1", Some(t(0)), &["a"]))
-        .await
-        .unwrap();
+    let mut by_alice = new_run("d", "r1", Some(t(0)), &["a"]);
+    by_alice.triggering_user_name = Some("Alice".into());
+    s.create_run(by_alice).await.unwrap();
     s.create_run(new_run("d", "r2", Some(t(100)), &["a"]))
         .await
         .unwrap();
@@ -1688,7 +1723,6 @@ pub async fn query_runs_filters_orders_and_pages(h: &Harness) {
     s.create_run(scheduled).await.unwrap();
     s.set_run_state("d", "r2", RunState::Running).await.unwrap();
     s.set_run_state("d", "r2", RunState::Success).await.unwrap();
-    s.set_run_triggering_user("d", "r1", "Alice").await.unwrap();
 
     let ids = |q: RunQuery| async move {
         let page = s.query_runs(&q).await.unwrap();
@@ -1868,19 +1902,12 @@ pub async fn run_note_and_triggering_user(h: &Harness) {
         s.set_run_note("d", "nope", Some("x")).await,
         Err(Error::NotFound(_))
     ));
-
-    s.set_run_triggering_user("d", "r1", "bob").await.unwrap();
+    // with_run's run names nobody.
     let page = s
         .query_runs(&updraft_store::RunQuery::default())
         .await
         .unwrap();
-    assert_eq!(page.items[0].triggering_user_name.as_deref(), Some("bob"));
-    // Not a scheduler-owned column: the run's version stays.
-    assert_eq!(page.items[0].run.version, cleared.version);
-    assert!(matches!(
-        s.set_run_triggering_user("d", "nope", "bob").await,
-        Err(Error::NotFound(_))
-    ));
+    assert_eq!(page.items[0].triggering_user_name, None);
 }
 
 // ---- API listings: DAG pages, tags, run counts, versions, sources, event log -----------------
@@ -1908,9 +1935,9 @@ pub async fn dag_pages_filter_order_and_count(h: &Harness) {
     s.upsert_dag(&tagged("gamma", &["etl"], "carl"), false)
         .await
         .unwrap();
-    s.upsert_dag(&tagged("Delta_50%", &[], "annette"), false)
-        .await
-        .unwrap();
+    let mut delta = tagged("Delta_50%", &[], "annette");
+    delta.tasks[0].max_active_tis_per_dag = Some(2);
+    s.upsert_dag(&delta, false).await.unwrap();
     s.deactivate_missing_dags("gamma.yaml", &[]).await.unwrap();
     s.set_import_error(
         "alpha.yaml",
@@ -1926,11 +1953,16 @@ pub async fn dag_pages_filter_order_and_count(h: &Harness) {
     let all = page(DagFilter::default()).await;
     assert_eq!(page_ids(&all), ["Delta_50%", "alpha", "beta_report"]);
     assert_eq!(all.total, 3);
+    assert!(all.dags[0].has_task_concurrency_limits);
+    assert_eq!(all.dags[0].dag.spec.owner, "annette");
     let alpha = &all.dags[1];
     assert!(alpha.has_import_errors);
     assert!(!all.dags[2].has_import_errors);
     assert_eq!(alpha.dag.spec.tags, ["etl", "daily"]);
     assert!(alpha.last_scheduled_run.is_none());
+    // a listing carries DAG-level fields only
+    assert!(alpha.dag.spec.tasks.is_empty());
+    assert!(!alpha.has_task_concurrency_limits);
 
     let stale = page(DagFilter {
         include_stale: true,
@@ -2477,6 +2509,27 @@ pub async fn task_instance_queries_filter_order_and_page(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(page.total, 0);
+
+    // Expanded instances of a mapped task.
+    let mut mapped = new_run("e", "m1", Some(t(200)), &["m", "m", "x"]);
+    mapped.tasks[0].map_index = 0;
+    mapped.tasks[1].map_index = 1;
+    s.create_run(mapped).await.unwrap();
+    let page = s
+        .query_task_instances(&TaskInstanceFilter {
+            mapped_only: true,
+            order_by: vec![(TiSortKey::MapIndex, true)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|r| (r.ti.task_id.as_str(), r.ti.map_index))
+            .collect::<Vec<_>>(),
+        [("m", 1), ("m", 0)]
+    );
 }
 
 pub async fn task_instance_notes(h: &Harness) {
