@@ -34,9 +34,12 @@ pub fn resource_of_tag(tag: &str) -> Option<Resource> {
     }
 }
 
-/// `(METHOD, "/api/v2/...")` → what the route needs, from the OpenAPI document.
-fn requirements() -> &'static HashMap<(String, String), Option<(Resource, Access)>> {
-    static TABLE: OnceLock<HashMap<(String, String), Option<(Resource, Access)>>> = OnceLock::new();
+/// `(METHOD, "/api/v2/...")` → what the route needs (`None`: public).
+type Requirements = HashMap<(String, String), Option<(Resource, Access)>>;
+
+/// The requirement of every documented route, from the OpenAPI document.
+fn requirements() -> &'static Requirements {
+    static TABLE: OnceLock<Requirements> = OnceLock::new();
     TABLE.get_or_init(|| {
         let doc = crate::openapi_document();
         let mut table = HashMap::new();
