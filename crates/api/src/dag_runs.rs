@@ -936,17 +936,11 @@ pub async fn trigger_dag_run(
         new.data_interval_start = None;
         new.data_interval_end = None;
     }
+    // One insert: the scheduler may pick the run up at once, and must never see it (nor may
+    // a failure leave it) without its user or note.
+    new.note = body.note;
+    new.triggering_user_name = Some(user.username.clone());
     state.store.create_run(new).await.map_err(store_err)?;
-    state
-        .store
-        .set_run_triggering_user(&dag_id, &run_id, &user.username)
-        .await?;
-    if let Some(note) = &body.note {
-        state
-            .store
-            .set_run_note(&dag_id, &run_id, Some(note))
-            .await?;
-    }
     run_json(&state, &dag_id, &run_id).await
 }
 

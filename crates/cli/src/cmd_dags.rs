@@ -125,6 +125,7 @@ pub async fn run(cfg: Config, command: DagsCommand) -> Result<ExitCode> {
                     run_id,
                     logical_date,
                     triggered_by: "cli".into(),
+                    triggering_user_name: support::os_user(),
                 },
                 // The database keeps microseconds; a run id with nanoseconds would not match
                 // the stored logical date.

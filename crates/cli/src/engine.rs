@@ -222,6 +222,7 @@ pub async fn dags_test(
             run_id: None,
             logical_date: Some(logical_date),
             triggered_by: "test".into(),
+            triggering_user_name: crate::support::os_user(),
         },
         now,
     )
@@ -325,7 +326,7 @@ pub async fn backfill(
             run_id: run_id_for(RunType::Backfill, info.logical_date),
             triggered_by: "backfill".into(),
         };
-        let run = new_run(
+        let mut run = new_run(
             &dag.spec,
             dag.version,
             info,
@@ -333,6 +334,7 @@ pub async fn backfill(
             serde_json::json!({}),
             now,
         );
+        run.triggering_user_name = crate::support::os_user();
         match store.create_run(run).await {
             Ok(run) => {
                 println!("{}", run.run_id);

@@ -138,6 +138,11 @@ pub async fn run_by_id_or_date(
     bail!("dag `{dag_id}` has no run `{run}` (see `updraft dags list-runs {dag_id}`)")
 }
 
+/// The login of whoever runs the command, recorded as a run's triggering user.
+pub fn os_user() -> Option<String> {
+    std::env::var("USER").ok().filter(|u| !u.trim().is_empty())
+}
+
 /// `--conf`: absent means `{}`; otherwise it must be a JSON object.
 pub fn parse_conf(conf: Option<&str>) -> Result<serde_json::Value> {
     let Some(text) = conf else {

@@ -33,6 +33,8 @@ pub struct TriggerRequest {
     pub logical_date: Option<DateTime<Utc>>,
     /// `cli`, `rest_api`, `ui`, `test`.
     pub triggered_by: String,
+    /// Who asked for the run, stored with it.
+    pub triggering_user_name: Option<String>,
 }
 
 /// Airflow's run id: `{run_type}__{logical date in ISO 8601}`.
@@ -88,6 +90,8 @@ pub fn new_run(
         dag_version: version,
         triggered_by,
         queued_at: now,
+        note: None,
+        triggering_user_name: None,
         tasks: spec
             .tasks
             .iter()
@@ -159,7 +163,8 @@ pub async fn trigger_dag_record(
         run_id,
         triggered_by: req.triggered_by,
     };
-    let run = new_run(&dag.spec, dag.version, &info, origin, req.conf, now);
+    let mut run = new_run(&dag.spec, dag.version, &info, origin, req.conf, now);
+    run.triggering_user_name = req.triggering_user_name;
     Ok(store.create_run(run).await?)
 }
 

@@ -75,6 +75,8 @@ async fn main() -> Result {
                     dag_version: 1,
                     triggered_by: "timetable".into(),
                     queued_at: at,
+                    note: None,
+                    triggering_user_name: None,
                     tasks: spec
                         .tasks
                         .iter()

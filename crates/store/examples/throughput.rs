@@ -92,6 +92,8 @@ async fn bench(name: &str, url: &str) -> anyhow_free::Result {
         dag_version: 1,
         triggered_by: "test".into(),
         queued_at: at,
+        note: None,
+        triggering_user_name: None,
         tasks: task_ids
             .iter()
             .map(|t| NewTaskInstance {

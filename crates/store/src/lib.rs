@@ -332,9 +332,6 @@ pub trait Store: Send + Sync + 'static {
     /// the scheduler's cached copy never writes the old note back. `Error::NotFound` for an
     /// unknown run.
     async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>) -> Result<DagRun>;
-    /// Records who triggered a run (a column the scheduler never writes, so no version bump).
-    /// `Error::NotFound` for an unknown run.
-    async fn set_run_triggering_user(&self, dag_id: &str, run_id: &str, user: &str) -> Result<()>;
 }
 
 /// Opens a store from a `database.url`: `sqlite://PATH` (created if missing, `sqlite::memory:`

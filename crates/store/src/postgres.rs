@@ -917,7 +917,8 @@ impl Store for PgStore {
         let sql = format!(
             "INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, \
              data_interval_start, data_interval_end, run_after, queued_at, conf, dag_version, \
-             triggered_by) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) \
+             triggered_by, note, triggering_user_name) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              RETURNING {}",
             common::DAG_RUN_COLS
         );
@@ -933,6 +934,8 @@ impl Store for PgStore {
             .bind(&run.conf)
             .bind(run.dag_version)
             .bind(&run.triggered_by)
+            .bind(&run.note)
+            .bind(&run.triggering_user_name)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| match db_err(e) {
@@ -2051,14 +2054,7 @@ impl Store for PgStore {
         let cond = b.where_sql();
         let count_sql = format!("SELECT COUNT(*) AS n FROM {} {cond}", listing::DAG_COUNT_FROM);
         let n = b.args.len();
-        let sql = format!(
-            "SELECT {} FROM {} {cond} {} LIMIT ${} OFFSET ${}",
-            listing::dag_page_cols(),
-            listing::DAG_PAGE_FROM,
-            listing::dag_order(filter),
-            n + 1,
-            n + 2
-        );
+        let sql = listing::dag_page_sql(filter, listing::Dialect::Postgres, &cond, n);
         read!(self, tx, {
             let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
                 .fetch_one(&mut *tx)
@@ -2321,22 +2317,6 @@ impl Store for PgStore {
         self.commit(tx, true).await?;
         new.version += 1;
         Ok(new)
-    }
-
-    async fn set_run_triggering_user(&self, dag_id: &str, run_id: &str, user: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let done =
-            q("UPDATE dag_run SET triggering_user_name = $1 WHERE dag_id = $2 AND run_id = $3")
-                .bind(user)
-                .bind(dag_id)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if done.rows_affected() == 0 {
-            return Err(common::run_not_found(dag_id, run_id));
-        }
-        self.commit(tx, false).await
     }
 
     // ---- task instance listings and notes (API) ---------------------------------------------

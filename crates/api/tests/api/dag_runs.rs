@@ -27,6 +27,8 @@ fn run(dag_id: &str, run_id: &str, logical: DateTime<Utc>, tasks: &[&str]) -> Ne
         dag_version: 1,
         triggered_by: "test".into(),
         queued_at: logical,
+        note: None,
+        triggering_user_name: None,
         tasks: tasks
             .iter()
             .map(|t| NewTaskInstance {
@@ -490,6 +492,11 @@ async fn trigger_creates_a_queued_manual_run() {
     assert_eq!(body["conf"], json!({"x": 1}));
     assert_eq!(body["note"], "by hand");
     assert!(body["data_interval_end"].is_string());
+    // Note and user come with the insert: no later write bumped the run's version.
+    let plain = env.store.get_run("gamma", run_id).await.unwrap().unwrap();
+    let noted = env.store.get_run("gamma", "my run").await.unwrap().unwrap();
+    assert_eq!(noted.note.as_deref(), Some("by hand"));
+    assert_eq!(noted.version, plain.version);
 
     // A data interval needs a logical date; an explicit one is kept.
     let (status, body) = as_user(

@@ -33,6 +33,8 @@ fn run(dag_id: &str, run_id: &str, at: DateTime<Utc>, run_type: RunType) -> NewR
         dag_version: 1,
         triggered_by: "test".into(),
         queued_at: at,
+        note: None,
+        triggering_user_name: None,
         tasks: vec![NewTaskInstance {
             task_id: "t".into(),
             map_index: -1,
@@ -1045,5 +1047,47 @@ async fn every_new_read_is_open_to_viewers() {
     ] {
         let (status, body) = as_role(&env, "viewer", "GET", uri, None).await;
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+#[ignore]
+async fn tmp_bench_list() {
+    use updraft_store::testing::TestDb;
+    let _ = TestDb::sqlite;
+    let store = updraft_store::connect("postgres://postgres@127.0.0.1:5432/scratch_bench").await.unwrap();
+    store.migrate().await.unwrap();
+    add_user(&store, "viewer", "viewer", "x").await;
+    for i in 0..1000 {
+        let tasks = if i < 100 { 100 } else { 10 };
+        let mut s = spec(&format!("bench_{i:04}"), &["etl"], "ann");
+        s.tasks = (0..tasks).map(|t| TaskSpec::new(format!("task_{t:03}"), Operator::Empty)).collect();
+        store.upsert_dag(&s, false).await.unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let config = updraft_config::Config::with_defaults(home.path().to_path_buf());
+    let state = AppState::new(store.clone(), Arc::new(config), SECRET.to_vec());
+    let token = token_for("viewer", 600);
+    for offset in [0, 500] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            let f = updraft_store::DagFilter { limit: 100, offset, ..Default::default() };
+            store.list_dags_page(&f).await.unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        eprintln!("store offset {offset}: median {:.2} ms", times[10]);
+    }
+    for uri in ["/api/v2/dags?limit=100", "/api/v2/dags?limit=100&offset=500", "/api/v2/dags?limit=100&tags=etl&owners=ann"] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            let (status, _) = call(&state, "GET", uri, Some(&token), None).await;
+            assert_eq!(status, StatusCode::OK);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        eprintln!("{uri}: median {:.2} ms", times[10]);
     }
 }

@@ -1014,6 +1014,8 @@ async fn pools_list_filters_orders_and_counts_slot_usage() {
             dag_version: 1,
             triggered_by: "test".into(),
             queued_at: now,
+            note: None,
+            triggering_user_name: None,
             tasks: tasks
                 .iter()
                 .map(|(id, pool, slots)| NewTaskInstance {

@@ -1101,3 +1101,125 @@ async fn list_mapped_and_get_mapped_instances() {
         assert_eq!(got, status, "{uri}: {body}");
     }
 }
+
+#[tokio::test]
+async fn get_one_shows_rendered_fields_of_the_latest_try() {
+    let env = seeded().await;
+    let a = ti(&env, "r1", "a").await;
+    env.store
+        .apply(&Batch {
+            rendered: vec![updraft_store::RenderedFields {
+                ti_id: a.id,
+                try_number: 1,
+                fields: json!({"bash_command": "echo 2024-01-01"}),
+            }],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let body = get(&env, &format!("{BASE}/a")).await;
+    assert_eq!(
+        body["rendered_fields"],
+        json!({"bash_command": "echo 2024-01-01"})
+    );
+    assert_eq!(
+        get(&env, &format!("{BASE}/c")).await["rendered_fields"],
+        json!({})
+    );
+}
+
+// ---- the same flows on PostgreSQL ---------------------------------------------------------
+
+async fn pg_env() -> Option<Env> {
+    let db = updraft_store::testing::TestDb::postgres().await?;
+    let store = db.store.clone();
+    store.migrate().await.unwrap();
+    for role in ["viewer", "user", "op", "admin"] {
+        add_user(&store, role, role, "x").await;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let config = updraft_config::Config::with_defaults(home.path().to_path_buf());
+    let state =
+        updraft_api::AppState::new(store.clone(), std::sync::Arc::new(config), SECRET.to_vec());
+    Some(Env {
+        _db: db,
+        home,
+        store,
+        state,
+    })
+}
+
+#[tokio::test]
+async fn postgres_lists_patches_clears_and_reads_xcoms() {
+    let Some(env) = pg_env().await else { return };
+    run(&env, "r1", 0).await;
+    run(&env, "r2", 3600).await;
+    finish(&env, "r1", "a", TaskState::Success, 10, 5.0).await;
+    finish(&env, "r1", "b", TaskState::Failed, 20, 1.0).await;
+
+    let body = get(
+        &env,
+        &format!("{BASE}?state=none&state=failed&order_by=-task_id"),
+    )
+    .await;
+    assert_eq!(tasks(&body), ["r1/d", "r1/c", "r1/b"]);
+    let body = get(
+        &env,
+        "/api/v2/dags/~/dagRuns/~/taskInstances?dag_id_pattern=CHA&task_display_name_pattern=a|B&duration_lt=5.5&start_date_gte=2024-01-01T00:00:05Z&order_by=-duration",
+    )
+    .await;
+    assert_eq!(tasks(&body), ["r1/a", "r1/b"]);
+    let body = get(
+        &env,
+        "/api/v2/dags/chain/dagRuns/~/taskInstances?run_after_gt=2024-01-01T00:00:00Z&limit=2",
+    )
+    .await;
+    assert_eq!(body["total_entries"], 4);
+    assert_eq!(tasks(&body), ["r2/a", "r2/b"]);
+
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        &format!("{BASE}/a"),
+        Some(json!({"new_state": "failed", "include_downstream": true, "note": "redo"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(tasks(&body), ["r1/a", "r1/c"]);
+    assert_eq!(get(&env, &format!("{BASE}/a")).await["note"], "redo");
+
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        "/api/v2/dags/chain/clearTaskInstances",
+        Some(json!({"dry_run": false, "dag_run_id": "r1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(tasks(&body), ["r1/a", "r1/b", "r1/c"]);
+    assert_eq!(
+        get(&env, &format!("{BASE}/b/tries")).await["total_entries"],
+        1
+    );
+
+    let (status, _) = as_user(
+        &env,
+        "user",
+        "POST",
+        &format!("{BASE}/d/xcomEntries"),
+        Some(json!({"key": "k", "value": {"deep": [1, null]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let body = get(
+        &env,
+        "/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries?xcom_key_pattern=K",
+    )
+    .await;
+    assert_eq!(body["total_entries"], 1);
+    let body = get(&env, &format!("{BASE}/d/xcomEntries/k")).await;
+    assert_eq!(body["value"], json!({"deep": [1, null]}));
+    env._db.finish().await;
+}

@@ -71,6 +71,7 @@ impl Env {
                 run_id: None,
                 logical_date,
                 triggered_by: "cli".into(),
+                triggering_user_name: None,
             },
             Utc::now(),
         )
@@ -499,12 +500,47 @@ tasks:
             run_id: None,
             logical_date: None,
             triggered_by: "cli".into(),
+            triggering_user_name: None,
         },
         Utc::now(),
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("count"), "{err}");
+    // A refused trigger stores nothing; an accepted one stores its user with the run.
+    let by_ops = trigger_dag(
+        env.store(),
+        &dag,
+        TriggerRequest {
+            conf: serde_json::json!({}),
+            run_id: Some("by_ops".into()),
+            logical_date: None,
+            triggered_by: "cli".into(),
+            triggering_user_name: Some("ops".into()),
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let page = env
+        .store()
+        .query_runs(&updraft_store::RunQuery {
+            dag_ids: vec![dag.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let users: Vec<_> = page
+        .items
+        .iter()
+        .map(|r| (r.run.run_id.as_str(), r.triggering_user_name.as_deref()))
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+    assert!(
+        users.contains(&(by_ops.run_id.as_str(), Some("ops"))),
+        "{users:?}"
+    );
+    assert!(users.contains(&(run.run_id.as_str(), None)), "{users:?}");
     env.finish().await;
 }
 
