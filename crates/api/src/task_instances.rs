@@ -707,6 +707,27 @@ pub(crate) async fn find_ti(
     })
 }
 
+/// One instance with the template fields its latest try rendered.
+async fn one_response(
+    state: &AppState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> Result<Json<TaskInstanceResponse>> {
+    let row = find_ti(state, dag_id, run_id, task_id, map_index).await?;
+    let mut out = TaskInstanceResponse::from_row(&row);
+    if row.ti.try_number > 0
+        && let Some(fields) = state
+            .store
+            .get_rendered_fields(row.ti.id, row.ti.try_number)
+            .await?
+    {
+        out.rendered_fields = fields;
+    }
+    Ok(Json(out))
+}
+
 pub(crate) fn map_index_param(query: &Pairs) -> Result<Option<i32>> {
     match params::single(query, "map_index") {
         None => Ok(None),
@@ -734,8 +755,7 @@ pub async fn get_task_instance(
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
 ) -> Result<Json<TaskInstanceResponse>> {
     user.require(Resource::Dag, Access::Read)?;
-    let row = find_ti(&state, &dag_id, &run_id, &task_id, -1).await?;
-    Ok(Json(TaskInstanceResponse::from_row(&row)))
+    one_response(&state, &dag_id, &run_id, &task_id, -1).await
 }
 
 /// Get one mapped task instance.
@@ -755,8 +775,7 @@ pub async fn get_mapped_task_instance(
 ) -> Result<Json<TaskInstanceResponse>> {
     user.require(Resource::Dag, Access::Read)?;
     let map_index = path_map_index(&map_index)?;
-    let row = find_ti(&state, &dag_id, &run_id, &task_id, map_index).await?;
-    Ok(Json(TaskInstanceResponse::from_row(&row)))
+    one_response(&state, &dag_id, &run_id, &task_id, map_index).await
 }
 
 pub(crate) fn path_map_index(text: &str) -> Result<i32> {
