@@ -1223,3 +1223,75 @@ async fn postgres_lists_patches_clears_and_reads_xcoms() {
     assert_eq!(body["value"], json!({"deep": [1, null]}));
     env._db.finish().await;
 }
+
+#[tokio::test]
+async fn log_of_a_mapped_instance_lives_under_its_map_index() {
+    let env = seeded().await;
+    let version = env.store.get_dag("chain").await.unwrap().unwrap().version;
+    let mut run = NewRun {
+        dag_id: "chain".into(),
+        run_id: "m1".into(),
+        run_type: RunType::Manual,
+        logical_date: Some(at(7200)),
+        data_interval_start: None,
+        data_interval_end: None,
+        run_after: at(7200),
+        conf: json!({}),
+        dag_version: version,
+        triggered_by: "test".into(),
+        queued_at: at(7200),
+        note: None,
+        triggering_user_name: None,
+        tasks: Vec::new(),
+    };
+    for m in 0..2 {
+        run.tasks.push(NewTaskInstance {
+            task_id: "b".into(),
+            map_index: m,
+            max_tries: 0,
+            pool: "default_pool".into(),
+            pool_slots: 1,
+            priority_weight: 1,
+            queue: "default".into(),
+            operator: "EmptyOperator".into(),
+        });
+    }
+    env.store.create_run(run).await.unwrap();
+    let mut b1 = env
+        .store
+        .get_task_instance("chain", "m1", "b", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    b1.try_number = 1;
+    b1.state = TaskState::Running;
+    env.store
+        .apply(&Batch {
+            task_instances: vec![b1.clone()],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let path = updraft_executor::log_path(
+        &env.state.config.logging.base_log_folder,
+        &updraft_executor::TaskTry {
+            ti_id: b1.id,
+            dag_id: "chain".into(),
+            run_id: "m1".into(),
+            task_id: "b".into(),
+            map_index: 1,
+            try_number: 1,
+        },
+    );
+    assert!(path.to_string_lossy().contains("map_index=1"));
+    append(&path, &[r#"{"timestamp":null,"event":"mapped one"}"#]);
+    let base = "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/logs/1";
+    let body = get(&env, &format!("{base}?map_index=1")).await;
+    assert_eq!(body["content"][0]["event"], "mapped one");
+    // Index 0 never started a try; the unmapped index does not exist.
+    let viewer = token_for("viewer", 60);
+    for uri in [format!("{base}?map_index=0"), base.to_string()] {
+        let (status, _) = call(&env.state, "GET", &uri, Some(&viewer), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
+}
