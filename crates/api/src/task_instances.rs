@@ -1417,23 +1417,25 @@ pub async fn post_clear_task_instances(
 
     let mut task_instances = Vec::new();
     for (run, rows) in &selected {
+        // Exactly the selected instances: a mapped task's failed indexes, not its others.
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.ti.id).collect();
+        let cleared = state
+            .store
+            .clear_task_instances(&run.dag_id, &run.run_id, &ids)
+            .await
+            .map_err(store_refusal)?;
         let task_ids: Vec<String> = rows
             .iter()
             .map(|r| r.ti.task_id.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let cleared = state
-            .store
-            .clear_tasks(&run.dag_id, &run.run_id, &task_ids)
-            .await
-            .map_err(store_refusal)?;
         let fresh = state
             .store
             .query_task_instances(&TaskInstanceFilter {
                 dag_ids: vec![run.dag_id.clone()],
                 run_ids: vec![run.run_id.clone()],
-                task_ids: task_ids.clone(),
+                task_ids,
                 order_by: vec![(TiSortKey::TaskId, false)],
                 ..TaskInstanceFilter::default()
             })

@@ -293,6 +293,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_task_instance_note(&self, ti_id: uuid::Uuid) -> Result<Option<String>>;
     /// XComs matching `filter`, filtered and paged in SQL, with the number of matches.
     async fn query_xcoms(&self, filter: &XComFilter) -> Result<XComPage>;
+    /// Like [`Store::clear_tasks`], for exactly the given instances of the run (a mapped task's
+    /// failed indexes without its successful ones). Instances of other runs are ignored; an
+    /// empty list clears nothing and leaves the run alone.
+    async fn clear_task_instances(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        ti_ids: &[uuid::Uuid],
+    ) -> Result<Vec<TaskInstance>>;
     /// Adds an XCom written by a user; `Error::Conflict` when the instance has that key.
     async fn create_xcom(&self, xcom: &XCom) -> Result<()>;
     /// Replaces the value of an existing XCom; false when there is none.

@@ -2468,6 +2468,56 @@ impl Store for PgStore {
         })
     }
 
+    async fn clear_task_instances(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        ti_ids: &[Uuid],
+    ) -> Result<Vec<TaskInstance>> {
+        if ti_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = now();
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id, true)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        let sql = format!(
+            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
+             AND id = ANY($2::uuid[]) ORDER BY task_id, map_index FOR UPDATE",
+            common::TI_COLS
+        );
+        let rows = q(&sql)
+            .bind(run.id)
+            .bind(ti_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut archive = Vec::new();
+        let mut cleared = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ti = common::task_instance(row)?;
+            let retries = common::u32_of(row.i32("retries")?, "retries")?;
+            if common::clear_archives(&ti) {
+                archive.push(ti.clone());
+            }
+            cleared.push(common::cleared(&ti, retries));
+        }
+        insert_history(&mut tx, &archive).await?;
+        let stale = update_tis(&mut tx, &cleared).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        let new_run = common::run_marked(&run, RunState::Queued, at);
+        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        for t in &mut cleared {
+            t.version += 1;
+        }
+        Ok(cleared)
+    }
+
     async fn create_xcom(&self, xcom: &XCom) -> Result<()> {
         read!(self, tx, {
             let done = q(

@@ -33,6 +33,7 @@ store_test_suite!(sqlite_memory, Harness::sqlite_memory();
     task_instance_notes,
     xcom_queries_filter_and_page,
     xcom_create_update_delete,
+    clear_task_instances_by_id,
 );
 
 // Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
@@ -67,4 +68,5 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     task_instance_notes,
     xcom_queries_filter_and_page,
     xcom_create_update_delete,
+    clear_task_instances_by_id,
 );

@@ -1295,3 +1295,121 @@ async fn log_of_a_mapped_instance_lives_under_its_map_index() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
     }
 }
+
+/// Run m1 of `chain` where b is mapped over three indexes.
+async fn mapped_run(env: &Env) {
+    let version = env.store.get_dag("chain").await.unwrap().unwrap().version;
+    let tis = [
+        ("a", -1),
+        ("b", 0),
+        ("b", 1),
+        ("b", 2),
+        ("c", -1),
+        ("d", -1),
+    ];
+    env.store
+        .create_run(NewRun {
+            dag_id: "chain".into(),
+            run_id: "m1".into(),
+            run_type: RunType::Manual,
+            logical_date: Some(at(7200)),
+            data_interval_start: None,
+            data_interval_end: None,
+            run_after: at(7200),
+            conf: json!({}),
+            dag_version: version,
+            triggered_by: "test".into(),
+            queued_at: at(7200),
+            note: None,
+            triggering_user_name: None,
+            tasks: tis
+                .iter()
+                .map(|(t, m)| NewTaskInstance {
+                    task_id: t.to_string(),
+                    map_index: *m,
+                    max_tries: 0,
+                    pool: "default_pool".into(),
+                    pool_slots: 1,
+                    priority_weight: 1,
+                    queue: "default".into(),
+                    operator: "EmptyOperator".into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn clear_of_a_mapped_task_touches_only_the_selected_indexes() {
+    let env = seeded().await;
+    mapped_run(&env).await;
+    let mut changed = Vec::new();
+    for (m, state) in [
+        (0, TaskState::Failed),
+        (1, TaskState::Success),
+        (2, TaskState::Failed),
+    ] {
+        let mut t = env
+            .store
+            .get_task_instance("chain", "m1", "b", m)
+            .await
+            .unwrap()
+            .unwrap();
+        t.state = state;
+        t.try_number = 1;
+        changed.push(t);
+    }
+    env.store
+        .apply(&Batch {
+            task_instances: changed,
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let states = |body: &Value| -> Vec<(i64, Value)> {
+        body["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["map_index"].as_i64().unwrap(), t["state"].clone()))
+            .collect()
+    };
+    let uri = "/api/v2/dags/chain/clearTaskInstances";
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        uri,
+        Some(json!({"dry_run": false, "dag_run_id": "m1", "task_ids": ["b"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(states(&body), [(0, Value::Null), (2, Value::Null)]);
+    let listed = get(
+        &env,
+        "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/listMapped",
+    )
+    .await;
+    assert_eq!(
+        states(&listed),
+        [(0, Value::Null), (1, json!("success")), (2, Value::Null)]
+    );
+    // A `[task_id, map_index]` pair names one index.
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "POST",
+        uri,
+        Some(json!({"dry_run": false, "dag_run_id": "m1", "only_failed": false, "task_ids": [["b", 1]]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(states(&body), [(1, Value::Null)]);
+    let tries = get(
+        &env,
+        "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/1/tries",
+    )
+    .await;
+    assert_eq!(tries["task_instances"][0]["state"], "success");
+}

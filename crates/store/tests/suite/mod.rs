@@ -71,6 +71,7 @@ macro_rules! store_test_suite {
             task_instance_notes,
             xcom_queries_filter_and_page,
             xcom_create_update_delete,
+            clear_task_instances_by_id,
         );
     };
 }
@@ -2768,4 +2769,58 @@ pub async fn xcom_create_update_delete(h: &Harness) {
     assert!(s.delete_xcom(a.id, "k").await.unwrap());
     assert!(!s.delete_xcom(a.id, "k").await.unwrap());
     assert_eq!(s.get_xcom("d", "r1", "a", -1, "k").await.unwrap(), None);
+}
+
+pub async fn clear_task_instances_by_id(h: &Harness) {
+    let (s, _run, tis) = with_run(h).await;
+    let mut a = by_task(&tis, "a").clone();
+    a.state = TaskState::Failed;
+    a.try_number = 1;
+    let mut b = by_task(&tis, "b").clone();
+    b.state = TaskState::Success;
+    b.try_number = 1;
+    s.apply(&Batch {
+        task_instances: vec![a.clone(), b.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let other = s
+        .create_run(new_run("d", "r2", Some(t(100)), &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let other_a = s.get_task_instance("d", "r2", "a", -1).await.unwrap().unwrap();
+    assert_eq!(other.state, RunState::Queued);
+
+    assert!(
+        s.clear_task_instances("d", "r1", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let cleared = s
+        .clear_task_instances("d", "r1", &[a.id, other_a.id])
+        .await
+        .unwrap();
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].id, a.id);
+    assert_eq!(cleared[0].state, TaskState::None);
+    let now_a = s.get_task_instance("d", "r1", "a", -1).await.unwrap().unwrap();
+    assert_eq!(now_a, cleared[0]);
+    assert_eq!(
+        s.get_task_instance("d", "r1", "b", -1)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        TaskState::Success
+    );
+    let hist = s.task_instance_history("d", "r1", "a", -1).await.unwrap();
+    assert_eq!(hist.len(), 1);
+    assert_eq!(hist[0].state, TaskState::Failed);
+    assert_eq!(s.get_run("d", "r1").await.unwrap().unwrap().state, RunState::Queued);
+    assert!(matches!(
+        s.clear_task_instances("d", "nope", &[a.id]).await,
+        Err(Error::NotFound(_))
+    ));
 }
