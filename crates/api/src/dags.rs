@@ -117,10 +117,7 @@ impl DagResponse {
             max_active_tasks: spec.max_active_tasks,
             max_active_runs: spec.max_active_runs,
             max_consecutive_failed_dag_runs: 0,
-            has_task_concurrency_limits: spec
-                .tasks
-                .iter()
-                .any(|t| t.max_active_tis_per_dag.is_some()),
+            has_task_concurrency_limits: item.has_task_concurrency_limits,
             has_import_errors: item.has_import_errors,
             next_dagrun_logical_date: next.map(|n| n.logical_date),
             next_dagrun_data_interval_start: next.map(|n| n.data_interval_start),

@@ -109,14 +109,28 @@ const LAST_RUN_STATE: &str = "(SELECT r.state FROM dag_run r WHERE r.dag_id = d.
 const LAST_RUN_START: &str = "(SELECT r.start_date FROM dag_run r WHERE r.dag_id = d.dag_id \
     ORDER BY r.run_after DESC, r.id DESC LIMIT 1)";
 
-/// Columns of a DAG page row: the DAG, whether its file has an import error, and its latest
-/// scheduled run (the one the timetable continues from).
-pub(crate) fn dag_page_cols() -> String {
+/// Columns of a DAG page row: the DAG with its spec *without tasks* (a listing shows DAG-level
+/// fields only, and decoding every task of a page of large DAGs would dominate the request),
+/// whether a task limits its own concurrency, whether its file has an import error, and its
+/// latest scheduled run (the one the timetable continues from).
+pub(crate) fn dag_page_cols(dialect: Dialect) -> String {
+    let (spec, limits) = match dialect {
+        Dialect::Sqlite => (
+            "json_set(v.spec, '$.tasks', json('[]'))",
+            "EXISTS (SELECT 1 FROM json_each(v.spec, '$.tasks') AS tk \
+             WHERE json_extract(tk.value, '$.max_active_tis_per_dag') IS NOT NULL)",
+        ),
+        Dialect::Postgres => (
+            "jsonb_set(v.spec, '{tasks}', '[]'::jsonb)",
+            "jsonb_path_exists(v.spec, '$.tasks[*].max_active_tis_per_dag')",
+        ),
+    };
     format!(
-        "{}, EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors, \
+        "d.dag_id, d.fileloc, d.is_paused, d.is_active, d.latest_version, d.spec_hash, \
+         d.last_parsed_at, d.created_at, {spec} AS spec, {limits} AS has_task_concurrency_limits, \
+         EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors, \
          lr.logical_date AS lr_logical_date, lr.data_interval_start AS lr_data_interval_start, \
-         lr.data_interval_end AS lr_data_interval_end, lr.run_after AS lr_run_after",
-        crate::common::DAG_COLS
+         lr.data_interval_end AS lr_data_interval_end, lr.run_after AS lr_run_after"
     )
 }
 
@@ -129,6 +143,20 @@ pub(crate) const DAG_PAGE_FROM: &str = "dag d \
 
 pub(crate) const DAG_COUNT_FROM: &str =
     "dag d JOIN dag_version v ON v.dag_id = d.dag_id AND v.version = d.latest_version";
+
+/// The statement of a DAG page: the page's ids are chosen first (filter, order, limit), so
+/// the per-row work (spec, import errors, latest scheduled run) is done for that page only.
+/// `$n+1`/`$n+2` are the limit and offset after the filter's `n` parameters.
+pub(crate) fn dag_page_sql(f: &DagFilter, dialect: Dialect, cond: &str, n: usize) -> String {
+    let order = dag_order(f);
+    format!(
+        "SELECT {} FROM {DAG_PAGE_FROM} WHERE d.dag_id IN (SELECT d.dag_id FROM {DAG_COUNT_FROM} \
+         {cond} {order} LIMIT ${} OFFSET ${}) {order}",
+        dag_page_cols(dialect),
+        n + 1,
+        n + 2
+    )
+}
 
 /// The `WHERE` of a DAG page and its parameters.
 pub(crate) fn dag_where(f: &DagFilter, dialect: Dialect) -> Builder {
@@ -296,6 +324,7 @@ pub(crate) fn dag_list_item<R: crate::common::Get>(r: &R) -> crate::Result<crate
     let run_after = r.ts_opt("lr_run_after")?;
     Ok(crate::DagListItem {
         dag: crate::common::dag_record(r)?,
+        has_task_concurrency_limits: r.boolean("has_task_concurrency_limits")?,
         has_import_errors: r.boolean("has_import_errors")?,
         last_scheduled_run: match run_after {
             None => None,
