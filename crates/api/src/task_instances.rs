@@ -27,7 +27,7 @@ use crate::params::{self, Page, Pairs, Range};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_task_instances))
+        .routes(routes!(get_task_instances, bulk_task_instances))
         .routes(routes!(get_task_instances_batch))
         .routes(routes!(get_mapped_task_instances))
         .routes(routes!(get_task_instance, patch_task_instance))
@@ -907,6 +907,10 @@ async fn with_past_future(
 fn store_refusal(e: updraft_store::Error) -> Error {
     match e {
         updraft_store::Error::Invalid(msg) => Error::Conflict(msg),
+        // The scheduler moved the instance in the meantime: the caller may look and retry.
+        updraft_store::Error::Stale(_) => Error::Conflict(
+            "the task instance changed while it was being updated, try again".into(),
+        ),
         other => Error::Store(other),
     }
 }
@@ -1224,6 +1228,135 @@ pub async fn patch_mapped_task_instance_dry_run(
         true,
     )
     .await?;
+    Ok(Json(out))
+}
+
+/// Airflow's `BulkTaskInstanceBody`: one instance to update in a bulk request.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkTaskInstanceBody {
+    task_id: String,
+    /// Every map index of the task when absent.
+    map_index: Option<i32>,
+    /// Needed when the path has `~` for the DAG.
+    dag_id: Option<String>,
+    /// Needed when the path has `~` for the run.
+    dag_run_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    new_state: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    note: Option<Option<String>>,
+    #[serde(default)]
+    include_upstream: bool,
+    #[serde(default)]
+    include_downstream: bool,
+    #[serde(default)]
+    include_future: bool,
+    #[serde(default)]
+    include_past: bool,
+}
+
+/// Update the state and/or note of several task instances (`update` actions; instances are
+/// never created or deleted through the API).
+#[utoipa::path(patch, path = "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances", tag = "Task Instance",
+    params(
+        ("dag_id" = String, Path, description = "`~` when every entity names its DAG"),
+        ("dag_run_id" = String, Path, description = "`~` when every entity names its run"),
+    ),
+    request_body = crate::resources::BulkBody<BulkTaskInstanceBody>,
+    responses(
+        (status = 200, body = crate::resources::BulkResponse),
+        (status = 401, body = crate::error::HttpExceptionResponse),
+        (status = 403, body = crate::error::HttpExceptionResponse),
+        (status = 422, body = crate::error::HttpValidationError),
+    ))]
+pub async fn bulk_task_instances(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((dag_id, run_id)): Path<(String, String)>,
+    Body(body): Body<crate::resources::BulkBody<BulkTaskInstanceBody>>,
+) -> Result<Json<crate::resources::BulkResponse>> {
+    use crate::resources::{
+        BulkAction, BulkActionNotOnExistence, BulkActionResponse, BulkResponse,
+    };
+    user.require(Resource::Dag, Access::Write)?;
+    let mut out = BulkResponse::default();
+    let refuse = |kind: &str| {
+        Error::BadRequest(format!(
+            "task instances cannot be {kind} through the rest api; clear or mark them instead"
+        ))
+    };
+    for action in body.actions {
+        match action {
+            BulkAction::Create { entities, .. } => {
+                let r = out.create.get_or_insert_with(BulkActionResponse::default);
+                for _ in entities {
+                    r.error(&refuse("created"));
+                }
+            }
+            BulkAction::Delete { entities, .. } => {
+                let r = out.delete.get_or_insert_with(BulkActionResponse::default);
+                for _ in entities {
+                    r.error(&refuse("deleted"));
+                }
+            }
+            BulkAction::Update {
+                entities,
+                update_mask,
+                action_on_non_existence,
+            } => {
+                let r = out.update.get_or_insert_with(BulkActionResponse::default);
+                let mask: Vec<(String, String)> = update_mask
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| ("update_mask".to_string(), m))
+                    .collect();
+                for e in entities {
+                    let dag = e.dag_id.clone().unwrap_or_else(|| dag_id.clone());
+                    let run = e.dag_run_id.clone().unwrap_or_else(|| run_id.clone());
+                    let key = match e.map_index {
+                        Some(m) => format!("{dag}.{run}.{}[{m}]", e.task_id),
+                        None => format!("{dag}.{run}.{}", e.task_id),
+                    };
+                    if dag == "~" || run == "~" {
+                        r.error(&Error::BadRequest(format!(
+                            "`{key}`: name the dag and run of the instance in the entity when \
+                             the path has `~`"
+                        )));
+                        continue;
+                    }
+                    let one = PatchTaskInstanceBody {
+                        new_state: e.new_state,
+                        note: e.note,
+                        include_upstream: e.include_upstream,
+                        include_downstream: e.include_downstream,
+                        include_future: e.include_future,
+                        include_past: e.include_past,
+                    };
+                    match patch(
+                        &state,
+                        &user,
+                        &dag,
+                        &run,
+                        &e.task_id,
+                        e.map_index,
+                        &mask,
+                        one,
+                        false,
+                    )
+                    .await
+                    {
+                        Ok(_) => r.success.push(key),
+                        Err(Error::NotFound(_))
+                            if action_on_non_existence == BulkActionNotOnExistence::Skip => {}
+                        Err(err) => r.error(&err),
+                    }
+                }
+            }
+        }
+    }
     Ok(Json(out))
 }
 

@@ -1413,3 +1413,59 @@ async fn clear_of_a_mapped_task_touches_only_the_selected_indexes() {
     .await;
     assert_eq!(tries["task_instances"][0]["state"], "success");
 }
+
+#[tokio::test]
+async fn bulk_update_marks_several_instances_and_reports_each() {
+    let env = seeded().await;
+    let body = json!({"actions": [
+        {"action": "update", "entities": [
+            {"task_id": "c", "new_state": "skipped"},
+            {"task_id": "d", "note": "bulk note"},
+            {"task_id": "zz", "new_state": "failed"},
+            {"task_id": "a", "dag_run_id": "r2", "new_state": "success"}
+        ]},
+        {"action": "delete", "entities": ["a"]}
+    ]});
+    let (status, out) = as_user(&env, "user", "PATCH", BASE, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(
+        out["update"]["success"],
+        json!(["chain.r1.c", "chain.r1.d", "chain.r2.a"])
+    );
+    assert_eq!(out["update"]["errors"][0]["status_code"], 404);
+    assert_eq!(out["delete"]["errors"][0]["status_code"], 400);
+    assert_eq!(out["create"], Value::Null);
+    assert_eq!(ti(&env, "r1", "c").await.state, TaskState::Skipped);
+    assert_eq!(ti(&env, "r2", "a").await.state, TaskState::Success);
+    assert_eq!(get(&env, &format!("{BASE}/d")).await["note"], "bulk note");
+
+    // Skipping what does not exist; `~` needs the entity to name its run.
+    let body = json!({"actions": [{"action": "update", "action_on_non_existence": "skip",
+        "entities": [{"task_id": "zz", "note": "x"}]}]});
+    let (_, out) = as_user(&env, "user", "PATCH", BASE, Some(body)).await;
+    assert_eq!(out["update"], json!({"success": [], "errors": []}));
+    let body = json!({"actions": [{"action": "update",
+        "entities": [{"task_id": "a", "note": "x"}, {"task_id": "a", "dag_id": "chain", "dag_run_id": "r1", "note": "y"}]}]});
+    let (_, out) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        "/api/v2/dags/~/dagRuns/~/taskInstances",
+        Some(body),
+    )
+    .await;
+    assert_eq!(out["update"]["success"], json!(["chain.r1.a"]));
+    assert_eq!(out["update"]["errors"][0]["status_code"], 400);
+
+    let (status, _) = as_user(&env, "viewer", "PATCH", BASE, Some(json!({"actions": []}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        BASE,
+        Some(json!({"actions": [{"action": "paint"}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
