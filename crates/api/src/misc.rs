@@ -183,7 +183,11 @@ impl From<&ImportError> for ImportErrorResponse {
             timestamp: e.timestamp,
             filename: e.filename.clone(),
             bundle_name: Some(BUNDLE_NAME),
-            stack_trace: e.message.clone(),
+            // Where the problem is, as the parser reports it (a YAML file has no traceback).
+            stack_trace: match e.line {
+                Some(line) => format!("{}:{line}: {}", e.filename, e.message),
+                None => format!("{}: {}", e.filename, e.message),
+            },
         }
     }
 }

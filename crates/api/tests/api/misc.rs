@@ -735,7 +735,7 @@ async fn import_errors_list_filter_order_page_and_get() {
             .set_import_error(
                 file,
                 Some(&ImportErrorInput {
-                    line: Some(2),
+                    line: (file != "c.yml").then_some(2),
                     message: msg.into(),
                 }),
             )
@@ -749,7 +749,7 @@ async fn import_errors_list_filter_order_page_and_get() {
         ["b.yaml", "a/broken.yaml", "c.yml"]
     );
     let e = &list["import_errors"][0];
-    assert_eq!(e["stack_trace"], "second");
+    assert_eq!(e["stack_trace"], "b.yaml:2: second");
     assert_eq!(e["bundle_name"], "dags-folder");
     assert!(e["timestamp"].is_string());
     let by_name = get(&env, "/api/v2/importErrors?order_by=-filename&limit=2").await;
@@ -758,6 +758,7 @@ async fn import_errors_list_filter_order_page_and_get() {
         ["c.yml", "b.yaml"]
     );
     assert_eq!(by_name["total_entries"], 3);
+    assert_eq!(by_name["import_errors"][0]["stack_trace"], "c.yml: third");
     let yaml = get(&env, "/api/v2/importErrors?filename_pattern=.yaml").await;
     assert_eq!(
         names(&yaml, "import_errors", "filename"),
