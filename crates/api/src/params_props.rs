@@ -206,3 +206,37 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn parse_datetime_never_panics(text in ".{0,40}") {
+        let _ = parse_datetime(&text);
+    }
+
+    #[test]
+    fn parse_datetime_reads_back_any_rfc3339_instant(
+        secs in -62_135_596_800i64..253_402_300_799i64,
+        micros in 0u32..1_000_000,
+        offset_minutes in -(23 * 60 + 59)..=(23 * 60 + 59),
+        z in any::<bool>(),
+    ) {
+        let instant = DateTime::<Utc>::from_timestamp(secs, micros * 1000).unwrap();
+        let text = if z {
+            instant.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        } else {
+            let tz = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            instant.with_timezone(&tz).to_rfc3339()
+        };
+        prop_assert_eq!(parse_datetime(&text), Ok(instant), "{}", text);
+    }
+
+    #[test]
+    fn number_range_is_finite_or_a_validation_error(text in ".{0,20}") {
+        let query = pairs(&[("duration_gte", text.clone())]);
+        match number_range(&query, "duration") {
+            Ok(r) => prop_assert!(r.gte.is_some_and(f64::is_finite), "{:?}", r),
+            Err(Error::Validation { .. }) => {}
+            Err(other) => prop_assert!(false, "unexpected error {:?}", other),
+        }
+    }
+}
