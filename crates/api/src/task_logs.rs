@@ -135,6 +135,14 @@ fn plain(m: &Value) -> String {
     }
 }
 
+/// True when the caller asks for newline-delimited JSON.
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"))
+}
+
 /// True when the caller asks for plain text rather than JSON.
 fn wants_text(headers: &HeaderMap) -> bool {
     let accept = headers
@@ -152,11 +160,14 @@ fn wants_text(headers: &HeaderMap) -> bool {
         ("full_content" = Option<bool>, Query, description = "the whole file, ignoring `token`"),
         ("map_index" = Option<i32>, Query),
         ("token" = Option<String>, Query, description = "`continuation_token` of an earlier answer: only what was written since"),
-        ("Accept" = Option<String>, Header, description = "`application/json` (default) or `text/plain`"),
+        ("Accept" = Option<String>, Header, description = "`application/json` (default), `application/x-ndjson` or `text/plain`"),
     ),
     responses(
-        (status = 200, body = TaskInstancesLogResponse, content_type = "application/json"),
-        (status = 200, body = String, content_type = "text/plain"),
+        (status = 200, description = "the log's messages", content(
+            (TaskInstancesLogResponse = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/plain"),
+        )),
         (status = 400, body = crate::error::HttpExceptionResponse),
         (status = 401, body = crate::error::HttpExceptionResponse),
         (status = 403, body = crate::error::HttpExceptionResponse),
@@ -247,6 +258,23 @@ pub async fn get_log(
     };
     let token = sign_token(&state, &ti_id, try_number, next);
 
+    if wants_ndjson(&headers) {
+        // One message per line, as Airflow streams them; the token travels in a header.
+        let mut text = String::new();
+        for m in &content {
+            text.push_str(&m.to_string());
+            text.push('\n');
+        }
+        let mut response = text.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&token) {
+            response.headers_mut().insert("x-continuation-token", v);
+        }
+        return Ok(response);
+    }
     if wants_text(&headers) {
         let mut text = content.iter().map(plain).collect::<Vec<_>>().join("\n");
         if !text.is_empty() {

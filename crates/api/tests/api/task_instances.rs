@@ -724,6 +724,11 @@ async fn log_as_text_missing_file_and_bad_tries() {
     let (status, text) = raw(&env, &format!("{BASE}/a/logs/1"), "text/plain").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text, "[2024-01-01T00:00:10.000000Z] INFO - hello\n");
+    let (status, text) = raw(&env, &format!("{BASE}/a/logs/1"), "application/x-ndjson").await;
+    assert_eq!(status, StatusCode::OK);
+    let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(line["event"], "hello");
+    assert_eq!(text.lines().count(), 1);
 
     // b ran a try but wrote no log: a message, not an error.
     let body = get(&env, &format!("{BASE}/b/logs/1")).await;
@@ -1468,4 +1473,14 @@ async fn bulk_update_marks_several_instances_and_reports_each() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[test]
+fn log_operation_documents_its_three_content_types() {
+    let doc = serde_json::to_value(updraft_api::openapi_document()).unwrap();
+    let ok = &doc["paths"]["/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/logs/{try_number}"]
+        ["get"]["responses"]["200"]["content"];
+    for t in ["application/json", "application/x-ndjson", "text/plain"] {
+        assert!(ok.get(t).is_some(), "{t} missing in {ok}");
+    }
 }
