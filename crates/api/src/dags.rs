@@ -187,23 +187,16 @@ fn dag_filter(query: &params::Pairs, page: Page) -> Result<DagFilter> {
             )
         })?),
     };
-    let mut dag_id_like = params::single(query, "dag_id_pattern")
-        .map(params::like_patterns)
-        .unwrap_or_default();
-    // Display names are the dag ids, so both patterns must match the id.
-    if let Some(p) = params::single(query, "dag_display_name_pattern") {
-        let display = params::like_patterns(p);
-        if !display.is_empty() && !dag_id_like.is_empty() {
-            return Err(Error::validation(
-                &["query", "dag_display_name_pattern"],
-                "use either dag_id_pattern or dag_display_name_pattern",
-            ));
-        }
-        dag_id_like.extend(display);
-    }
+    let like = |name: &str| {
+        params::single(query, name)
+            .map(params::like_patterns)
+            .unwrap_or_default()
+    };
     Ok(DagFilter {
         dag_ids: Vec::new(),
-        dag_id_like,
+        dag_id_like: like("dag_id_pattern"),
+        // dag_display_name is the dag id until DAG files can set one.
+        display_name_like: like("dag_display_name_pattern"),
         tags: params::multi(query, "tags"),
         tags_match_all,
         owners: params::multi(query, "owners"),

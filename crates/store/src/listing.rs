@@ -166,6 +166,7 @@ pub(crate) fn dag_where(f: &DagFilter, dialect: Dialect) -> Builder {
     }
     b.any_of("d.dag_id", &f.dag_ids, false);
     b.like_any("d.dag_id", &f.dag_id_like);
+    b.like_any("d.dag_id", &f.display_name_like);
     b.eq("d.is_paused", f.paused.map(Arg::Bool));
     let mut tags = f.tags.clone();
     tags.sort();

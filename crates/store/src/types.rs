@@ -580,6 +580,8 @@ pub struct RunPage {
 pub struct DagFilter {
     pub dag_ids: Vec<String>,
     pub dag_id_like: Vec<String>,
+    /// Display names are the dag ids: a second pattern list, which must match too.
+    pub display_name_like: Vec<String>,
     /// DAGs with any of these tags (or all of them, with `tags_match_all`).
     pub tags: Vec<String>,
     pub tags_match_all: bool,
@@ -602,6 +604,7 @@ impl Default for DagFilter {
         DagFilter {
             dag_ids: Vec::new(),
             dag_id_like: Vec::new(),
+            display_name_like: Vec::new(),
             tags: Vec::new(),
             tags_match_all: false,
             owners: Vec::new(),

@@ -140,6 +140,14 @@ async fn dag_list_filters_by_last_run_state_and_import_errors() {
     assert_eq!(failed["total_entries"], 1);
     let ok = get(&env, "/api/v2/dags?last_dag_run_state=success").await;
     assert_eq!(ids(&ok), ["gamma"]);
+    let display = get(&env, "/api/v2/dags?dag_display_name_pattern=ALP%7Cgam").await;
+    assert_eq!(ids(&display), ["alpha", "gamma"]);
+    let both = get(
+        &env,
+        "/api/v2/dags?dag_display_name_pattern=a&dag_id_pattern=%5C_",
+    )
+    .await;
+    assert_eq!(ids(&both), ["beta_report"]);
     let broken = get(&env, "/api/v2/dags?has_import_errors=true").await;
     assert_eq!(ids(&broken), ["beta_report"]);
     assert_eq!(broken["dags"][0]["has_import_errors"], true);

@@ -2000,6 +2000,13 @@ pub async fn dag_pages_filter_order_and_count(h: &Harness) {
         ["alpha", "gamma"]
     );
     assert_eq!(page_ids(&page(like(&["%50\\%%"])).await), ["Delta_50%"]);
+    // both pattern lists must match
+    let both = page(DagFilter {
+        display_name_like: vec!["%a\\_%".into()],
+        ..like(&["%ta%", "%alpha%"])
+    })
+    .await;
+    assert_eq!(page_ids(&both), ["Delta_50%", "beta_report"]);
     assert!(page(like(&["%a\\%l%"])).await.dags.is_empty());
 
     let tags = |t: &[&str], all: bool| DagFilter {
