@@ -54,6 +54,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("patch_task_instance_dry_run", "user"),
     ("patch_mapped_task_instance_dry_run", "user"),
     ("post_clear_task_instances", "user"),
+    ("bulk_task_instances", "user"),
     ("get_xcom_entries", "viewer"),
     ("get_xcom_entry", "viewer"),
     ("create_xcom_entry", "user"),
