@@ -1,5 +1,6 @@
 //! The read-mostly rest of `/api/v2`: DAG tags and run statistics, import errors, and the
-//! collections Updraft has nothing to put in (plugins, providers, DAG warnings, jobs). Tasks,
+//! collections Updraft has nothing to put in (plugins, providers, DAG warnings), and the
+//! scheduler as Airflow's one job. Tasks,
 //! DAG versions and sources, the event log and the configuration have their own modules; their
 //! routes are merged here.
 
@@ -331,10 +332,26 @@ pub struct DagWarningCollection {
     total_entries: usize,
 }
 
+/// Airflow's `JobResponse`.
+#[derive(Serialize, ToSchema)]
+pub struct JobResponse {
+    id: i64,
+    dag_id: Option<String>,
+    state: &'static str,
+    job_type: &'static str,
+    start_date: Option<DateTime<Utc>>,
+    end_date: Option<DateTime<Utc>>,
+    latest_heartbeat: DateTime<Utc>,
+    executor_class: &'static str,
+    hostname: String,
+    unixname: Option<String>,
+    dag_display_name: Option<String>,
+}
+
 /// Airflow's `JobCollectionResponse`.
 #[derive(Serialize, ToSchema)]
 pub struct JobCollection {
-    jobs: Vec<serde_json::Value>,
+    jobs: Vec<JobResponse>,
     total_entries: usize,
 }
 
@@ -422,9 +439,20 @@ pub async fn list_dag_warnings(
     }))
 }
 
-/// Jobs (Updraft's scheduler holds a lease instead of job rows, so the list is empty).
+/// How long the scheduler's lease lasts after each renewal (the scheduler's `LEASE_TTL`).
+const SCHEDULER_LEASE_TTL: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Jobs: Updraft's scheduler keeps a lease instead of job rows, so this lists the scheduler
+/// that holds it, if any: alive while it renews the lease, `failed` once the lease ran out.
 #[utoipa::path(get, path = "/jobs", tag = "Job",
-    params(("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)),
+    params(
+        ("is_alive" = Option<bool>, Query),
+        ("job_state" = Option<String>, Query),
+        ("job_type" = Option<String>, Query),
+        ("hostname" = Option<String>, Query),
+        ("limit" = Option<usize>, Query),
+        ("offset" = Option<usize>, Query),
+    ),
     responses(
         (status = 200, body = JobCollection),
         (status = 401, body = crate::error::HttpExceptionResponse),
@@ -432,13 +460,50 @@ pub async fn list_dag_warnings(
         (status = 422, body = crate::error::HttpValidationError),
     ))]
 pub async fn get_jobs(
+    State(state): State<AppState>,
     user: CurrentUser,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<JobCollection>> {
     user.require(Resource::Dag, Access::Read)?;
-    Page::parse(&query)?;
+    let page = Page::parse(&query)?;
+    let is_alive = params::boolean(&query, "is_alive")?;
+    let mut jobs = Vec::new();
+    let holder = state.store.lease_holder("scheduler").await?;
+    let expires = state.store.lease_expires_at("scheduler").await?;
+    if let (Some(holder), Some(expires)) = (holder, expires) {
+        let alive = expires > Utc::now();
+        // The holder is `hostname:pid:uuid`.
+        let hostname = holder.split(':').next().unwrap_or_default().to_string();
+        jobs.push(JobResponse {
+            id: 1,
+            dag_id: None,
+            state: if alive { "running" } else { "failed" },
+            job_type: "SchedulerJob",
+            start_date: None,
+            end_date: None,
+            latest_heartbeat: expires - SCHEDULER_LEASE_TTL,
+            executor_class: "LocalExecutor",
+            hostname,
+            unixname: None,
+            dag_display_name: None,
+        });
+    }
+    let job_state = params::single(&query, "job_state");
+    let job_type = params::single(&query, "job_type");
+    let hostname = params::single(&query, "hostname");
+    jobs.retain(|j| {
+        is_alive.is_none_or(|a| (j.state == "running") == a)
+            && job_state.is_none_or(|s| s == j.state)
+            && job_type.is_none_or(|t| t == j.job_type)
+            && hostname.is_none_or(|h| h == j.hostname)
+    });
+    let total_entries = jobs.len();
     Ok(Json(JobCollection {
-        jobs: Vec::new(),
-        total_entries: 0,
+        jobs: jobs
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .collect(),
+        total_entries,
     }))
 }

@@ -1021,7 +1021,7 @@ async fn get_section(state: &AppState, uri: &str) -> Value {
 // ---- empty collections ----------------------------------------------------------------------------
 
 #[tokio::test]
-async fn plugins_providers_warnings_and_jobs_are_empty_collections() {
+async fn plugins_providers_warnings_and_jobs_without_a_scheduler_are_empty() {
     let env = env().await;
     for (uri, list) in [
         ("/api/v2/plugins", "plugins"),
@@ -1057,4 +1057,57 @@ async fn every_new_read_is_open_to_viewers() {
         let (status, body) = as_role(&env, "viewer", "GET", uri, None).await;
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");
     }
+}
+
+#[tokio::test]
+async fn jobs_show_the_scheduler_holding_the_lease() {
+    let env = env().await;
+    let now = Utc::now();
+    env.store
+        .acquire_lease(
+            "scheduler",
+            "worker-1:42:0190",
+            Duration::from_secs(30),
+            now,
+        )
+        .await
+        .unwrap();
+    let jobs = get(&env, "/api/v2/jobs").await;
+    assert_eq!(jobs["total_entries"], 1, "{jobs}");
+    let job = &jobs["jobs"][0];
+    assert_eq!(job["job_type"], "SchedulerJob");
+    assert_eq!(job["state"], "running");
+    assert_eq!(job["hostname"], "worker-1");
+    let heartbeat: DateTime<Utc> = job["latest_heartbeat"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (heartbeat - now).num_milliseconds().abs() < 5,
+        "{heartbeat} vs {now}"
+    );
+    for (query, n) in [
+        ("is_alive=true", 1),
+        ("is_alive=false", 0),
+        ("job_type=SchedulerJob&hostname=worker-1", 1),
+        ("job_state=failed", 0),
+        ("offset=1", 0),
+    ] {
+        let body = get(&env, &format!("/api/v2/jobs?{query}")).await;
+        assert_eq!(body["jobs"].as_array().unwrap().len(), n, "{query}: {body}");
+    }
+    // a scheduler that stopped renewing shows as failed
+    env.store
+        .acquire_lease(
+            "scheduler",
+            "worker-1:42:0190",
+            Duration::from_secs(30),
+            now - chrono::Duration::minutes(5),
+        )
+        .await
+        .unwrap();
+    let dead = get(&env, "/api/v2/jobs?is_alive=false").await;
+    assert_eq!(dead["jobs"][0]["state"], "failed", "{dead}");
+    env.store
+        .release_lease("scheduler", "worker-1:42:0190")
+        .await
+        .unwrap();
+    assert_eq!(get(&env, "/api/v2/jobs").await["total_entries"], 0);
 }
