@@ -400,6 +400,7 @@ fn filter_from_query(dag_id: &str, run_id: &str, query: &Pairs) -> Result<TaskIn
         try_numbers: numbers(query, "try_number")?,
         map_indexes: numbers(query, "map_index")?,
         mapped_only: false,
+        dag_versions: numbers(query, "version_number")?,
         dag_id_like: like_patterns(params::single(query, "dag_id_pattern")),
         run_id_like: like_patterns(params::single(query, "run_id_pattern")),
         task_id_like: like_patterns(params::single(query, "task_display_name_pattern")),
@@ -468,6 +469,8 @@ async fn query(
         ("operator" = Option<Vec<String>>, Query),
         ("try_number" = Option<Vec<u32>>, Query),
         ("map_index" = Option<Vec<i32>>, Query),
+        ("version_number" = Option<Vec<i64>>, Query, description = "the DAG version the run executes"),
+        ("executor" = Option<Vec<String>>, Query, description = "instances record no executor: any value matches nothing"),
         ("dag_id_pattern" = Option<String>, Query),
         ("run_id_pattern" = Option<String>, Query),
         ("task_display_name_pattern" = Option<String>, Query),
@@ -504,6 +507,13 @@ pub async fn get_task_instances(
     user.require(Resource::Dag, Access::Read)?;
     let filter = filter_from_query(&dag_id, &run_id, &q)?;
     check_path(&state, &dag_id, &run_id).await?;
+    if !params::multi(&q, "executor").is_empty() {
+        // No instance records an executor, so a filter on one matches nothing.
+        return Ok(Json(TaskInstanceCollectionResponse {
+            task_instances: Vec::new(),
+            total_entries: 0,
+        }));
+    }
     Ok(Json(query(&state, &filter).await?))
 }
 

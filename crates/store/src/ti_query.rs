@@ -27,7 +27,10 @@ pub(crate) const FROM: &str = "task_instance t JOIN dag_run r ON r.id = t.run_pk
 /// What a count needs to join for `cond`: every instance has exactly one run and at most one
 /// note, so only a condition on the run's columns needs the run at all.
 pub(crate) fn count_from(cond: &str) -> &'static str {
-    if cond.contains("r.logical_date") || cond.contains("r.run_after") {
+    if cond.contains("r.logical_date")
+        || cond.contains("r.run_after")
+        || cond.contains("r.dag_version")
+    {
         "task_instance t JOIN dag_run r ON r.id = t.run_pk"
     } else {
         "task_instance t"
@@ -134,6 +137,7 @@ pub(crate) fn where_clause(f: &TaskInstanceFilter, like_op: &str) -> (String, Ve
         "t.map_index",
         f.map_indexes.iter().map(|n| Arg::Int(i64::from(*n))),
     );
+    b.any_of("r.dag_version", f.dag_versions.iter().map(|v| Arg::Int(*v)));
     if f.mapped_only {
         b.clauses.push("t.map_index >= 0".into());
     }

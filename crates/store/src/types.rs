@@ -480,6 +480,8 @@ pub struct TaskInstanceFilter {
     pub map_indexes: Vec<i32>,
     /// Only the expanded instances of mapped tasks (map index 0 and up).
     pub mapped_only: bool,
+    /// Versions of the DAG the instances' runs execute.
+    pub dag_versions: Vec<i64>,
     /// SQL `LIKE` patterns (`\` escapes), case-insensitive; a value matches if any matches.
     pub dag_id_like: Vec<String>,
     pub run_id_like: Vec<String>,

@@ -167,6 +167,12 @@ async fn list_one_run_has_airflow_fields_and_filters() {
     assert_eq!(tasks(&body), ["r1/a", "r1/d"]);
     let body = get(&env, &format!("{BASE}?pool=other")).await;
     assert_eq!(body["total_entries"], 0);
+    let body = get(&env, &format!("{BASE}?version_number=1")).await;
+    assert_eq!(body["total_entries"], 4);
+    let body = get(&env, &format!("{BASE}?version_number=2")).await;
+    assert_eq!(body["total_entries"], 0);
+    let body = get(&env, &format!("{BASE}?executor=LocalExecutor")).await;
+    assert_eq!(body["total_entries"], 0);
 }
 
 #[tokio::test]

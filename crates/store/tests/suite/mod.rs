@@ -2518,6 +2518,19 @@ pub async fn task_instance_queries_filter_order_and_page(h: &Harness) {
         .unwrap();
     assert_eq!(page.total, 0);
 
+    // The DAG version of the run.
+    for (versions, total) in [(vec![1], 6), (vec![2, 3], 0)] {
+        let page = s
+            .query_task_instances(&TaskInstanceFilter {
+                dag_ids: vec!["d".into()],
+                dag_versions: versions,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, total);
+    }
+
     // Expanded instances of a mapped task.
     let mut mapped = new_run("e", "m1", Some(t(200)), &["m", "m", "x"]);
     mapped.tasks[0].map_index = 0;
