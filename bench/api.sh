@@ -17,6 +17,8 @@ if ! command -v wrk >/dev/null; then
 fi
 "$ROOT/scripts/postgres.sh" >&2
 echo "[api-bench] cargo build --release" >&2
-(cd "$ROOT" && cargo build --release -p updraft -p updraft-store --example seed_api_bench >&2)
+# Two invocations: with `--example`, cargo builds only the examples of the packages named.
+(cd "$ROOT" && cargo build --release -p updraft >&2 \
+  && cargo build --release -p updraft-store --example seed_api_bench >&2)
 exec python3 "$HERE/api.py" --binary "$TARGET/release/updraft" \
   --seeder "$TARGET/release/examples/seed_api_bench" "$@"
