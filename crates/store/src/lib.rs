@@ -12,11 +12,11 @@ mod common;
 mod error;
 mod listing;
 mod postgres;
-mod sqlite;
 mod run_query;
-mod ti_query;
+mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ti_query;
 pub mod types;
 
 pub use error::Error;

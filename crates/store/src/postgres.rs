@@ -7,18 +7,20 @@
 //! row.
 
 use crate::PoolUsage;
-use crate::listing;
-use crate::{DagCode, DagFilter, DagPage, DagVersionInfo, EventFilter, EventPage, RunCount};
 use crate::common::{
     self, Get, HEARTBEAT_RULE, LocalWake, TI_ALL, TI_MUTABLE, db_err, i32_of, now,
 };
+use crate::listing;
 use crate::{
     AuditEvent, Batch, Connection, DagRecord, DagRun, DagUpsert, Error, ImportError,
     ImportErrorInput, InboxItem, InboxItemInput, InboxKind, NewAuditEvent, NewRun, NewUser,
     PastState, Pool, Result, RunFilter, SchemaStatus, Store, TaskInstance, User, Variable, XCom,
 };
+use crate::{DagCode, DagFilter, DagPage, DagVersionInfo, EventFilter, EventPage, RunCount};
 use crate::{RunPage, RunQuery, RunRow, run_query};
-use crate::{TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, XComFilter, XComPage, XComRow, ti_query};
+use crate::{
+    TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, XComFilter, XComPage, XComRow, ti_query,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{
@@ -2052,7 +2054,10 @@ impl Store for PgStore {
         common::check_page(filter.limit, filter.offset)?;
         let b = listing::dag_where(filter, listing::Dialect::Postgres);
         let cond = b.where_sql();
-        let count_sql = format!("SELECT COUNT(*) AS n FROM {} {cond}", listing::DAG_COUNT_FROM);
+        let count_sql = format!(
+            "SELECT COUNT(*) AS n FROM {} {cond}",
+            listing::DAG_COUNT_FROM
+        );
         let n = b.args.len();
         let sql = listing::dag_page_sql(filter, listing::Dialect::Postgres, &cond, n);
         read!(self, tx, {
@@ -2136,8 +2141,10 @@ impl Store for PgStore {
 
     async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>> {
         read!(self, tx, {
-            q("SELECT dag_id, version, created_at FROM dag_version WHERE dag_id = $1 \
-               ORDER BY version")
+            q(
+                "SELECT dag_id, version, created_at FROM dag_version WHERE dag_id = $1 \
+               ORDER BY version",
+            )
             .bind(dag_id)
             .fetch_all(&mut *tx)
             .await
@@ -2169,9 +2176,11 @@ impl Store for PgStore {
                 code.version, code.dag_id
             )));
         }
-        q("INSERT INTO dag_code (dag_id, version, fileloc, source) VALUES ($1, $2, $3, $4) \
+        q(
+            "INSERT INTO dag_code (dag_id, version, fileloc, source) VALUES ($1, $2, $3, $4) \
            ON CONFLICT (dag_id, version) DO UPDATE SET fileloc = excluded.fileloc, \
-           source = excluded.source")
+           source = excluded.source",
+        )
         .bind(&code.dag_id)
         .bind(code.version)
         .bind(&code.fileloc)
@@ -2394,10 +2403,12 @@ impl Store for PgStore {
         }
         match content {
             Some(content) => {
-                q("INSERT INTO task_instance_note (ti_id, content, user_id, created_at, \
+                q(
+                    "INSERT INTO task_instance_note (ti_id, content, user_id, created_at, \
                    updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (ti_id) DO UPDATE SET \
                    content = excluded.content, user_id = excluded.user_id, \
-                   updated_at = excluded.updated_at")
+                   updated_at = excluded.updated_at",
+                )
                 .bind(ti_id)
                 .bind(content)
                 .bind(user_id)
@@ -2554,14 +2565,15 @@ impl Store for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         read!(self, tx, {
-            let done = q("UPDATE xcom SET value = $1, timestamp = $2 WHERE ti_id = $3 AND key = $4")
-                .bind(value)
-                .bind(at)
-                .bind(ti_id)
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            let done =
+                q("UPDATE xcom SET value = $1, timestamp = $2 WHERE ti_id = $3 AND key = $4")
+                    .bind(value)
+                    .bind(at)
+                    .bind(ti_id)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
             Ok(done.rows_affected() > 0)
         })
     }

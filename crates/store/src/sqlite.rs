@@ -9,17 +9,19 @@
 //! the transaction, which measured about 4x faster than extracting every column from JSON.
 
 use crate::PoolUsage;
-use crate::listing;
 use crate::common::{self, Get, LocalWake, TI_ALL, TI_MUTABLE, db_err, now, ts_text, ts_text_opt};
-use crate::{DagCode, DagFilter, DagPage, DagVersionInfo, EventFilter, EventPage, RunCount};
+use crate::listing;
 use crate::{
     AuditEvent, Batch, Connection, DagRecord, DagRun, DagUpsert, Error, ImportError,
     ImportErrorInput, InboxItem, InboxItemInput, InboxKind, NewAuditEvent, NewRun, NewUser,
     PastState, Pool, RenderedFields, Result, RunFilter, SchemaStatus, Store, TaskInstance, User,
     Variable, XCom,
 };
+use crate::{DagCode, DagFilter, DagPage, DagVersionInfo, EventFilter, EventPage, RunCount};
 use crate::{RunPage, RunQuery, RunRow, run_query};
-use crate::{TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, XComFilter, XComPage, XComRow, ti_query};
+use crate::{
+    TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, XComFilter, XComPage, XComRow, ti_query,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -1766,7 +1768,10 @@ impl Store for SqliteStore {
         common::check_page(filter.limit, filter.offset)?;
         let b = listing::dag_where(filter, listing::Dialect::Sqlite);
         let cond = b.where_sql();
-        let count_sql = format!("SELECT COUNT(*) AS n FROM {} {cond}", listing::DAG_COUNT_FROM);
+        let count_sql = format!(
+            "SELECT COUNT(*) AS n FROM {} {cond}",
+            listing::DAG_COUNT_FROM
+        );
         let total: i64 = listing::bind_sqlite(sqlx::query(&count_sql), &b.args)
             .fetch_one(&self.read)
             .await

@@ -2223,10 +2223,7 @@ pub async fn event_pages_filter_and_order(h: &Harness) {
     let names = |f: EventFilter| async move {
         let page = s.query_events(&f).await.unwrap();
         (
-            page.events
-                .into_iter()
-                .map(|e| e.event)
-                .collect::<Vec<_>>(),
+            page.events.into_iter().map(|e| e.event).collect::<Vec<_>>(),
             page.total,
         )
     };
@@ -2337,7 +2334,12 @@ pub async fn event_pages_filter_and_order(h: &Harness) {
         assert_eq!(total, expected.len() as i64);
     }
 
-    let first = s.query_events(&EventFilter::default()).await.unwrap().events[0].clone();
+    let first = s
+        .query_events(&EventFilter::default())
+        .await
+        .unwrap()
+        .events[0]
+        .clone();
     assert_eq!(s.get_event(first.id).await.unwrap(), Some(first.clone()));
     assert_eq!(s.get_event(first.id + 1000).await.unwrap(), None);
     assert!(matches!(
@@ -2402,7 +2404,10 @@ pub async fn task_instance_queries_filter_order_and_page(h: &Harness) {
         .unwrap();
     assert_eq!(page.total, 3);
     assert_eq!(
-        page.items.iter().map(|r| r.ti.task_id.as_str()).collect::<Vec<_>>(),
+        page.items
+            .iter()
+            .map(|r| r.ti.task_id.as_str())
+            .collect::<Vec<_>>(),
         ["a", "b", "c"]
     );
     assert_eq!(page.items[0].logical_date, r1.logical_date);
@@ -2419,7 +2424,10 @@ pub async fn task_instance_queries_filter_order_and_page(h: &Harness) {
         }))
         .await
         .unwrap();
-    assert_eq!(ti_keys(&page), [("r1".into(), "b".into()), ("r1".into(), "c".into())]);
+    assert_eq!(
+        ti_keys(&page),
+        [("r1".into(), "b".into()), ("r1".into(), "c".into())]
+    );
 
     // Ranges on the instance and on the run; pool; try number.
     let page = s
@@ -2631,7 +2639,11 @@ pub async fn xcom_queries_filter_and_page(h: &Harness) {
     assert_eq!(
         all.items
             .iter()
-            .map(|r| (r.xcom.run_id.as_str(), r.xcom.task_id.as_str(), r.xcom.key.as_str()))
+            .map(|r| (
+                r.xcom.run_id.as_str(),
+                r.xcom.task_id.as_str(),
+                r.xcom.key.as_str()
+            ))
             .collect::<Vec<_>>(),
         [
             ("r1", "a", "Other_Key"),
@@ -2809,7 +2821,11 @@ pub async fn clear_task_instances_by_id(h: &Harness) {
         .create_run(new_run("d", "r2", Some(t(100)), &["a", "b", "c"]))
         .await
         .unwrap();
-    let other_a = s.get_task_instance("d", "r2", "a", -1).await.unwrap().unwrap();
+    let other_a = s
+        .get_task_instance("d", "r2", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(other.state, RunState::Queued);
 
     assert!(
@@ -2825,7 +2841,11 @@ pub async fn clear_task_instances_by_id(h: &Harness) {
     assert_eq!(cleared.len(), 1);
     assert_eq!(cleared[0].id, a.id);
     assert_eq!(cleared[0].state, TaskState::None);
-    let now_a = s.get_task_instance("d", "r1", "a", -1).await.unwrap().unwrap();
+    let now_a = s
+        .get_task_instance("d", "r1", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(now_a, cleared[0]);
     assert_eq!(
         s.get_task_instance("d", "r1", "b", -1)
@@ -2838,7 +2858,10 @@ pub async fn clear_task_instances_by_id(h: &Harness) {
     let hist = s.task_instance_history("d", "r1", "a", -1).await.unwrap();
     assert_eq!(hist.len(), 1);
     assert_eq!(hist[0].state, TaskState::Failed);
-    assert_eq!(s.get_run("d", "r1").await.unwrap().unwrap().state, RunState::Queued);
+    assert_eq!(
+        s.get_run("d", "r1").await.unwrap().unwrap().state,
+        RunState::Queued
+    );
     assert!(matches!(
         s.clear_task_instances("d", "nope", &[a.id]).await,
         Err(Error::NotFound(_))
