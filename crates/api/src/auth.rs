@@ -109,6 +109,10 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        // The routing layer's role check already looked the user up for this request.
+        if let Some(user) = parts.extensions.get::<CurrentUser>() {
+            return Ok(user.clone());
+        }
         let username = bearer_subject(&parts.headers, state)?;
         let username = username.as_str();
         // The role comes from the database, not the token, so a deleted, deactivated or

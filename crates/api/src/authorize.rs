@@ -97,5 +97,7 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     if let Err(e) = user.require(resource, access) {
         return e.into_response();
     }
+    // One lookup per request: the handler's `CurrentUser` and the event log reuse it.
+    parts.extensions.insert(user);
     next.run(Request::from_parts(parts, body)).await
 }

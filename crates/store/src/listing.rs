@@ -134,15 +134,42 @@ pub(crate) fn dag_page_cols(dialect: Dialect) -> String {
     )
 }
 
-/// `FROM` of a DAG page (with the latest scheduled run joined); counts use [`DAG_COUNT_FROM`].
-pub(crate) const DAG_PAGE_FROM: &str = "dag d \
+/// `FROM` of a DAG page (with the latest scheduled run joined); filters use [`dag_filter_from`].
+/// PostgreSQL gets a `LATERAL` join, which it runs as one index probe per row of the page
+/// (with a correlated `lr.id = (SELECT ...)` it hashed the whole `dag_run` table); SQLite has
+/// no `LATERAL` and runs the correlated form as a nested loop anyway.
+fn dag_page_from(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => {
+            "dag d \
+    JOIN dag_version v ON v.dag_id = d.dag_id AND v.version = d.latest_version \
+    LEFT JOIN LATERAL (SELECT r.logical_date, r.data_interval_start, r.data_interval_end, \
+    r.run_after FROM dag_run r WHERE r.dag_id = d.dag_id AND r.run_type = 'scheduled' \
+    ORDER BY r.logical_date IS NULL, r.logical_date DESC, r.run_after DESC, r.id DESC LIMIT 1) \
+    lr ON true"
+        }
+        Dialect::Sqlite => {
+            "dag d \
     JOIN dag_version v ON v.dag_id = d.dag_id AND v.version = d.latest_version \
     LEFT JOIN dag_run lr ON lr.id = (SELECT r.id FROM dag_run r WHERE r.dag_id = d.dag_id \
     AND r.run_type = 'scheduled' \
-    ORDER BY r.logical_date IS NULL, r.logical_date DESC, r.run_after DESC, r.id DESC LIMIT 1)";
+    ORDER BY r.logical_date IS NULL, r.logical_date DESC, r.run_after DESC, r.id DESC LIMIT 1)"
+        }
+    }
+}
 
 pub(crate) const DAG_COUNT_FROM: &str =
     "dag d JOIN dag_version v ON v.dag_id = d.dag_id AND v.version = d.latest_version";
+
+/// The `FROM` a DAG filter needs: the (wide) `dag_version` rows are joined only when a clause
+/// or the order reads the spec (tags, owners); otherwise `dag` alone answers, by its key.
+pub(crate) fn dag_filter_from(cond: &str, order: &str) -> &'static str {
+    if cond.contains("v.spec") || order.contains("v.spec") {
+        DAG_COUNT_FROM
+    } else {
+        "dag d"
+    }
+}
 
 /// The statement of a DAG page: the page's ids are chosen first (filter, order, limit), so
 /// the per-row work (spec, import errors, latest scheduled run) is done for that page only.
@@ -150,9 +177,11 @@ pub(crate) const DAG_COUNT_FROM: &str =
 pub(crate) fn dag_page_sql(f: &DagFilter, dialect: Dialect, cond: &str, n: usize) -> String {
     let order = dag_order(f);
     format!(
-        "SELECT {} FROM {DAG_PAGE_FROM} WHERE d.dag_id IN (SELECT d.dag_id FROM {DAG_COUNT_FROM} \
+        "SELECT {} FROM {} WHERE d.dag_id IN (SELECT d.dag_id FROM {} \
          {cond} {order} LIMIT ${} OFFSET ${}) {order}",
         dag_page_cols(dialect),
+        dag_page_from(dialect),
+        dag_filter_from(cond, &order),
         n + 1,
         n + 2
     )

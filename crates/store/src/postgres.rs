@@ -2056,7 +2056,7 @@ impl Store for PgStore {
         let cond = b.where_sql();
         let count_sql = format!(
             "SELECT COUNT(*) AS n FROM {} {cond}",
-            listing::DAG_COUNT_FROM
+            listing::dag_filter_from(&cond, "")
         );
         let n = b.args.len();
         let sql = listing::dag_page_sql(filter, listing::Dialect::Postgres, &cond, n);

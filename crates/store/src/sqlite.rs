@@ -1770,7 +1770,7 @@ impl Store for SqliteStore {
         let cond = b.where_sql();
         let count_sql = format!(
             "SELECT COUNT(*) AS n FROM {} {cond}",
-            listing::DAG_COUNT_FROM
+            listing::dag_filter_from(&cond, "")
         );
         let total: i64 = listing::bind_sqlite(sqlx::query(&count_sql), &b.args)
             .fetch_one(&self.read)
