@@ -1,8 +1,11 @@
 //! The PostgreSQL store.
 //!
 //! It must work through PgBouncer in transaction pooling mode, where a server connection is
-//! only ours for one transaction: every statement is unnamed (`persistent(false)`), locks are
-//! transaction-scoped (`pg_advisory_xact_lock`) and nothing relies on session state.
+//! only ours for one transaction: there every statement is unnamed (`persistent(false)`) and
+//! every read runs in a transaction; locks are transaction-scoped (`pg_advisory_xact_lock`)
+//! and nothing relies on session state. Connected directly (detected at connect, see
+//! [`Listen`]), statements are prepared once per connection and cached, and reads skip
+//! `BEGIN ... COMMIT` (see [`Sql`] and [`read!`]).
 //! Bulk writes are set-based: one `unnest` of column arrays per table, never a round trip per
 //! row.
 
@@ -23,6 +26,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow,
 };
@@ -47,6 +51,10 @@ pub struct PgStore {
     listen: Listen,
     /// The port the url names, to recognise a proxy in between (see [`Listen::Auto`]).
     url_port: u16,
+    /// Connected directly, not through a pooler: statements are cached (see [`Sql`]) and
+    /// reads skip `BEGIN ... COMMIT` (see [`read!`]).
+    direct: bool,
+    st: Sql,
 }
 
 /// Whether `inbox_waker` uses LISTEN/NOTIFY, set by the url parameter
@@ -57,11 +65,40 @@ pub struct PgStore {
 /// in the middle of its queries. `auto` (the default) listens only when the server's port
 /// (`inet_server_port()`) is the port of the url, i.e. when no proxy on another port sits in
 /// between; otherwise the waker polls. Use `off` for a proxy on the same port as the server.
+///
+/// The same rule, applied once at connect, decides whether the store talks to PostgreSQL
+/// directly: `on` or a matching port caches statements and reads outside transactions (see
+/// [`Sql`], [`read!`]); `off` or another port keeps everything safe for PgBouncer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listen {
     Auto,
     On,
     Off,
+}
+
+/// Whether `opts` reach PostgreSQL itself rather than a proxy on another port (the rule of
+/// [`Listen::Auto`]), asked on one connection of its own before the pool exists. The question
+/// runs in a transaction and unnamed, as any statement that may pass through PgBouncer.
+async fn reached_directly(opts: &PgConnectOptions) -> Result<bool> {
+    use sqlx::Connection as _;
+    let mut conn = PgConnection::connect_with(opts).await.map_err(db_err)?;
+    let mut tx = conn.begin().await.map_err(db_err)?;
+    let port: Option<i32> = Sql { persistent: false }
+        .qs("SELECT inet_server_port()")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    let _ = conn.close().await;
+    let direct = port == Some(i32::from(opts.get_port()));
+    if !direct {
+        tracing::debug!(
+            server_port = ?port,
+            url_port = opts.get_port(),
+            "database reached through a proxy; statements unnamed, reads in transactions"
+        );
+    }
+    Ok(direct)
 }
 
 /// Splits Updraft's own `updraft_listen` parameter off a postgres url.
@@ -95,37 +132,100 @@ fn split_listen(url: &str) -> Result<(String, Listen)> {
     }
 }
 
-/// Runs `body` in a transaction of its own. Outside a transaction PgBouncer (transaction
-/// mode) may serve the Parse and the Bind of one unnamed statement from different server
-/// connections, so even single reads are pinned to one by `BEGIN ... COMMIT`.
+/// Runs a read, or a single self-contained write, on a connection of its own.
+///
+/// Through a pooler (PgBouncer in transaction mode) the body runs in a transaction: outside
+/// one, the Parse and the Bind of one unnamed statement may be served by different server
+/// connections. Connected directly, the body runs on a plain pooled connection without
+/// `BEGIN ... COMMIT`, which saves two round trips. Nothing is lost by that: a body with
+/// several statements (a count and a page) gets a snapshot per statement either way, since
+/// READ COMMITTED takes one per statement even inside a transaction; and every body that
+/// writes does so in a single statement, atomic on its own, returning an error afterwards only
+/// when that statement changed nothing. Bodies needing atomicity across statements use
+/// [`PgStore::begin`] instead.
 macro_rules! read {
     ($self:ident, $tx:ident, $body:block) => {{
-        let mut $tx = $self.begin().await?;
+        let mut $tx = $self.read_conn().await?;
         let out: Result<_> = async { $body }.await;
         if out.is_ok() {
-            $tx.commit().await.map_err(db_err)?;
+            $tx.finish().await?;
         }
         out
     }};
 }
 
-fn q(sql: &str) -> Query<'_, Postgres, PgArguments> {
-    sqlx::query(sql).persistent(false)
+/// The connection of a [`read!`] body: a transaction through a pooler, a plain pooled
+/// connection when connected directly.
+enum ReadConn {
+    Tx(Transaction<'static, Postgres>),
+    Plain(PoolConnection<Postgres>),
 }
 
-fn qs<O>(sql: &str) -> QueryScalar<'_, Postgres, O, PgArguments>
-where
-    (O,): for<'r> sqlx::FromRow<'r, PgRow>,
-{
-    sqlx::query_scalar(sql).persistent(false)
+impl ReadConn {
+    async fn finish(self) -> Result<()> {
+        match self {
+            ReadConn::Tx(tx) => tx.commit().await.map_err(db_err),
+            ReadConn::Plain(_) => Ok(()),
+        }
+    }
 }
 
-fn qa<O>(sql: &str) -> QueryAs<'_, Postgres, O, PgArguments>
-where
-    O: for<'r> sqlx::FromRow<'r, PgRow>,
-{
-    sqlx::query_as(sql).persistent(false)
+impl std::ops::Deref for ReadConn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            ReadConn::Tx(tx) => tx,
+            ReadConn::Plain(c) => c,
+        }
+    }
 }
+
+impl std::ops::DerefMut for ReadConn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            ReadConn::Tx(tx) => tx,
+            ReadConn::Plain(c) => c,
+        }
+    }
+}
+
+/// How a store sends its statements, carried by each store (never process-wide: a direct
+/// store and one behind PgBouncer may live in the same process).
+///
+/// Through a pooler every statement is unnamed (`persistent(false)`) and the pool's
+/// statement cache is off: a named statement lives on one server connection, which a
+/// transaction-mode pooler hands to other clients. Connected directly, statements are named
+/// and kept in each connection's statement cache, so PostgreSQL plans each query once per
+/// connection instead of on every call. `persistent` must only be true on a pool whose cache
+/// is on: with the cache off, sqlx would create a named statement per call and never close it.
+#[derive(Debug, Clone, Copy)]
+struct Sql {
+    persistent: bool,
+}
+
+impl Sql {
+    fn q(self, sql: &str) -> Query<'_, Postgres, PgArguments> {
+        sqlx::query(sql).persistent(self.persistent)
+    }
+
+    fn qs<O>(self, sql: &str) -> QueryScalar<'_, Postgres, O, PgArguments>
+    where
+        (O,): for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_scalar(sql).persistent(self.persistent)
+    }
+
+    fn qa<O>(self, sql: &str) -> QueryAs<'_, Postgres, O, PgArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_as(sql).persistent(self.persistent)
+    }
+}
+
+/// Prepared statements each connection of a direct pool keeps (sqlx closes the least recently
+/// used beyond this); the store has fewer distinct statements than this, listings aside.
+const STATEMENT_CACHE: usize = 256;
 
 impl PgStore {
     /// Opens a pool on `postgres://...`. Works directly and through PgBouncer in transaction
@@ -134,7 +234,8 @@ impl PgStore {
         let (url, listen) = split_listen(url)?;
         let opts = PgConnectOptions::from_str(&url)
             .map_err(|e| Error::Invalid(format!("bad postgres url: {e}")))?
-            // named statements do not survive PgBouncer's transaction pooling
+            // named statements do not survive PgBouncer's transaction pooling; the cache is
+            // turned on below once the server is known to be reached directly
             .statement_cache_capacity(0);
         // A server that is not there is reported at once and as itself, not as a pool timeout
         // after the acquire timeout (errors from the server itself, such as a wrong password,
@@ -160,6 +261,16 @@ impl PgStore {
                 }
             }
         }
+        let direct = match listen {
+            Listen::On => true,
+            Listen::Off => false,
+            Listen::Auto => reached_directly(&opts).await?,
+        };
+        let opts = if direct {
+            opts.statement_cache_capacity(STATEMENT_CACHE)
+        } else {
+            opts
+        };
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
@@ -168,29 +279,69 @@ impl PgStore {
             .map_err(db_err)?;
         let mut store = Self::from_pool(pool, listen);
         store.url_port = opts.get_port();
+        store.direct = direct;
+        store.st = Sql { persistent: direct };
         Ok(store)
     }
 
     /// A store on an existing pool. With [`Listen::Auto`] the waker listens only when the
-    /// server reports port 5432.
+    /// server reports port 5432. Statements are sent as through a pooler (unnamed, reads in
+    /// transactions): the pool's statement cache may be off.
     pub fn from_pool(pool: PgPool, listen: Listen) -> Self {
         Self {
             pool,
             wake: Arc::default(),
             listen,
             url_port: 5432,
+            direct: false,
+            st: Sql { persistent: false },
+        }
+    }
+
+    /// Whether statements are cached and reads run outside transactions, i.e. the store
+    /// reaches PostgreSQL directly (see [`Listen`] for how that is decided).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    fn q<'q>(&self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
+        self.st.q(sql)
+    }
+
+    fn qs<'q, O>(&self, sql: &'q str) -> QueryScalar<'q, Postgres, O, PgArguments>
+    where
+        (O,): for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        self.st.qs(sql)
+    }
+
+    fn qa<'q, O>(&self, sql: &'q str) -> QueryAs<'q, Postgres, O, PgArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        self.st.qa(sql)
+    }
+
+    async fn read_conn(&self) -> Result<ReadConn> {
+        if self.direct {
+            Ok(ReadConn::Plain(self.pool.acquire().await.map_err(db_err)?))
+        } else {
+            Ok(ReadConn::Tx(self.begin().await?))
         }
     }
 
     /// Whether LISTEN reaches the server directly (see [`Listen`]).
     async fn may_listen(&self) -> bool {
+        if self.direct {
+            return true;
+        }
         match self.listen {
             Listen::On => true,
             Listen::Off => false,
             Listen::Auto => {
                 let port: Result<Option<i32>> = async {
                     read!(self, tx, {
-                        qs("SELECT inet_server_port()")
+                        self.qs("SELECT inet_server_port()")
                             .fetch_one(&mut *tx)
                             .await
                             .map_err(db_err)
@@ -457,13 +608,13 @@ impl<'a> TiArrays<'a> {
     }
 }
 
-async fn post(conn: &mut PgConnection, item: &InboxItemInput) -> Result<()> {
-    q("SELECT pg_advisory_xact_lock($1)")
+async fn post(st: Sql, conn: &mut PgConnection, item: &InboxItemInput) -> Result<()> {
+    st.q("SELECT pg_advisory_xact_lock($1)")
         .bind(INBOX_LOCK)
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-    q(
+    st.q(
         "WITH i AS (INSERT INTO scheduler_inbox (kind, dag_id, run_pk, created_at) \
        VALUES ($1, $2, $3, $4) RETURNING id) \
        SELECT pg_notify($5, i.id::text) FROM i",
@@ -487,13 +638,13 @@ fn item(kind: InboxKind, dag_id: &str, run_pk: Option<i64>) -> InboxItemInput {
     }
 }
 
-async fn update_tis(conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<Vec<i64>> {
+async fn update_tis(st: Sql, conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<Vec<i64>> {
     if tis.is_empty() {
         return Ok(Vec::new());
     }
     let arrays = TiArrays::new(tis)?;
     let done: Vec<Uuid> = arrays
-        .bind(q(&TI_UPDATE))
+        .bind(st.q(&TI_UPDATE))
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?
@@ -511,7 +662,7 @@ async fn update_tis(conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<Vec
         .collect())
 }
 
-async fn update_runs(conn: &mut PgConnection, runs: &[DagRun]) -> Result<Vec<i64>> {
+async fn update_runs(st: Sql, conn: &mut PgConnection, runs: &[DagRun]) -> Result<Vec<i64>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
@@ -522,25 +673,26 @@ async fn update_runs(conn: &mut PgConnection, runs: &[DagRun]) -> Result<Vec<i64
     let end: Vec<Option<DateTime<Utc>>> = runs.iter().map(|r| r.end_date).collect();
     let note: Vec<Option<&str>> = runs.iter().map(|r| r.note.as_deref()).collect();
     let version: Vec<i64> = runs.iter().map(|r| r.version).collect();
-    let done: Vec<i64> = qs(
-        "UPDATE dag_run AS r SET state = u.state, queued_at = u.queued_at, \
+    let done: Vec<i64> = st
+        .qs(
+            "UPDATE dag_run AS r SET state = u.state, queued_at = u.queued_at, \
          start_date = u.start_date, end_date = u.end_date, note = u.note, \
          version = r.version + 1 \
          FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
          $5::timestamptz[], $6::text[], $7::int8[]) \
          AS u(id, state, queued_at, start_date, end_date, note, version) \
          WHERE r.id = u.id AND r.version = u.version RETURNING r.id",
-    )
-    .bind(&ids)
-    .bind(&states)
-    .bind(&queued)
-    .bind(&start)
-    .bind(&end)
-    .bind(&note)
-    .bind(&version)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
+        )
+        .bind(&ids)
+        .bind(&states)
+        .bind(&queued)
+        .bind(&start)
+        .bind(&end)
+        .bind(&note)
+        .bind(&version)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
     Ok(runs
         .iter()
         .filter(|r| !done.contains(&r.id))
@@ -548,13 +700,13 @@ async fn update_runs(conn: &mut PgConnection, runs: &[DagRun]) -> Result<Vec<i64
         .collect())
 }
 
-async fn insert_history(conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<()> {
+async fn insert_history(st: Sql, conn: &mut PgConnection, tis: &[TaskInstance]) -> Result<()> {
     if tis.is_empty() {
         return Ok(());
     }
     let arrays = TiArrays::new(tis)?;
     arrays
-        .bind(q(&TIH_INSERT))
+        .bind(st.q(&TIH_INSERT))
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -562,6 +714,7 @@ async fn insert_history(conn: &mut PgConnection, tis: &[TaskInstance]) -> Result
 }
 
 async fn run_by_key(
+    st: Sql,
     conn: &mut PgConnection,
     dag_id: &str,
     run_id: &str,
@@ -572,7 +725,7 @@ async fn run_by_key(
         common::DAG_RUN_COLS,
         if for_update { " FOR UPDATE" } else { "" }
     );
-    q(&sql)
+    st.q(&sql)
         .bind(dag_id)
         .bind(run_id)
         .fetch_optional(conn)
@@ -583,9 +736,10 @@ async fn run_by_key(
         .transpose()
 }
 
-async fn max_id(pool: &PgPool) -> Result<i64> {
+async fn max_id(st: Sql, pool: &PgPool) -> Result<i64> {
     let mut tx = pool.begin().await.map_err(db_err)?;
-    let id = qs("SELECT COALESCE(MAX(id), 0)::int8 FROM scheduler_inbox")
+    let id = st
+        .qs("SELECT COALESCE(MAX(id), 0)::int8 FROM scheduler_inbox")
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -626,7 +780,7 @@ impl Store for PgStore {
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.begin().await?;
         // transaction-scoped, so concurrent `db migrate` calls serialize even via PgBouncer
-        q("SELECT pg_advisory_xact_lock($1)")
+        self.q("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATE_LOCK)
             .execute(&mut *tx)
             .await
@@ -638,7 +792,8 @@ impl Store for PgStore {
         )
         .await
         .map_err(db_err)?;
-        let applied: Vec<i64> = qs("SELECT version FROM updraft_schema_migration")
+        let applied: Vec<i64> = self
+            .qs("SELECT version FROM updraft_schema_migration")
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -654,7 +809,7 @@ impl Store for PgStore {
             exec_raw(&mut tx, m.sql)
                 .await
                 .map_err(|e| Error::Database(format!("migration {} failed: {e}", m.version)))?;
-            q(
+            self.q(
                 "INSERT INTO updraft_schema_migration (version, name, applied_at) \
                VALUES ($1, $2, $3)",
             )
@@ -670,7 +825,8 @@ impl Store for PgStore {
 
     async fn check(&self) -> Result<SchemaStatus> {
         read!(self, tx, {
-            let applied: i64 = qs("SELECT COUNT(*) FROM updraft_schema_migration")
+            let applied: i64 = self
+                .qs("SELECT COUNT(*) FROM updraft_schema_migration")
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| match db_err(e) {
@@ -693,7 +849,7 @@ impl Store for PgStore {
 
     async fn reset(&self) -> Result<()> {
         let mut tx = self.begin().await?;
-        q("SELECT pg_advisory_xact_lock($1)")
+        self.q("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATE_LOCK)
             .execute(&mut *tx)
             .await
@@ -726,17 +882,18 @@ impl Store for PgStore {
         dag_ids: &[String],
     ) -> Result<Vec<String>> {
         let mut tx = self.begin().await?;
-        let mut gone: Vec<String> = qs(
-            "UPDATE dag SET is_active = FALSE WHERE fileloc = $1 AND is_active \
+        let mut gone: Vec<String> = self
+            .qs(
+                "UPDATE dag SET is_active = FALSE WHERE fileloc = $1 AND is_active \
              AND NOT (dag_id = ANY($2)) RETURNING dag_id",
-        )
-        .bind(fileloc)
-        .bind(dag_ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+            )
+            .bind(fileloc)
+            .bind(dag_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
         for d in &gone {
-            post(&mut tx, &item(InboxKind::DagChanged, d, None)).await?;
+            post(self.st, &mut tx, &item(InboxKind::DagChanged, d, None)).await?;
         }
         self.commit(tx, !gone.is_empty()).await?;
         gone.sort();
@@ -745,14 +902,15 @@ impl Store for PgStore {
 
     async fn deactivate_dags_outside(&self, filelocs: &[String]) -> Result<Vec<String>> {
         let mut tx = self.begin().await?;
-        let mut gone: Vec<String> = qs("UPDATE dag SET is_active = FALSE WHERE is_active \
+        let mut gone: Vec<String> = self
+            .qs("UPDATE dag SET is_active = FALSE WHERE is_active \
              AND NOT (fileloc = ANY($1)) RETURNING dag_id")
-        .bind(filelocs)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+            .bind(filelocs)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
         for d in &gone {
-            post(&mut tx, &item(InboxKind::DagChanged, d, None)).await?;
+            post(self.st, &mut tx, &item(InboxKind::DagChanged, d, None)).await?;
         }
         self.commit(tx, !gone.is_empty()).await?;
         gone.sort();
@@ -766,7 +924,7 @@ impl Store for PgStore {
                 common::DAG_COLS,
                 common::DAG_FROM
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -779,13 +937,13 @@ impl Store for PgStore {
 
     async fn get_dag_version(&self, dag_id: &str, version: i64) -> Result<Option<DagSpec>> {
         read!(self, tx, {
-            let spec: Option<serde_json::Value> =
-                qs("SELECT spec FROM dag_version WHERE dag_id = $1 AND version = $2")
-                    .bind(dag_id)
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+            let spec: Option<serde_json::Value> = self
+                .qs("SELECT spec FROM dag_version WHERE dag_id = $1 AND version = $2")
+                .bind(dag_id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
             spec.map(|s| {
                 serde_json::from_value(s)
                     .map_err(|e| Error::Database(format!("bad spec of dag `{dag_id}`: {e}")))
@@ -806,7 +964,7 @@ impl Store for PgStore {
                     "WHERE d.is_active"
                 }
             );
-            q(&sql)
+            self.q(&sql)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -818,7 +976,8 @@ impl Store for PgStore {
 
     async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<()> {
         let mut tx = self.begin().await?;
-        let n = q("UPDATE dag SET is_paused = $2 WHERE dag_id = $1")
+        let n = self
+            .q("UPDATE dag SET is_paused = $2 WHERE dag_id = $1")
             .bind(dag_id)
             .bind(paused)
             .execute(&mut *tx)
@@ -828,14 +987,15 @@ impl Store for PgStore {
         if n == 0 {
             return Err(common::dag_not_found(dag_id));
         }
-        post(&mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
+        post(self.st, &mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
         self.commit(tx, true).await
     }
 
     async fn delete_dag(&self, dag_id: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         // foreign keys cascade to versions, runs, task instances, history, xcoms
-        let n = q("DELETE FROM dag WHERE dag_id = $1")
+        let n = self
+            .q("DELETE FROM dag WHERE dag_id = $1")
             .bind(dag_id)
             .execute(&mut *tx)
             .await
@@ -844,7 +1004,7 @@ impl Store for PgStore {
         if n == 0 {
             return Err(common::dag_not_found(dag_id));
         }
-        post(&mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
+        post(self.st, &mut tx, &item(InboxKind::DagChanged, dag_id, None)).await?;
         self.commit(tx, true).await
     }
 
@@ -856,7 +1016,7 @@ impl Store for PgStore {
         read!(self, tx, {
             match error {
                 None => {
-                    q("DELETE FROM import_error WHERE filename = $1")
+                    self.q("DELETE FROM import_error WHERE filename = $1")
                         .bind(filename)
                         .execute(&mut *tx)
                         .await
@@ -864,7 +1024,7 @@ impl Store for PgStore {
                 }
                 Some(e) => {
                     let line = e.line.map(|l| i32_of(l, "line")).transpose()?;
-                    q(
+                    self.q(
                         "INSERT INTO import_error (filename, line, message, timestamp) \
                    VALUES ($1, $2, $3, $4) ON CONFLICT (filename) DO UPDATE SET \
                    line = excluded.line, message = excluded.message, \
@@ -885,19 +1045,21 @@ impl Store for PgStore {
 
     async fn list_import_errors(&self) -> Result<Vec<ImportError>> {
         read!(self, tx, {
-            q("SELECT id, filename, line, message, timestamp FROM import_error ORDER BY filename")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .iter()
-                .map(common::import_error)
-                .collect()
+            self.q(
+                "SELECT id, filename, line, message, timestamp FROM import_error ORDER BY filename",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(common::import_error)
+            .collect()
         })
     }
 
     async fn retain_import_errors(&self, filenames: &[String]) -> Result<()> {
         read!(self, tx, {
-            q("DELETE FROM import_error WHERE NOT (filename = ANY($1))")
+            self.q("DELETE FROM import_error WHERE NOT (filename = ANY($1))")
                 .bind(filenames)
                 .execute(&mut *tx)
                 .await
@@ -908,7 +1070,8 @@ impl Store for PgStore {
 
     async fn create_run(&self, run: NewRun) -> Result<DagRun> {
         let mut tx = self.begin().await?;
-        let exists: Option<i32> = qs("SELECT 1 FROM dag WHERE dag_id = $1")
+        let exists: Option<i32> = self
+            .qs("SELECT 1 FROM dag WHERE dag_id = $1")
             .bind(&run.dag_id)
             .fetch_optional(&mut *tx)
             .await
@@ -924,7 +1087,8 @@ impl Store for PgStore {
              RETURNING {}",
             common::DAG_RUN_COLS
         );
-        let row = q(&sql)
+        let row = self
+            .q(&sql)
             .bind(&run.dag_id)
             .bind(&run.run_id)
             .bind(run.run_type.as_str())
@@ -967,7 +1131,7 @@ impl Store for PgStore {
             let weight: Vec<i64> = t.iter().map(|t| t.priority_weight).collect();
             let queue: Vec<&str> = t.iter().map(|t| t.queue.as_str()).collect();
             let operator: Vec<&str> = t.iter().map(|t| t.operator.as_str()).collect();
-            q(
+            self.q(
                 "INSERT INTO task_instance (id, run_pk, dag_id, run_id, task_id, map_index, \
                max_tries, retries, pool, pool_slots, priority_weight, queue, operator) \
                SELECT u.id, $1, $2, $3, u.task_id, u.map_index, u.max_tries, u.max_tries, \
@@ -994,6 +1158,7 @@ impl Store for PgStore {
             .map_err(db_err)?;
         }
         post(
+            self.st,
             &mut tx,
             &item(InboxKind::RunCreated, &run.dag_id, Some(created.id)),
         )
@@ -1004,14 +1169,14 @@ impl Store for PgStore {
 
     async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>> {
         read!(self, tx, {
-            run_by_key(&mut tx, dag_id, run_id, false).await
+            run_by_key(self.st, &mut tx, dag_id, run_id, false).await
         })
     }
 
     async fn get_run_by_id(&self, id: i64) -> Result<Option<DagRun>> {
         read!(self, tx, {
             let sql = format!("SELECT {} FROM dag_run WHERE id = $1", common::DAG_RUN_COLS);
-            q(&sql)
+            self.q(&sql)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -1051,7 +1216,7 @@ impl Store for PgStore {
                 .push(" OFFSET ")
                 .push_bind(filter.offset.unwrap_or(0));
             b.build()
-                .persistent(false)
+                .persistent(self.st.persistent)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -1067,7 +1232,7 @@ impl Store for PgStore {
                 "SELECT {} FROM dag_run WHERE state IN ('queued', 'running') ORDER BY id",
                 common::DAG_RUN_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -1086,7 +1251,7 @@ impl Store for PgStore {
              ORDER BY logical_date DESC NULLS LAST, run_after DESC, id DESC LIMIT 1",
                 common::DAG_RUN_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .bind(&types)
                 .fetch_optional(&mut *tx)
@@ -1105,7 +1270,7 @@ impl Store for PgStore {
              ORDER BY logical_date DESC LIMIT 1",
                 common::DAG_RUN_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .bind(before)
                 .fetch_optional(&mut *tx)
@@ -1119,16 +1284,21 @@ impl Store for PgStore {
 
     async fn set_run_state(&self, dag_id: &str, run_id: &str, state: RunState) -> Result<DagRun> {
         let mut tx = self.begin().await?;
-        let run = run_by_key(&mut tx, dag_id, run_id, true)
+        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
             .await?
             .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
         updraft_core::state::check_run_transition(run.state, state)?;
         let mut new = common::run_marked(&run, state, now());
-        let stale = update_runs(&mut tx, std::slice::from_ref(&new)).await?;
+        let stale = update_runs(self.st, &mut tx, std::slice::from_ref(&new)).await?;
         if !stale.is_empty() {
             return Err(common::stale_runs(stale));
         }
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
+        )
+        .await?;
         self.commit(tx, true).await?;
         new.version += 1;
         Ok(new)
@@ -1136,17 +1306,22 @@ impl Store for PgStore {
 
     async fn delete_run(&self, dag_id: &str, run_id: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        let id: Option<i64> =
-            qs("DELETE FROM dag_run WHERE dag_id = $1 AND run_id = $2 RETURNING id")
-                .bind(dag_id)
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let id: Option<i64> = self
+            .qs("DELETE FROM dag_run WHERE dag_id = $1 AND run_id = $2 RETURNING id")
+            .bind(dag_id)
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let Some(id) = id else {
             return Err(common::run_not_found(dag_id, run_id));
         };
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(id))).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(id)),
+        )
+        .await?;
         self.commit(tx, true).await
     }
 
@@ -1158,7 +1333,7 @@ impl Store for PgStore {
              ORDER BY task_id, map_index",
                 common::TI_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .bind(run_id)
                 .fetch_all(&mut *tx)
@@ -1180,7 +1355,7 @@ impl Store for PgStore {
              ORDER BY run_pk, task_id, map_index",
                 common::TI_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(run_ids)
                 .fetch_all(&mut *tx)
                 .await
@@ -1205,7 +1380,7 @@ impl Store for PgStore {
              AND task_id = $3 AND map_index = $4",
                 common::TI_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .bind(run_id)
                 .bind(task_id)
@@ -1234,7 +1409,7 @@ impl Store for PgStore {
              ORDER BY try_number",
                 common::TIH_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .bind(run_id)
                 .bind(task_id)
@@ -1256,7 +1431,7 @@ impl Store for PgStore {
              ORDER BY run_pk, task_id, map_index",
                 common::TI_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(&s)
                 .fetch_all(&mut *tx)
                 .await
@@ -1274,27 +1449,29 @@ impl Store for PgStore {
         before: DateTime<Utc>,
     ) -> Result<PastState> {
         read!(self, tx, {
-            let prev: Option<i64> = qs(
-                "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
+            let prev: Option<i64> = self
+                .qs(
+                    "SELECT id FROM dag_run WHERE dag_id = $1 AND logical_date < $2 \
              ORDER BY logical_date DESC LIMIT 1",
-            )
-            .bind(dag_id)
-            .bind(before)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+                )
+                .bind(dag_id)
+                .bind(before)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
             let Some(run_pk) = prev else {
                 return Ok(PastState::NoPreviousRun);
             };
-            let state: Option<String> = qs(
-                "SELECT state FROM task_instance WHERE run_pk = $1 AND task_id = $2 \
+            let state: Option<String> = self
+                .qs(
+                    "SELECT state FROM task_instance WHERE run_pk = $1 AND task_id = $2 \
              ORDER BY map_index LIMIT 1",
-            )
-            .bind(run_pk)
-            .bind(task_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+                )
+                .bind(run_pk)
+                .bind(task_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
             match state {
                 None => Ok(PastState::Missing),
                 Some(s) => Ok(PastState::State(common::task_state(&s)?)),
@@ -1317,7 +1494,8 @@ impl Store for PgStore {
              AND task_id = $3 AND map_index = $4 FOR UPDATE",
             common::TI_COLS
         );
-        let ti = q(&sql)
+        let ti = self
+            .q(&sql)
             .bind(dag_id)
             .bind(run_id)
             .bind(task_id)
@@ -1331,11 +1509,12 @@ impl Store for PgStore {
             .ok_or_else(|| common::ti_not_found(dag_id, run_id, task_id, map_index))?;
         updraft_core::state::check_task_transition(ti.state, state)?;
         let mut new = common::marked(&ti, state, now());
-        let stale = update_tis(&mut tx, std::slice::from_ref(&new)).await?;
+        let stale = update_tis(self.st, &mut tx, std::slice::from_ref(&new)).await?;
         if !stale.is_empty() {
             return Err(common::stale_runs(stale));
         }
         post(
+            self.st,
             &mut tx,
             &item(InboxKind::RunChanged, dag_id, Some(ti.run_pk)),
         )
@@ -1353,7 +1532,7 @@ impl Store for PgStore {
     ) -> Result<Vec<TaskInstance>> {
         let at = now();
         let mut tx = self.begin().await?;
-        let run = run_by_key(&mut tx, dag_id, run_id, true)
+        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
             .await?
             .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
         let sql = format!(
@@ -1362,7 +1541,8 @@ impl Store for PgStore {
              ORDER BY task_id, map_index FOR UPDATE",
             common::TI_COLS
         );
-        let rows = q(&sql)
+        let rows = self
+            .q(&sql)
             .bind(run.id)
             .bind(task_ids)
             .fetch_all(&mut *tx)
@@ -1378,14 +1558,19 @@ impl Store for PgStore {
             }
             cleared.push(common::cleared(&ti, retries));
         }
-        insert_history(&mut tx, &archive).await?;
-        let stale = update_tis(&mut tx, &cleared).await?;
+        insert_history(self.st, &mut tx, &archive).await?;
+        let stale = update_tis(self.st, &mut tx, &cleared).await?;
         if !stale.is_empty() {
             return Err(common::stale_runs(stale));
         }
         let new_run = common::run_marked(&run, RunState::Queued, at);
-        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        update_runs(self.st, &mut tx, std::slice::from_ref(&new_run)).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
+        )
+        .await?;
         self.commit(tx, true).await?;
         for t in &mut cleared {
             t.version += 1;
@@ -1398,7 +1583,7 @@ impl Store for PgStore {
             if ti_ids.is_empty() {
                 return Ok(());
             }
-            q("UPDATE task_instance SET last_heartbeat_at = $1 WHERE id = ANY($2)")
+            self.q("UPDATE task_instance SET last_heartbeat_at = $1 WHERE id = ANY($2)")
                 .bind(at)
                 .bind(ti_ids)
                 .execute(&mut *tx)
@@ -1413,13 +1598,13 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let mut stale = update_tis(&mut tx, &batch.task_instances).await?;
-        stale.extend(update_runs(&mut tx, &batch.runs).await?);
+        let mut stale = update_tis(self.st, &mut tx, &batch.task_instances).await?;
+        stale.extend(update_runs(self.st, &mut tx, &batch.runs).await?);
         if !stale.is_empty() {
             // dropping the transaction rolls every write of the batch back
             return Err(common::stale_runs(stale));
         }
-        insert_history(&mut tx, &batch.history).await?;
+        insert_history(self.st, &mut tx, &batch.history).await?;
         if !batch.rendered.is_empty() {
             let ids: Vec<Uuid> = batch.rendered.iter().map(|r| r.ti_id).collect();
             let tries: Vec<i32> = batch
@@ -1429,7 +1614,7 @@ impl Store for PgStore {
                 .collect::<Result<_>>()?;
             let fields: Vec<&serde_json::Value> =
                 batch.rendered.iter().map(|r| &r.fields).collect();
-            q(
+            self.q(
                 "INSERT INTO rendered_task_instance_fields (ti_id, try_number, rendered_fields) \
                SELECT * FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) \
                ON CONFLICT (ti_id, try_number) \
@@ -1443,7 +1628,7 @@ impl Store for PgStore {
             .map_err(db_err)?;
         }
         if !batch.clear_xcoms_of.is_empty() {
-            q("DELETE FROM xcom WHERE ti_id = ANY($1)")
+            self.q("DELETE FROM xcom WHERE ti_id = ANY($1)")
                 .bind(&batch.clear_xcoms_of)
                 .execute(&mut *tx)
                 .await
@@ -1459,7 +1644,7 @@ impl Store for PgStore {
             let key: Vec<&str> = x.iter().map(|x| x.key.as_str()).collect();
             let value: Vec<&serde_json::Value> = x.iter().map(|x| &x.value).collect();
             let ts: Vec<DateTime<Utc>> = x.iter().map(|x| x.timestamp).collect();
-            q(
+            self.q(
                 "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, \
                timestamp) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
                $5::int4[], $6::text[], $7::jsonb[], $8::timestamptz[]) \
@@ -1487,13 +1672,13 @@ impl Store for PgStore {
         try_number: u32,
     ) -> Result<Option<serde_json::Value>> {
         read!(self, tx, {
-            qs("SELECT rendered_fields FROM rendered_task_instance_fields \
+            self.qs("SELECT rendered_fields FROM rendered_task_instance_fields \
             WHERE ti_id = $1 AND try_number = $2")
-            .bind(ti_id)
-            .bind(i32_of(try_number, "try_number")?)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)
+                .bind(ti_id)
+                .bind(i32_of(try_number, "try_number")?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)
         })
     }
 
@@ -1506,7 +1691,7 @@ impl Store for PgStore {
         key: &str,
     ) -> Result<Option<serde_json::Value>> {
         read!(self, tx, {
-            qs(
+            self.qs(
                 "SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 \
             AND map_index = $4 AND key = $5",
             )
@@ -1528,7 +1713,7 @@ impl Store for PgStore {
              ORDER BY task_id, map_index, key",
                 common::XCOM_COLS
             );
-            q(&sql)
+            self.q(&sql)
                 .bind(dag_id)
                 .bind(run_id)
                 .fetch_all(&mut *tx)
@@ -1542,7 +1727,7 @@ impl Store for PgStore {
 
     async fn get_variable(&self, key: &str) -> Result<Option<Variable>> {
         read!(self, tx, {
-            q("SELECT key, val, description FROM variable WHERE key = $1")
+            self.q("SELECT key, val, description FROM variable WHERE key = $1")
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await
@@ -1555,7 +1740,7 @@ impl Store for PgStore {
 
     async fn set_variable(&self, key: &str, value: &str, description: Option<&str>) -> Result<()> {
         read!(self, tx, {
-            q(
+            self.q(
                 "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
            ON CONFLICT (key) DO UPDATE SET val = excluded.val, description = excluded.description",
             )
@@ -1571,7 +1756,8 @@ impl Store for PgStore {
 
     async fn delete_variable(&self, key: &str) -> Result<bool> {
         read!(self, tx, {
-            let n = q("DELETE FROM variable WHERE key = $1")
+            let n = self
+                .q("DELETE FROM variable WHERE key = $1")
                 .bind(key)
                 .execute(&mut *tx)
                 .await
@@ -1583,7 +1769,7 @@ impl Store for PgStore {
 
     async fn list_variables(&self) -> Result<Vec<Variable>> {
         read!(self, tx, {
-            q("SELECT key, val, description FROM variable ORDER BY key")
+            self.q("SELECT key, val, description FROM variable ORDER BY key")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -1595,7 +1781,7 @@ impl Store for PgStore {
 
     async fn get_pool(&self, name: &str) -> Result<Option<Pool>> {
         read!(self, tx, {
-            q("SELECT pool, slots, description FROM slot_pool WHERE pool = $1")
+            self.q("SELECT pool, slots, description FROM slot_pool WHERE pool = $1")
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await
@@ -1608,7 +1794,7 @@ impl Store for PgStore {
 
     async fn list_pools(&self) -> Result<Vec<Pool>> {
         read!(self, tx, {
-            q("SELECT pool, slots, description FROM slot_pool ORDER BY pool")
+            self.q("SELECT pool, slots, description FROM slot_pool ORDER BY pool")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -1621,7 +1807,7 @@ impl Store for PgStore {
     async fn set_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<()> {
         common::check_pool_slots(name, slots)?;
         let mut tx = self.begin().await?;
-        q(
+        self.q(
             "INSERT INTO slot_pool (pool, slots, description) VALUES ($1, $2, $3) \
            ON CONFLICT (pool) DO UPDATE SET slots = excluded.slots, \
            description = excluded.description",
@@ -1633,6 +1819,7 @@ impl Store for PgStore {
         .await
         .map_err(db_err)?;
         post(
+            self.st,
             &mut tx,
             &InboxItemInput {
                 kind: InboxKind::PoolsChanged,
@@ -1651,7 +1838,8 @@ impl Store for PgStore {
             )));
         }
         let mut tx = self.begin().await?;
-        let n = q("DELETE FROM slot_pool WHERE pool = $1")
+        let n = self
+            .q("DELETE FROM slot_pool WHERE pool = $1")
             .bind(name)
             .execute(&mut *tx)
             .await
@@ -1659,6 +1847,7 @@ impl Store for PgStore {
             .rows_affected();
         if n > 0 {
             post(
+                self.st,
                 &mut tx,
                 &InboxItemInput {
                     kind: InboxKind::PoolsChanged,
@@ -1680,7 +1869,8 @@ impl Store for PgStore {
             common::USER_COLS
         );
         read!(self, tx, {
-            let row = q(&sql)
+            let row = self
+                .q(&sql)
                 .bind(&user.username)
                 .bind(&user.password_hash)
                 .bind(&user.role)
@@ -1701,7 +1891,7 @@ impl Store for PgStore {
             common::USER_COLS
         );
         read!(self, tx, {
-            q(&sql)
+            self.q(&sql)
                 .bind(username)
                 .fetch_optional(&mut *tx)
                 .await
@@ -1718,7 +1908,7 @@ impl Store for PgStore {
             common::USER_COLS
         );
         read!(self, tx, {
-            q(&sql)
+            self.q(&sql)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -1730,7 +1920,8 @@ impl Store for PgStore {
 
     async fn delete_user(&self, username: &str) -> Result<bool> {
         read!(self, tx, {
-            let n = q("DELETE FROM ab_user WHERE username = $1")
+            let n = self
+                .q("DELETE FROM ab_user WHERE username = $1")
                 .bind(username)
                 .execute(&mut *tx)
                 .await
@@ -1742,7 +1933,8 @@ impl Store for PgStore {
 
     async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<()> {
         read!(self, tx, {
-            let n = q("UPDATE ab_user SET password_hash = $2 WHERE username = $1")
+            let n = self
+                .q("UPDATE ab_user SET password_hash = $2 WHERE username = $1")
                 .bind(username)
                 .bind(password_hash)
                 .execute(&mut *tx)
@@ -1755,7 +1947,8 @@ impl Store for PgStore {
 
     async fn set_user_role(&self, username: &str, role: &str) -> Result<()> {
         read!(self, tx, {
-            let n = q("UPDATE ab_user SET role = $2 WHERE username = $1")
+            let n = self
+                .q("UPDATE ab_user SET role = $2 WHERE username = $1")
                 .bind(username)
                 .bind(role)
                 .execute(&mut *tx)
@@ -1768,7 +1961,8 @@ impl Store for PgStore {
 
     async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()> {
         read!(self, tx, {
-            let n = q("UPDATE ab_user SET last_login = $2 WHERE username = $1")
+            let n = self
+                .q("UPDATE ab_user SET last_login = $2 WHERE username = $1")
                 .bind(username)
                 .bind(common::trunc_micros(at))
                 .execute(&mut *tx)
@@ -1785,7 +1979,7 @@ impl Store for PgStore {
             common::CONNECTION_COLS
         );
         read!(self, tx, {
-            q(&sql)
+            self.q(&sql)
                 .bind(conn_id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -1802,7 +1996,7 @@ impl Store for PgStore {
             common::CONNECTION_COLS
         );
         read!(self, tx, {
-            q(&sql)
+            self.q(&sql)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -1815,7 +2009,7 @@ impl Store for PgStore {
     async fn set_connection(&self, conn: &Connection) -> Result<()> {
         common::check_conn_id(&conn.conn_id)?;
         read!(self, tx, {
-            q(
+            self.q(
                 "INSERT INTO connection (conn_id, conn_type, description, host, schema, login, \
                password, port, extra, is_encrypted, is_extra_encrypted) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -1846,7 +2040,8 @@ impl Store for PgStore {
 
     async fn delete_connection(&self, conn_id: &str) -> Result<bool> {
         read!(self, tx, {
-            let n = q("DELETE FROM connection WHERE conn_id = $1")
+            let n = self
+                .q("DELETE FROM connection WHERE conn_id = $1")
                 .bind(conn_id)
                 .execute(&mut *tx)
                 .await
@@ -1858,7 +2053,7 @@ impl Store for PgStore {
 
     async fn log_event(&self, event: &NewAuditEvent) -> Result<()> {
         read!(self, tx, {
-            q(
+            self.q(
                 "INSERT INTO log (dttm, event, owner, dag_id, run_id, task_id, map_index, \
                try_number, extra) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
@@ -1885,7 +2080,7 @@ impl Store for PgStore {
             common::LOG_COLS
         );
         read!(self, tx, {
-            q(&sql)
+            self.q(&sql)
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(&mut *tx)
@@ -1899,7 +2094,7 @@ impl Store for PgStore {
 
     async fn count_events(&self) -> Result<i64> {
         read!(self, tx, {
-            qs("SELECT COUNT(*) FROM log")
+            self.qs("SELECT COUNT(*) FROM log")
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)
@@ -1908,13 +2103,13 @@ impl Store for PgStore {
 
     async fn post_inbox(&self, item: &InboxItemInput) -> Result<()> {
         let mut tx = self.begin().await?;
-        post(&mut tx, item).await?;
+        post(self.st, &mut tx, item).await?;
         self.commit(tx, true).await
     }
 
     async fn read_inbox(&self, after_id: i64, limit: i64) -> Result<Vec<InboxItem>> {
         read!(self, tx, {
-            q(
+            self.q(
                 "SELECT id, kind, dag_id, run_pk, created_at FROM scheduler_inbox WHERE id > $1 \
            ORDER BY id LIMIT $2",
             )
@@ -1931,7 +2126,7 @@ impl Store for PgStore {
 
     async fn trim_inbox(&self, up_to_id: i64) -> Result<()> {
         read!(self, tx, {
-            q("DELETE FROM scheduler_inbox WHERE id <= $1")
+            self.q("DELETE FROM scheduler_inbox WHERE id <= $1")
                 .bind(up_to_id)
                 .execute(&mut *tx)
                 .await
@@ -1941,14 +2136,15 @@ impl Store for PgStore {
     }
 
     async fn max_inbox_id(&self) -> Result<i64> {
-        max_id(&self.pool).await
+        max_id(self.st, &self.pool).await
     }
 
     async fn inbox_waker(&self, poll: Duration) -> Result<mpsc::Receiver<()>> {
         let (tx, rx) = mpsc::channel(1);
-        let mut last = max_id(&self.pool).await?;
+        let mut last = max_id(self.st, &self.pool).await?;
         self.wake.register(tx.clone());
         let pool = self.pool.clone();
+        let st = self.st;
         let may_listen = self.may_listen().await;
         tokio::spawn(async move {
             // LISTEN needs a session of its own; without one (PgBouncer), polling below still
@@ -1984,7 +2180,7 @@ impl Store for PgStore {
                     }
                     Wake::Tick => {}
                 }
-                match max_id(&pool).await {
+                match max_id(st, &pool).await {
                     Ok(m) if m > last => {
                         last = m;
                         let _ = tx.try_send(());
@@ -2006,7 +2202,7 @@ impl Store for PgStore {
     ) -> Result<bool> {
         read!(self, tx, {
             let expires = now + common::ttl(ttl)?;
-            let got: Option<String> = qs(
+            let got: Option<String> = self.qs(
                 "INSERT INTO lease (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at, acquired_at = CASE \
@@ -2028,7 +2224,7 @@ impl Store for PgStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         read!(self, tx, {
-            q("DELETE FROM lease WHERE name = $1 AND holder = $2")
+            self.q("DELETE FROM lease WHERE name = $1 AND holder = $2")
                 .bind(name)
                 .bind(holder)
                 .execute(&mut *tx)
@@ -2041,7 +2237,7 @@ impl Store for PgStore {
     async fn lease_expires_at(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
         read!(self, tx, {
             sqlx::query_scalar::<_, DateTime<Utc>>("SELECT expires_at FROM lease WHERE name = $1")
-                .persistent(false)
+                .persistent(self.st.persistent)
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await
@@ -2061,13 +2257,13 @@ impl Store for PgStore {
         let n = b.args.len();
         let sql = listing::dag_page_sql(filter, listing::Dialect::Postgres, &cond, n);
         read!(self, tx, {
-            let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
+            let total: i64 = listing::bind_pg(self.q(&count_sql), &b.args)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .try_get("n")
                 .map_err(db_err)?;
-            let dags = listing::bind_pg(q(&sql), &b.args)
+            let dags = listing::bind_pg(self.q(&sql), &b.args)
                 .bind(filter.limit)
                 .bind(filter.offset)
                 .fetch_all(&mut *tx)
@@ -2105,13 +2301,13 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
+            let total: i64 = listing::bind_pg(self.q(&count_sql), &b.args)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .try_get("n")
                 .map_err(db_err)?;
-            let tags = listing::bind_pg(q(&sql), &b.args)
+            let tags = listing::bind_pg(self.q(&sql), &b.args)
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(&mut *tx)
@@ -2126,22 +2322,22 @@ impl Store for PgStore {
 
     async fn count_runs_by_state(&self, dag_ids: &[String]) -> Result<Vec<RunCount>> {
         read!(self, tx, {
-            q("SELECT dag_id, state, COUNT(*) AS n FROM dag_run \
+            self.q("SELECT dag_id, state, COUNT(*) AS n FROM dag_run \
                WHERE (cardinality($1::text[]) = 0 OR dag_id = ANY($1)) \
                GROUP BY dag_id, state ORDER BY dag_id, state")
-            .bind(dag_ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(listing::run_count)
-            .collect()
+                .bind(dag_ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(listing::run_count)
+                .collect()
         })
     }
 
     async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>> {
         read!(self, tx, {
-            q(
+            self.q(
                 "SELECT dag_id, version, created_at FROM dag_version WHERE dag_id = $1 \
                ORDER BY version",
             )
@@ -2163,20 +2359,20 @@ impl Store for PgStore {
 
     async fn set_dag_code(&self, code: &DagCode) -> Result<()> {
         let mut tx = self.begin().await?;
-        let exists: Option<i32> =
-            qs("SELECT 1 FROM dag_version WHERE dag_id = $1 AND version = $2")
-                .bind(&code.dag_id)
-                .bind(code.version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let exists: Option<i32> = self
+            .qs("SELECT 1 FROM dag_version WHERE dag_id = $1 AND version = $2")
+            .bind(&code.dag_id)
+            .bind(code.version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
         if exists.is_none() {
             return Err(Error::NotFound(format!(
                 "version {} of dag `{}`",
                 code.version, code.dag_id
             )));
         }
-        q(
+        self.q(
             "INSERT INTO dag_code (dag_id, version, fileloc, source) VALUES ($1, $2, $3, $4) \
            ON CONFLICT (dag_id, version) DO UPDATE SET fileloc = excluded.fileloc, \
            source = excluded.source",
@@ -2193,22 +2389,22 @@ impl Store for PgStore {
 
     async fn get_dag_code(&self, dag_id: &str, version: i64) -> Result<Option<DagCode>> {
         read!(self, tx, {
-            q("SELECT dag_id, version, fileloc, source FROM dag_code \
+            self.q("SELECT dag_id, version, fileloc, source FROM dag_code \
                WHERE dag_id = $1 AND version = $2")
-            .bind(dag_id)
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .map(|r| {
-                Ok(DagCode {
-                    dag_id: r.text("dag_id")?,
-                    version: r.int("version")?,
-                    fileloc: r.text("fileloc")?,
-                    source: r.text("source")?,
+                .bind(dag_id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .map(|r| {
+                    Ok(DagCode {
+                        dag_id: r.text("dag_id")?,
+                        version: r.int("version")?,
+                        fileloc: r.text("fileloc")?,
+                        source: r.text("source")?,
+                    })
                 })
-            })
-            .transpose()
+                .transpose()
         })
     }
 
@@ -2226,13 +2422,13 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let total: i64 = listing::bind_pg(q(&count_sql), &b.args)
+            let total: i64 = listing::bind_pg(self.q(&count_sql), &b.args)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .try_get("n")
                 .map_err(db_err)?;
-            let events = listing::bind_pg(q(&sql), &b.args)
+            let events = listing::bind_pg(self.q(&sql), &b.args)
                 .bind(filter.limit)
                 .bind(filter.offset)
                 .fetch_all(&mut *tx)
@@ -2248,7 +2444,7 @@ impl Store for PgStore {
     async fn get_event(&self, id: i64) -> Result<Option<AuditEvent>> {
         let sql = format!("SELECT {} FROM log WHERE id = $1", common::LOG_COLS);
         read!(self, tx, {
-            q(&sql)
+            self.q(&sql)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -2273,7 +2469,7 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let mut count = qs::<i64>(&count_sql);
+            let mut count = self.qs::<i64>(&count_sql);
             for a in &args {
                 count = match a {
                     ti_query::Arg::Text(v) => count.bind(v.clone()),
@@ -2283,7 +2479,7 @@ impl Store for PgStore {
                 };
             }
             let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
-            let mut select = q(&sql);
+            let mut select = self.q(&sql);
             for a in &args {
                 select = match a {
                     ti_query::Arg::Text(v) => select.bind(v.clone()),
@@ -2313,16 +2509,21 @@ impl Store for PgStore {
 
     async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>) -> Result<DagRun> {
         let mut tx = self.begin().await?;
-        let run = run_by_key(&mut tx, dag_id, run_id, true)
+        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
             .await?
             .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
         let mut new = run.clone();
         new.note = note.map(String::from);
-        let stale = update_runs(&mut tx, std::slice::from_ref(&new)).await?;
+        let stale = update_runs(self.st, &mut tx, std::slice::from_ref(&new)).await?;
         if !stale.is_empty() {
             return Err(common::stale_runs(stale));
         }
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
+        )
+        .await?;
         self.commit(tx, true).await?;
         new.version += 1;
         Ok(new)
@@ -2345,7 +2546,7 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let mut count = qs::<i64>(&count_sql);
+            let mut count = self.qs::<i64>(&count_sql);
             for a in &args {
                 count = match a {
                     ti_query::Arg::Text(v) => count.bind(v.clone()),
@@ -2355,7 +2556,7 @@ impl Store for PgStore {
                 };
             }
             let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
-            let mut query = q(&sql);
+            let mut query = self.q(&sql);
             for a in &args {
                 query = match a {
                     ti_query::Arg::Text(v) => query.bind(v.clone()),
@@ -2393,7 +2594,8 @@ impl Store for PgStore {
         user_id: Option<&str>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let exists: Option<i32> = qs("SELECT 1 FROM task_instance WHERE id = $1")
+        let exists: Option<i32> = self
+            .qs("SELECT 1 FROM task_instance WHERE id = $1")
             .bind(ti_id)
             .fetch_optional(&mut *tx)
             .await
@@ -2403,7 +2605,7 @@ impl Store for PgStore {
         }
         match content {
             Some(content) => {
-                q(
+                self.q(
                     "INSERT INTO task_instance_note (ti_id, content, user_id, created_at, \
                    updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (ti_id) DO UPDATE SET \
                    content = excluded.content, user_id = excluded.user_id, \
@@ -2418,7 +2620,7 @@ impl Store for PgStore {
                 .map_err(db_err)?;
             }
             None => {
-                q("DELETE FROM task_instance_note WHERE ti_id = $1")
+                self.q("DELETE FROM task_instance_note WHERE ti_id = $1")
                     .bind(ti_id)
                     .execute(&mut *tx)
                     .await
@@ -2441,7 +2643,7 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let mut count = qs::<i64>(&count_sql);
+            let mut count = self.qs::<i64>(&count_sql);
             for a in &args {
                 count = match a {
                     ti_query::Arg::Text(v) => count.bind(v.clone()),
@@ -2451,7 +2653,7 @@ impl Store for PgStore {
                 };
             }
             let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
-            let mut query = q(&sql);
+            let mut query = self.q(&sql);
             for a in &args {
                 query = match a {
                     ti_query::Arg::Text(v) => query.bind(v.clone()),
@@ -2490,7 +2692,7 @@ impl Store for PgStore {
         }
         let at = now();
         let mut tx = self.begin().await?;
-        let run = run_by_key(&mut tx, dag_id, run_id, true)
+        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
             .await?
             .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
         let sql = format!(
@@ -2498,7 +2700,8 @@ impl Store for PgStore {
              AND id = ANY($2::uuid[]) ORDER BY task_id, map_index FOR UPDATE",
             common::TI_COLS
         );
-        let rows = q(&sql)
+        let rows = self
+            .q(&sql)
             .bind(run.id)
             .bind(ti_ids)
             .fetch_all(&mut *tx)
@@ -2514,14 +2717,19 @@ impl Store for PgStore {
             }
             cleared.push(common::cleared(&ti, retries));
         }
-        insert_history(&mut tx, &archive).await?;
-        let stale = update_tis(&mut tx, &cleared).await?;
+        insert_history(self.st, &mut tx, &archive).await?;
+        let stale = update_tis(self.st, &mut tx, &cleared).await?;
         if !stale.is_empty() {
             return Err(common::stale_runs(stale));
         }
         let new_run = common::run_marked(&run, RunState::Queued, at);
-        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        update_runs(self.st, &mut tx, std::slice::from_ref(&new_run)).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
+        )
+        .await?;
         self.commit(tx, true).await?;
         for t in &mut cleared {
             t.version += 1;
@@ -2531,22 +2739,23 @@ impl Store for PgStore {
 
     async fn create_xcom(&self, xcom: &XCom) -> Result<()> {
         read!(self, tx, {
-            let done = q(
-                "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, \
+            let done = self
+                .q(
+                    "INSERT INTO xcom (ti_id, dag_id, run_id, task_id, map_index, key, value, \
                  timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (ti_id, key) DO NOTHING",
-            )
-            .bind(xcom.ti_id)
-            .bind(&xcom.dag_id)
-            .bind(&xcom.run_id)
-            .bind(&xcom.task_id)
-            .bind(xcom.map_index)
-            .bind(&xcom.key)
-            .bind(&xcom.value)
-            .bind(xcom.timestamp)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+                )
+                .bind(xcom.ti_id)
+                .bind(&xcom.dag_id)
+                .bind(&xcom.run_id)
+                .bind(&xcom.task_id)
+                .bind(xcom.map_index)
+                .bind(&xcom.key)
+                .bind(&xcom.value)
+                .bind(xcom.timestamp)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             if done.rows_affected() == 0 {
                 return Err(Error::Conflict(format!(
                     "xcom `{}` of task instance {} already exists",
@@ -2565,22 +2774,23 @@ impl Store for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         read!(self, tx, {
-            let done =
-                q("UPDATE xcom SET value = $1, timestamp = $2 WHERE ti_id = $3 AND key = $4")
-                    .bind(value)
-                    .bind(at)
-                    .bind(ti_id)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+            let done = self
+                .q("UPDATE xcom SET value = $1, timestamp = $2 WHERE ti_id = $3 AND key = $4")
+                .bind(value)
+                .bind(at)
+                .bind(ti_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             Ok(done.rows_affected() > 0)
         })
     }
 
     async fn delete_xcom(&self, ti_id: Uuid, key: &str) -> Result<bool> {
         read!(self, tx, {
-            let done = q("DELETE FROM xcom WHERE ti_id = $1 AND key = $2")
+            let done = self
+                .q("DELETE FROM xcom WHERE ti_id = $1 AND key = $2")
                 .bind(ti_id)
                 .bind(key)
                 .execute(&mut *tx)
@@ -2592,7 +2802,7 @@ impl Store for PgStore {
 
     async fn get_task_instance_note(&self, ti_id: Uuid) -> Result<Option<String>> {
         read!(self, tx, {
-            qs::<String>("SELECT content FROM task_instance_note WHERE ti_id = $1")
+            self.qs::<String>("SELECT content FROM task_instance_note WHERE ti_id = $1")
                 .bind(ti_id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -2603,7 +2813,7 @@ impl Store for PgStore {
     async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
         read!(self, tx, {
             sqlx::query_scalar::<_, String>("SELECT holder FROM lease WHERE name = $1")
-                .persistent(false)
+                .persistent(self.st.persistent)
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await
@@ -2614,7 +2824,7 @@ impl Store for PgStore {
     // ---- pool usage (REST API) ------------------------------------------------------------
     async fn pool_slot_usage(&self) -> Result<Vec<PoolUsage>> {
         read!(self, tx, {
-            q(common::POOL_USAGE_SQL)
+            self.q(common::POOL_USAGE_SQL)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?
@@ -2631,17 +2841,18 @@ impl Store for PgStore {
         description: Option<&str>,
     ) -> Result<bool> {
         read!(self, tx, {
-            let n = q(
-                "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
+            let n = self
+                .q(
+                    "INSERT INTO variable (key, val, description) VALUES ($1, $2, $3) \
                ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(value)
-            .bind(description)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
+                )
+                .bind(key)
+                .bind(value)
+                .bind(description)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
             Ok(n > 0)
         })
     }
@@ -2649,27 +2860,28 @@ impl Store for PgStore {
     async fn create_connection(&self, conn: &Connection) -> Result<bool> {
         common::check_conn_id(&conn.conn_id)?;
         read!(self, tx, {
-            let n = q(
-                "INSERT INTO connection (conn_id, conn_type, description, host, schema, login, \
+            let n = self
+                .q(
+                    "INSERT INTO connection (conn_id, conn_type, description, host, schema, login, \
                password, port, extra, is_encrypted, is_extra_encrypted) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                ON CONFLICT (conn_id) DO NOTHING",
-            )
-            .bind(&conn.conn_id)
-            .bind(&conn.conn_type)
-            .bind(conn.description.as_deref())
-            .bind(conn.host.as_deref())
-            .bind(conn.schema.as_deref())
-            .bind(conn.login.as_deref())
-            .bind(conn.password.as_deref())
-            .bind(conn.port)
-            .bind(conn.extra.as_deref())
-            .bind(conn.is_encrypted)
-            .bind(conn.is_extra_encrypted)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
+                )
+                .bind(&conn.conn_id)
+                .bind(&conn.conn_type)
+                .bind(conn.description.as_deref())
+                .bind(conn.host.as_deref())
+                .bind(conn.schema.as_deref())
+                .bind(conn.login.as_deref())
+                .bind(conn.password.as_deref())
+                .bind(conn.port)
+                .bind(conn.extra.as_deref())
+                .bind(conn.is_encrypted)
+                .bind(conn.is_extra_encrypted)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
             Ok(n > 0)
         })
     }
@@ -2677,19 +2889,21 @@ impl Store for PgStore {
     async fn create_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<bool> {
         common::check_pool_slots(name, slots)?;
         let mut tx = self.begin().await?;
-        let n = q(
-            "INSERT INTO slot_pool (pool, slots, description) VALUES ($1, $2, $3) \
+        let n = self
+            .q(
+                "INSERT INTO slot_pool (pool, slots, description) VALUES ($1, $2, $3) \
            ON CONFLICT (pool) DO NOTHING",
-        )
-        .bind(name)
-        .bind(slots)
-        .bind(description)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
+            )
+            .bind(name)
+            .bind(slots)
+            .bind(description)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
         if n > 0 {
             post(
+                self.st,
                 &mut tx,
                 &InboxItemInput {
                     kind: InboxKind::PoolsChanged,
@@ -2724,16 +2938,16 @@ impl PgStore {
         let json = common::spec_json(spec)?;
         let at = now();
         let mut tx = self.begin().await?;
-        let existing: Option<(i64, String, bool)> =
-            qa("SELECT latest_version, spec_hash, is_active FROM dag WHERE dag_id = $1 FOR UPDATE")
-                .bind(&spec.dag_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let existing: Option<(i64, String, bool)> = self
+            .qa("SELECT latest_version, spec_hash, is_active FROM dag WHERE dag_id = $1 FOR UPDATE")
+            .bind(&spec.dag_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let result = match existing {
             None => {
                 let paused = spec.is_paused_upon_creation.unwrap_or(paused_by_default);
-                q(
+                self.q(
                     "INSERT INTO dag (dag_id, fileloc, is_paused, is_active, latest_version, \
                    spec_hash, last_parsed_at, created_at) \
                    VALUES ($1, $2, $3, TRUE, 1, $4, $5, $5)",
@@ -2753,7 +2967,7 @@ impl PgStore {
                 }
             }
             Some((version, old_hash, active)) if old_hash == hash => {
-                q(
+                self.q(
                     "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3 \
                    WHERE dag_id = $1",
                 )
@@ -2764,7 +2978,12 @@ impl PgStore {
                 .await
                 .map_err(db_err)?;
                 if !active {
-                    post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+                    post(
+                        self.st,
+                        &mut tx,
+                        &item(InboxKind::DagChanged, &spec.dag_id, None),
+                    )
+                    .await?;
                 }
                 self.commit(tx, !active).await?;
                 return Ok(DagUpsert {
@@ -2774,7 +2993,7 @@ impl PgStore {
                 });
             }
             Some((version, _, _)) => {
-                q(
+                self.q(
                     "UPDATE dag SET fileloc = $2, is_active = TRUE, last_parsed_at = $3, \
                    latest_version = $4, spec_hash = $5 WHERE dag_id = $1",
                 )
@@ -2793,7 +3012,7 @@ impl PgStore {
                 }
             }
         };
-        q(
+        self.q(
             "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
            VALUES ($1, $2, $3, $4, $5)",
         )
@@ -2805,7 +3024,12 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        post(&mut tx, &item(InboxKind::DagChanged, &spec.dag_id, None)).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::DagChanged, &spec.dag_id, None),
+        )
+        .await?;
         self.commit(tx, true).await?;
         Ok(result)
     }
@@ -2830,5 +3054,92 @@ mod tests {
             ("postgres://h/db?sslmode=disable&x=1".into(), Listen::On)
         );
         assert!(split_listen("postgres://h/db?updraft_listen=maybe").is_err());
+    }
+
+    /// The named statements on every connection of the store's pool whose text is `LIKE`
+    /// `pattern`, one entry per connection holding it (all its connections are idle between
+    /// the sequential calls of the test, and are held at once here so each is asked once).
+    async fn named_statements(store: &PgStore, pattern: &str) -> Vec<String> {
+        let mut conns = Vec::new();
+        for _ in 0..store.pool.size() {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        let mut found = Vec::new();
+        for c in &mut conns {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE $1",
+            )
+            .persistent(false)
+            .bind(pattern)
+            .fetch_all(&mut **c)
+            .await
+            .unwrap();
+            found.extend(names);
+        }
+        found
+    }
+
+    /// A direct store prepares each statement once per connection and keeps it; a store that
+    /// may sit behind a pooler never leaves a named statement on a server connection (what
+    /// PgBouncer in transaction mode needs), and is what a store through PgBouncer is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_store_caches_statements_pooled_one_names_none() {
+        use crate::testing::{postgres_url, with_param};
+        use sqlx::Connection as _;
+        let admin_url = postgres_url();
+        let mut admin = match PgConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("SKIPPED: needs PostgreSQL at {admin_url}: {e}");
+                return;
+            }
+            Err(e) => panic!("needs PostgreSQL at {admin_url}: {e}"),
+        };
+        let schema = format!("updraft_t_{}", Uuid::now_v7().simple());
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = with_param(&admin_url, &format!("options=-c%20search_path%3D{schema}"));
+
+        let direct = PgStore::connect(&url).await.unwrap();
+        assert!(direct.is_direct());
+        direct.migrate().await.unwrap();
+        assert_eq!(
+            named_statements(&direct, "%FROM variable%").await,
+            Vec::<String>::new()
+        );
+        direct.set_variable("k", "v", None).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(direct.get_variable("k").await.unwrap().unwrap().value, "v");
+        }
+        assert_eq!(direct.list_variables().await.unwrap().len(), 1);
+        // get_variable and list_variables: one statement each per connection that ran them,
+        // however often they ran
+        let mut kept = named_statements(&direct, "%FROM variable%").await;
+        let connections = kept.len();
+        kept.sort();
+        kept.dedup();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(connections <= 2 * direct.pool.size() as usize);
+
+        let off = PgStore::connect(&with_param(&url, "updraft_listen=off"))
+            .await
+            .unwrap();
+        assert!(!off.is_direct());
+        off.set_variable("k", "w", None).await.unwrap();
+        assert_eq!(off.get_variable("k").await.unwrap().unwrap().value, "w");
+        assert_eq!(off.list_variables().await.unwrap().len(), 1);
+        assert_eq!(named_statements(&off, "%").await, Vec::<String>::new());
+
+        if let Ok(bouncer) = std::env::var("UPDRAFT_TEST_PGBOUNCER_URL") {
+            let through = PgStore::connect(&bouncer).await.unwrap();
+            assert!(!through.is_direct(), "PgBouncer taken for the server");
+        }
+
+        sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
 }
