@@ -423,6 +423,13 @@ async fn check_path(state: &AppState, dag_id: &str, run_id: &str) -> Result<Opti
     if dag_id == "~" {
         return Ok(None);
     }
+    // A run that exists proves its DAG does: the (larger) DAG row is read only to tell which
+    // of the two is missing.
+    if run_id != "~"
+        && let Some(run) = state.store.get_run(dag_id, run_id).await?
+    {
+        return Ok(Some(run));
+    }
     if state.store.get_dag(dag_id).await?.is_none() {
         return Err(Error::NotFound(format!(
             "the dag with dag_id `{dag_id}` was not found"
