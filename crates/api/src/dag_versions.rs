@@ -56,7 +56,7 @@ impl From<&DagVersionInfo> for DagVersionResponse {
 
 /// A UUID-shaped id from the DAG id (FNV-1a) and the version number, so the same version has
 /// the same id wherever it appears (the run responses derive it the same way).
-fn version_uuid(dag_id: &str, version: i64) -> String {
+pub(crate) fn version_uuid(dag_id: &str, version: i64) -> String {
     let hash = dag_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });

@@ -57,6 +57,14 @@ pub struct DagResponse {
     description: Option<String>,
     timetable_summary: String,
     timetable_description: Option<String>,
+    /// Cron and interval schedules repeat; `None`, `@once` and `@continuous` do not.
+    timetable_periodic: bool,
+    /// Partitioned timetables do not exist in Updraft.
+    timetable_partitioned: bool,
+    /// Backfills need a repeating schedule.
+    is_backfillable: bool,
+    /// Every run type is allowed (`null`, as Airflow answers without a restriction).
+    allowed_run_types: Option<Vec<String>>,
     tags: Vec<DagTag>,
     max_active_tasks: u32,
     max_active_runs: u32,
@@ -106,6 +114,10 @@ impl DagResponse {
             description: spec.description.clone(),
             timetable_summary: spec.schedule.summary(),
             timetable_description: None,
+            timetable_periodic: periodic(&spec.schedule),
+            timetable_partitioned: false,
+            is_backfillable: periodic(&spec.schedule),
+            allowed_run_types: None,
             tags: spec
                 .tags
                 .iter()
@@ -128,6 +140,11 @@ impl DagResponse {
             file_token: d.dag_id.clone(),
         }
     }
+}
+
+fn periodic(schedule: &updraft_core::model::Schedule) -> bool {
+    use updraft_core::model::Schedule;
+    matches!(schedule, Schedule::Cron { .. } | Schedule::Interval { .. })
 }
 
 fn owners(owner: &str) -> Vec<String> {

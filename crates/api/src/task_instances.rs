@@ -64,7 +64,7 @@ pub(crate) struct TiDagVersion {
 impl TiDagVersion {
     fn new(dag_id: &str, version: i64) -> TiDagVersion {
         TiDagVersion {
-            id: format!("{dag_id}-{version}"),
+            id: crate::dag_versions::version_uuid(dag_id, version),
             version_number: version,
             dag_id: dag_id.to_string(),
             bundle_name: BUNDLE_NAME,
@@ -1427,6 +1427,15 @@ pub struct ClearTaskInstancesBody {
     include_future: bool,
     #[serde(default)]
     include_past: bool,
+    /// Refuse the whole clear (400) when a selected instance is running, rather than sending
+    /// it to `restarting`.
+    #[serde(default)]
+    prevent_running_task: bool,
+    /// Written as the note of every cleared instance.
+    note: Option<String>,
+    /// Runs always keep the DAG version they were created with; only `false`/`null` is
+    /// accepted.
+    run_on_latest_version: Option<bool>,
 }
 
 /// Clear task instances of a DAG (every instance goes back to no status and runs again).
@@ -1463,6 +1472,15 @@ pub async fn post_clear_task_instances(
     }
     if body.task_ids.as_ref().is_some_and(Vec::is_empty) {
         return invalid("task_ids list should have at least 1 element");
+    }
+    if body.run_on_latest_version == Some(true) {
+        return Err(Error::BadRequest(
+            "run_on_latest_version is not supported: a run keeps the DAG version it was created with"
+                .into(),
+        ));
+    }
+    if body.note.as_ref().is_some_and(|n| n.chars().count() > 1000) {
+        return invalid("note is longer than 1000 characters");
     }
     if state.store.get_dag(&dag_id).await?.is_none() {
         return Err(Error::NotFound(format!(
@@ -1554,6 +1572,21 @@ pub async fn post_clear_task_instances(
         }
     }
 
+    if body.prevent_running_task {
+        let running: Vec<String> = selected
+            .iter()
+            .flat_map(|(_, rows)| rows.iter())
+            .filter(|r| r.ti.state == TaskState::Running)
+            .map(|r| format!("{}/{}/{}", r.ti.dag_id, r.ti.run_id, r.ti.task_id))
+            .collect();
+        if !running.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "cannot clear task instances that are running: {}",
+                running.join(", ")
+            )));
+        }
+    }
+
     if body.dry_run {
         let task_instances: Vec<TaskInstanceResponse> = selected
             .iter()
@@ -1574,6 +1607,14 @@ pub async fn post_clear_task_instances(
             .clear_task_instances(&run.dag_id, &run.run_id, &ids)
             .await
             .map_err(store_refusal)?;
+        if let Some(note) = &body.note {
+            for ti in &cleared {
+                state
+                    .store
+                    .set_task_instance_note(ti.id, Some(note), Some(&user.username))
+                    .await?;
+            }
+        }
         let task_ids: Vec<String> = rows
             .iter()
             .map(|r| r.ti.task_id.clone())

@@ -42,7 +42,8 @@ pub struct TaskResponse {
     pool_slots: u32,
     execution_timeout: Option<TimeDelta>,
     retry_delay: Option<TimeDelta>,
-    retry_exponential_backoff: bool,
+    /// The backoff multiplier (0: no exponential backoff), a number since Airflow 3.3.
+    retry_exponential_backoff: f64,
     priority_weight: i32,
     weight_rule: &'static str,
     ui_color: &'static str,
@@ -97,7 +98,7 @@ fn task_response(dag: &DagSpec, task: &TaskSpec, params: &Value) -> TaskResponse
         pool_slots: task.pool_slots,
         execution_timeout: task.execution_timeout.map(TimeDelta::from),
         retry_delay: Some(TimeDelta::from(task.retry_delay)),
-        retry_exponential_backoff: task.retry_exponential_backoff > 0.0,
+        retry_exponential_backoff: task.retry_exponential_backoff,
         priority_weight: task.priority_weight,
         weight_rule: task.weight_rule.as_str(),
         ui_color,

@@ -2257,18 +2257,22 @@ impl Store for PgStore {
         let n = b.args.len();
         let sql = listing::dag_page_sql(filter, listing::Dialect::Postgres, &cond, n);
         read!(self, tx, {
-            let total: i64 = listing::bind_pg(self.q(&count_sql), &b.args)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .try_get("n")
-                .map_err(db_err)?;
-            let dags = listing::bind_pg(self.q(&sql), &b.args)
-                .bind(filter.limit)
+            let mut rows = listing::bind_pg(self.q(&sql), &b.args)
+                .bind(filter.limit.saturating_add(1))
                 .bind(filter.offset)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(db_err)?
+                .map_err(db_err)?;
+            let total = match common::page_total(&mut rows, Some(filter.limit), filter.offset) {
+                Some(total) => total,
+                None => listing::bind_pg(self.q(&count_sql), &b.args)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .try_get("n")
+                    .map_err(db_err)?,
+            };
+            let dags = rows
                 .iter()
                 .map(listing::dag_list_item)
                 .collect::<Result<Vec<_>>>()?;
@@ -2469,16 +2473,7 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let mut count = self.qs::<i64>(&count_sql);
-            for a in &args {
-                count = match a {
-                    ti_query::Arg::Text(v) => count.bind(v.clone()),
-                    ti_query::Arg::Int(v) => count.bind(*v),
-                    ti_query::Arg::Float(v) => count.bind(*v),
-                    ti_query::Arg::Ts(v) => count.bind(*v),
-                };
-            }
-            let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
+            let offset = query.offset.unwrap_or(0);
             let mut select = self.q(&sql);
             for a in &args {
                 select = match a {
@@ -2488,12 +2483,27 @@ impl Store for PgStore {
                     ti_query::Arg::Ts(v) => select.bind(*v),
                 };
             }
-            let rows = select
-                .bind(query.limit)
-                .bind(query.offset.unwrap_or(0))
+            let mut rows = select
+                .bind(common::probe_limit(query.limit))
+                .bind(offset)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
+            let total = match common::page_total(&mut rows, query.limit, offset) {
+                Some(total) => total,
+                None => {
+                    let mut count = self.qs::<i64>(&count_sql);
+                    for a in &args {
+                        count = match a {
+                            ti_query::Arg::Text(v) => count.bind(v.clone()),
+                            ti_query::Arg::Int(v) => count.bind(*v),
+                            ti_query::Arg::Float(v) => count.bind(*v),
+                            ti_query::Arg::Ts(v) => count.bind(*v),
+                        };
+                    }
+                    count.fetch_one(&mut *tx).await.map_err(db_err)?
+                }
+            };
             let items = rows
                 .iter()
                 .map(|row| {
@@ -2546,16 +2556,7 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let mut count = self.qs::<i64>(&count_sql);
-            for a in &args {
-                count = match a {
-                    ti_query::Arg::Text(v) => count.bind(v.clone()),
-                    ti_query::Arg::Int(v) => count.bind(*v),
-                    ti_query::Arg::Float(v) => count.bind(*v),
-                    ti_query::Arg::Ts(v) => count.bind(*v),
-                };
-            }
-            let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
+            let offset = filter.offset.unwrap_or(0);
             let mut query = self.q(&sql);
             for a in &args {
                 query = match a {
@@ -2565,12 +2566,27 @@ impl Store for PgStore {
                     ti_query::Arg::Ts(v) => query.bind(*v),
                 };
             }
-            let rows = query
-                .bind(filter.limit)
-                .bind(filter.offset.unwrap_or(0))
+            let mut rows = query
+                .bind(common::probe_limit(filter.limit))
+                .bind(offset)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
+            let total = match common::page_total(&mut rows, filter.limit, offset) {
+                Some(total) => total,
+                None => {
+                    let mut count = self.qs::<i64>(&count_sql);
+                    for a in &args {
+                        count = match a {
+                            ti_query::Arg::Text(v) => count.bind(v.clone()),
+                            ti_query::Arg::Int(v) => count.bind(*v),
+                            ti_query::Arg::Float(v) => count.bind(*v),
+                            ti_query::Arg::Ts(v) => count.bind(*v),
+                        };
+                    }
+                    count.fetch_one(&mut *tx).await.map_err(db_err)?
+                }
+            };
             let items = rows
                 .iter()
                 .map(|row| {
@@ -2674,6 +2690,7 @@ impl Store for PgStore {
                     Ok(XComRow {
                         xcom: common::xcom(row)?,
                         logical_date: row.ts_opt("run_logical_date")?,
+                        run_after: row.ts("run_run_after")?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -2936,6 +2953,7 @@ impl PgStore {
     async fn upsert_dag_once(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert> {
         let hash = spec.content_hash();
         let json = common::spec_json(spec)?;
+        let (summary, limits) = common::spec_summary(spec, &json);
         let at = now();
         let mut tx = self.begin().await?;
         let existing: Option<(i64, String, bool)> = self
@@ -3013,14 +3031,17 @@ impl PgStore {
             }
         };
         self.q(
-            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
-           VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at, summary, \
+             has_task_concurrency_limits) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&spec.dag_id)
         .bind(result.version)
         .bind(&hash)
         .bind(&json)
         .bind(at)
+        .bind(&summary)
+        .bind(limits)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;

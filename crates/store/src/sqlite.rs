@@ -1772,20 +1772,24 @@ impl Store for SqliteStore {
             "SELECT COUNT(*) AS n FROM {} {cond}",
             listing::dag_filter_from(&cond, "")
         );
-        let total: i64 = listing::bind_sqlite(sqlx::query(&count_sql), &b.args)
-            .fetch_one(&self.read)
-            .await
-            .map_err(db_err)?
-            .try_get("n")
-            .map_err(db_err)?;
         let n = b.args.len();
         let sql = listing::dag_page_sql(filter, listing::Dialect::Sqlite, &cond, n);
-        let dags = listing::bind_sqlite(sqlx::query(&sql), &b.args)
-            .bind(filter.limit)
+        let mut rows = listing::bind_sqlite(sqlx::query(&sql), &b.args)
+            .bind(filter.limit.saturating_add(1))
             .bind(filter.offset)
             .fetch_all(&self.read)
             .await
-            .map_err(db_err)?
+            .map_err(db_err)?;
+        let total = match common::page_total(&mut rows, Some(filter.limit), filter.offset) {
+            Some(total) => total,
+            None => listing::bind_sqlite(sqlx::query(&count_sql), &b.args)
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_err)?
+                .try_get("n")
+                .map_err(db_err)?,
+        };
+        let dags = rows
             .iter()
             .map(listing::dag_list_item)
             .collect::<Result<Vec<_>>>()?;
@@ -1991,33 +1995,39 @@ impl Store for SqliteStore {
             n + 1,
             n + 2
         );
+        let offset = query.offset.unwrap_or(0);
         // One read transaction, so the count and the page see the same rows.
         let mut tx = self.read.begin().await.map_err(db_err)?;
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        for a in &args {
-            count = match a {
-                ti_query::Arg::Text(v) => count.bind(v.clone()),
-                ti_query::Arg::Int(v) => count.bind(*v),
-                ti_query::Arg::Float(v) => count.bind(*v),
-                ti_query::Arg::Ts(v) => count.bind(ts_text(*v)),
-            };
-        }
-        let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
         let mut select = sqlx::query(&sql);
-        for a in args {
+        for a in &args {
             select = match a {
-                ti_query::Arg::Text(v) => select.bind(v),
-                ti_query::Arg::Int(v) => select.bind(v),
-                ti_query::Arg::Float(v) => select.bind(v),
-                ti_query::Arg::Ts(v) => select.bind(ts_text(v)),
+                ti_query::Arg::Text(v) => select.bind(v.clone()),
+                ti_query::Arg::Int(v) => select.bind(*v),
+                ti_query::Arg::Float(v) => select.bind(*v),
+                ti_query::Arg::Ts(v) => select.bind(ts_text(*v)),
             };
         }
-        let rows = select
-            .bind(query.limit.unwrap_or(-1))
-            .bind(query.offset.unwrap_or(0))
+        let mut rows = select
+            .bind(common::probe_limit(query.limit).unwrap_or(-1))
+            .bind(offset)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
+        let total = match common::page_total(&mut rows, query.limit, offset) {
+            Some(total) => total,
+            None => {
+                let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+                for a in args {
+                    count = match a {
+                        ti_query::Arg::Text(v) => count.bind(v),
+                        ti_query::Arg::Int(v) => count.bind(v),
+                        ti_query::Arg::Float(v) => count.bind(v),
+                        ti_query::Arg::Ts(v) => count.bind(ts_text(v)),
+                    };
+                }
+                count.fetch_one(&mut *tx).await.map_err(db_err)?
+            }
+        };
         tx.commit().await.map_err(db_err)?;
         let items = rows
             .iter()
@@ -2055,16 +2065,6 @@ impl Store for SqliteStore {
             "SELECT COUNT(*) FROM {} WHERE {cond}",
             ti_query::count_from(&cond)
         );
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        for a in &args {
-            count = match a {
-                ti_query::Arg::Text(v) => count.bind(v.clone()),
-                ti_query::Arg::Int(v) => count.bind(*v),
-                ti_query::Arg::Float(v) => count.bind(*v),
-                ti_query::Arg::Ts(v) => count.bind(ts_text(*v)),
-            };
-        }
-        let total = count.fetch_one(&self.read).await.map_err(db_err)?;
         let n = args.len();
         let sql = format!(
             "SELECT {} FROM {} WHERE {cond} {} LIMIT ${} OFFSET ${}",
@@ -2074,21 +2074,37 @@ impl Store for SqliteStore {
             n + 1,
             n + 2
         );
+        let offset = filter.offset.unwrap_or(0);
         let mut query = sqlx::query(&sql);
-        for a in args {
+        for a in &args {
             query = match a {
-                ti_query::Arg::Text(v) => query.bind(v),
-                ti_query::Arg::Int(v) => query.bind(v),
-                ti_query::Arg::Float(v) => query.bind(v),
-                ti_query::Arg::Ts(v) => query.bind(ts_text(v)),
+                ti_query::Arg::Text(v) => query.bind(v.clone()),
+                ti_query::Arg::Int(v) => query.bind(*v),
+                ti_query::Arg::Float(v) => query.bind(*v),
+                ti_query::Arg::Ts(v) => query.bind(ts_text(*v)),
             };
         }
-        let rows = query
-            .bind(filter.limit.unwrap_or(-1))
-            .bind(filter.offset.unwrap_or(0))
+        let mut rows = query
+            .bind(common::probe_limit(filter.limit).unwrap_or(-1))
+            .bind(offset)
             .fetch_all(&self.read)
             .await
             .map_err(db_err)?;
+        let total = match common::page_total(&mut rows, filter.limit, offset) {
+            Some(total) => total,
+            None => {
+                let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+                for a in args {
+                    count = match a {
+                        ti_query::Arg::Text(v) => count.bind(v),
+                        ti_query::Arg::Int(v) => count.bind(v),
+                        ti_query::Arg::Float(v) => count.bind(v),
+                        ti_query::Arg::Ts(v) => count.bind(ts_text(v)),
+                    };
+                }
+                count.fetch_one(&self.read).await.map_err(db_err)?
+            }
+        };
         let items = rows
             .iter()
             .map(|row| {
@@ -2190,6 +2206,7 @@ impl Store for SqliteStore {
                 Ok(XComRow {
                     xcom: common::xcom(row)?,
                     logical_date: row.ts_opt("run_logical_date")?,
+                    run_after: row.ts("run_run_after")?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -2430,7 +2447,9 @@ impl SqliteStore {
 
     async fn upsert_dag_once(&self, spec: &DagSpec, paused_by_default: bool) -> Result<DagUpsert> {
         let hash = spec.content_hash();
-        let json = common::spec_json(spec)?.to_string();
+        let json = common::spec_json(spec)?;
+        let (summary, limits) = common::spec_summary(spec, &json);
+        let (json, summary) = (json.to_string(), summary.to_string());
         let at = ts_text(now());
         let mut tx = self.begin().await?;
         let existing: Option<(i64, String, bool)> = sqlx::query_as(
@@ -2503,14 +2522,17 @@ impl SqliteStore {
             }
         };
         sqlx::query(
-            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO dag_version (dag_id, version, spec_hash, spec, created_at, summary, \
+             has_task_concurrency_limits) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&spec.dag_id)
         .bind(result.version)
         .bind(&hash)
         .bind(&json)
         .bind(&at)
+        .bind(&summary)
+        .bind(limits)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;

@@ -181,7 +181,8 @@ pub(crate) fn order_clause(f: &TaskInstanceFilter) -> String {
 
 /// Columns of an XCom listing.
 pub(crate) const XCOM_SELECT_COLS: &str = "x.ti_id, x.dag_id, x.run_id, x.task_id, x.map_index, \
-    x.key, x.value, x.timestamp, r.logical_date AS run_logical_date";
+    x.key, x.value, x.timestamp, r.logical_date AS run_logical_date, \
+    r.run_after AS run_run_after";
 
 pub(crate) const XCOM_FROM: &str =
     "xcom x JOIN dag_run r ON r.dag_id = x.dag_id AND r.run_id = x.run_id";

@@ -771,11 +771,12 @@ pub struct XComFilter {
     pub offset: Option<i64>,
 }
 
-/// An XCom with its run's logical date.
+/// An XCom with its run's logical date and run-after time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XComRow {
     pub xcom: XCom,
     pub logical_date: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
 }
 
 /// One page of an XCom query (ordered by DAG, run, task, map index, key) and the number of

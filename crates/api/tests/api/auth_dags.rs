@@ -330,6 +330,10 @@ async fn dag_response_has_airflow_fields() {
         json!([{"name": "report", "dag_id": "beta_report"}])
     );
     assert_eq!(dag["timetable_summary"], "None");
+    // No repeating schedule: not periodic, nothing to backfill.
+    assert_eq!(dag["timetable_periodic"], false);
+    assert_eq!(dag["is_backfillable"], false);
+    assert_eq!(dag["timetable_partitioned"], false);
     assert_eq!(dag["relative_fileloc"], "beta_report.yaml");
     assert!(dag["max_active_runs"].is_u64());
     assert!(dag["max_active_tasks"].is_u64());

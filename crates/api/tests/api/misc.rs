@@ -216,6 +216,8 @@ async fn next_dagrun_follows_the_timetable_from_the_last_scheduled_run() {
     assert_eq!(dag["next_dagrun_data_interval_end"], "2024-01-01T02:00:00Z");
     assert_eq!(dag["next_dagrun_run_after"], "2024-01-01T02:00:00Z");
     assert_eq!(dag["timetable_summary"], "0 * * * *");
+    assert_eq!(dag["timetable_periodic"], true);
+    assert_eq!(dag["is_backfillable"], true);
     // no schedule, no next run
     let alpha = get(&env, "/api/v2/dags/alpha").await;
     assert_eq!(alpha["next_dagrun_logical_date"], Value::Null);
@@ -489,7 +491,7 @@ async fn tasks_are_listed_ordered_and_shaped_like_airflow() {
         t["execution_timeout"],
         json!({"__type": "TimeDelta", "days": 1, "seconds": 5, "microseconds": 0})
     );
-    assert_eq!(t["retry_exponential_backoff"], false);
+    assert_eq!(t["retry_exponential_backoff"], 0.0);
     assert_eq!(t["priority_weight"], 5);
     assert_eq!(t["weight_rule"], "downstream");
     assert_eq!(t["trigger_rule"], "all_success");
@@ -502,7 +504,7 @@ async fn tasks_are_listed_ordered_and_shaped_like_airflow() {
     assert_eq!(t["extra_links"], json!([]));
     assert_eq!(t["params"]["rows"]["value"], 5);
     let audit = get(&env, "/api/v2/dags/pipeline/tasks/audit").await;
-    assert_eq!(audit["retry_exponential_backoff"], true);
+    assert_eq!(audit["retry_exponential_backoff"], 2.0);
     assert_eq!(audit["execution_timeout"], Value::Null);
     assert_eq!(audit["downstream_task_ids"], json!([]));
     assert_eq!(audit["template_fields"], json!([]));

@@ -826,6 +826,7 @@ async fn xcom_list_and_entry() {
     assert_eq!(first["task_id"], "a");
     assert_eq!(first["map_index"], -1);
     assert_eq!(first["logical_date"], "2024-01-01T00:00:00Z");
+    assert_eq!(first["run_after"], "2024-01-01T00:00:00Z");
     assert!(first.get("value").is_none());
     let body = get(
         &env,
@@ -1489,4 +1490,40 @@ fn log_operation_documents_its_three_content_types() {
     for t in ["application/json", "application/x-ndjson", "text/plain"] {
         assert!(ok.get(t).is_some(), "{t} missing in {ok}");
     }
+}
+
+#[tokio::test]
+async fn clear_with_the_official_clients_fields_prevents_running_and_writes_notes() {
+    let env = seeded().await;
+    let uri = "/api/v2/dags/chain/clearTaskInstances";
+    finish(&env, "r1", "c", TaskState::Running, 30, 0.0).await;
+    // The 3.3 client sends every field of its body model.
+    let body = |prevent: bool| {
+        json!({"dry_run": false, "dag_run_id": "r1", "only_failed": false, "only_running": false,
+               "task_ids": ["b", "c"], "include_upstream": false, "include_downstream": false,
+               "include_future": false, "include_past": false, "reset_dag_runs": true,
+               "prevent_running_task": prevent, "run_on_latest_version": null,
+               "note": "rerun after fix"})
+    };
+    let (status, refused) = as_user(&env, "user", "POST", uri, Some(body(true))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("chain/r1/c"));
+    assert_eq!(ti(&env, "r1", "b").await.state, TaskState::Failed);
+
+    let (status, done) = as_user(&env, "user", "POST", uri, Some(body(false))).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(tasks(&done), ["r1/b", "r1/c"]);
+    assert!(
+        done["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["note"] == "rerun after fix")
+    );
+    assert_eq!(ti(&env, "r1", "c").await.state, TaskState::Restarting);
+
+    let mut latest = body(false);
+    latest["run_on_latest_version"] = json!(true);
+    let (status, _) = as_user(&env, "user", "POST", uri, Some(latest)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
