@@ -39,6 +39,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "run_triggering_user",
         sql: include_str!("../migrations/sqlite/0004_run_triggering_user.sql"),
     },
+    Migration {
+        version: 5,
+        name: "dag_version_summary",
+        sql: include_str!("../migrations/sqlite/0005_dag_version_summary.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -61,6 +66,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "run_triggering_user",
         sql: include_str!("../migrations/postgres/0004_run_triggering_user.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "dag_version_summary",
+        sql: include_str!("../migrations/postgres/0005_dag_version_summary.sql"),
     },
 ];
 
@@ -480,6 +490,23 @@ pub(crate) fn spec_json(spec: &updraft_core::DagSpec) -> Result<serde_json::Valu
         .map_err(|e| Error::Invalid(format!("dag spec does not serialize: {e}")))
 }
 
+/// What a DAG listing reads of a version, stored beside its spec: the spec with an empty task
+/// list, and whether any task limits its own concurrency.
+pub(crate) fn spec_summary(
+    spec: &updraft_core::DagSpec,
+    json: &serde_json::Value,
+) -> (serde_json::Value, bool) {
+    let mut summary = json.clone();
+    if let Some(tasks) = summary.get_mut("tasks") {
+        *tasks = serde_json::Value::Array(Vec::new());
+    }
+    let limits = spec
+        .tasks
+        .iter()
+        .any(|t| t.max_active_tis_per_dag.is_some());
+    (summary, limits)
+}
+
 pub(crate) fn ti_not_found(dag_id: &str, run_id: &str, task_id: &str, map_index: i32) -> Error {
     Error::NotFound(format!(
         "task instance `{task_id}` (map index {map_index}) of dag run `{run_id}` of dag `{dag_id}`"
@@ -625,6 +652,29 @@ pub(crate) fn check_conn_id(conn_id: &str) -> Result<()> {
         return Err(Error::Invalid("connection id must not be empty".into()));
     }
     Ok(())
+}
+
+/// The row limit of a page statement: one row more than the page, so a short answer proves
+/// the page is the last one (see [`page_total`]).
+pub(crate) fn probe_limit(limit: Option<i64>) -> Option<i64> {
+    limit.map(|l| l.saturating_add(1))
+}
+
+/// Trims a page fetched with [`probe_limit`] to `limit` rows and returns the total when the
+/// rows alone prove it: the page ended before the extra row, and it either starts at the
+/// beginning or holds a row (an empty page past the start says nothing of how many rows lie
+/// before `offset`). `None` means a COUNT must answer.
+pub(crate) fn page_total<T>(rows: &mut Vec<T>, limit: Option<i64>, offset: i64) -> Option<i64> {
+    let n = rows.len() as i64;
+    let full = limit.is_some_and(|l| n > l);
+    if let Some(l) = limit {
+        rows.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+    }
+    if full || (n == 0 && offset > 0) {
+        None
+    } else {
+        Some(offset + n)
+    }
 }
 
 pub(crate) fn check_page(limit: i64, offset: i64) -> Result<()> {

@@ -109,29 +109,17 @@ const LAST_RUN_STATE: &str = "(SELECT r.state FROM dag_run r WHERE r.dag_id = d.
 const LAST_RUN_START: &str = "(SELECT r.start_date FROM dag_run r WHERE r.dag_id = d.dag_id \
     ORDER BY r.run_after DESC, r.id DESC LIMIT 1)";
 
-/// Columns of a DAG page row: the DAG with its spec *without tasks* (a listing shows DAG-level
-/// fields only, and decoding every task of a page of large DAGs would dominate the request),
-/// whether a task limits its own concurrency, whether its file has an import error, and its
-/// latest scheduled run (the one the timetable continues from).
-pub(crate) fn dag_page_cols(dialect: Dialect) -> String {
-    let (spec, limits) = match dialect {
-        Dialect::Sqlite => (
-            "json_set(v.spec, '$.tasks', json('[]'))",
-            "EXISTS (SELECT 1 FROM json_each(v.spec, '$.tasks') AS tk \
-             WHERE json_extract(tk.value, '$.max_active_tis_per_dag') IS NOT NULL)",
-        ),
-        Dialect::Postgres => (
-            "jsonb_set(v.spec, '{tasks}', '[]'::jsonb)",
-            "jsonb_path_exists(v.spec, '$.tasks[*].max_active_tis_per_dag')",
-        ),
-    };
-    format!(
-        "d.dag_id, d.fileloc, d.is_paused, d.is_active, d.latest_version, d.spec_hash, \
-         d.last_parsed_at, d.created_at, {spec} AS spec, {limits} AS has_task_concurrency_limits, \
-         EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors, \
-         lr.logical_date AS lr_logical_date, lr.data_interval_start AS lr_data_interval_start, \
-         lr.data_interval_end AS lr_data_interval_end, lr.run_after AS lr_run_after"
-    )
+/// Columns of a DAG page row: the DAG with its version's summary (the spec *without tasks*,
+/// stored at write time: a listing shows DAG-level fields only, and reading every task of a
+/// page of large DAGs would dominate the request), whether a task limits its own concurrency
+/// (also stored), whether its file has an import error, and its latest scheduled run (the one
+/// the timetable continues from).
+pub(crate) fn dag_page_cols() -> &'static str {
+    "d.dag_id, d.fileloc, d.is_paused, d.is_active, d.latest_version, d.spec_hash, \
+     d.last_parsed_at, d.created_at, v.summary AS spec, v.has_task_concurrency_limits, \
+     EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors, \
+     lr.logical_date AS lr_logical_date, lr.data_interval_start AS lr_data_interval_start, \
+     lr.data_interval_end AS lr_data_interval_end, lr.run_after AS lr_run_after"
 }
 
 /// `FROM` of a DAG page (with the latest scheduled run joined); filters use [`dag_filter_from`].
@@ -179,7 +167,7 @@ pub(crate) fn dag_page_sql(f: &DagFilter, dialect: Dialect, cond: &str, n: usize
     format!(
         "SELECT {} FROM {} WHERE d.dag_id IN (SELECT d.dag_id FROM {} \
          {cond} {order} LIMIT ${} OFFSET ${}) {order}",
-        dag_page_cols(dialect),
+        dag_page_cols(),
         dag_page_from(dialect),
         dag_filter_from(cond, &order),
         n + 1,

@@ -34,6 +34,7 @@ store_test_suite!(sqlite_memory, Harness::sqlite_memory();
     xcom_queries_filter_and_page,
     xcom_create_update_delete,
     clear_task_instances_by_id,
+    page_totals_at_the_edges,
 );
 
 // Through PgBouncer in transaction pooling mode (when UPDRAFT_TEST_PGBOUNCER_URL is set):
@@ -69,4 +70,5 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     xcom_queries_filter_and_page,
     xcom_create_update_delete,
     clear_task_instances_by_id,
+    page_totals_at_the_edges,
 );

@@ -72,6 +72,7 @@ macro_rules! store_test_suite {
             xcom_queries_filter_and_page,
             xcom_create_update_delete,
             clear_task_instances_by_id,
+            page_totals_at_the_edges,
         );
     };
 }
@@ -1565,10 +1566,15 @@ pub async fn upgrade_from_migration_1(h: &Harness) {
     let latest = s.check().await.unwrap().latest_migration;
     s.set_variable("kept", "1", None).await.unwrap();
     s.upsert_dag(&dag("d", &["a"]), false).await.unwrap();
+    let mut limited = dag("limited", &["a", "b"]);
+    limited.tasks[1].max_active_tis_per_dag = Some(1);
+    s.upsert_dag(&limited, false).await.unwrap();
     h.raw_sql(
         "DROP TABLE dag_code; DROP TABLE task_instance_note; \
          DROP TABLE log; DROP TABLE connection; DROP TABLE ab_user; \
          ALTER TABLE dag_run DROP COLUMN triggering_user_name; \
+         ALTER TABLE dag_version DROP COLUMN summary; \
+         ALTER TABLE dag_version DROP COLUMN has_task_concurrency_limits; \
          DELETE FROM updraft_schema_migration WHERE version >= 2",
     )
     .await;
@@ -1588,6 +1594,16 @@ pub async fn upgrade_from_migration_1(h: &Harness) {
     // what migration 1 held is still there, and the new tables work
     assert_eq!(s.get_variable("kept").await.unwrap().unwrap().value, "1");
     assert!(s.get_dag("d").await.unwrap().is_some());
+    // the listing columns of existing versions were filled from their specs
+    let page = s
+        .list_dags_page(&updraft_store::DagFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&page), ["d", "limited"]);
+    assert!(page.dags.iter().all(|d| d.dag.spec.tasks.is_empty()));
+    assert_eq!(page.dags[1].dag.spec.dag_id, "limited");
+    assert!(!page.dags[0].has_task_concurrency_limits);
+    assert!(page.dags[1].has_task_concurrency_limits);
     s.create_user(&new_user("admin", "admin")).await.unwrap();
     s.set_connection(&bare_connection("c", "http"))
         .await
@@ -2866,4 +2882,131 @@ pub async fn clear_task_instances_by_id(h: &Harness) {
         s.clear_task_instances("d", "nope", &[a.id]).await,
         Err(Error::NotFound(_))
     ));
+}
+
+/// Pages are fetched with one row more than asked, and the total is counted only when that
+/// row does not settle it: every edge must still report the true total.
+pub async fn page_totals_at_the_edges(h: &Harness) {
+    use updraft_store::{DagFilter, RunQuery, TaskInstanceFilter};
+    let s = h.migrated().await.as_ref();
+    let tasks = ["t1", "t2", "t3", "t4", "t5"];
+    for id in ["d1", "d2", "d3", "d4", "d5"] {
+        s.upsert_dag(&dag(id, &tasks), false).await.unwrap();
+    }
+    for (i, run_id) in ["r1", "r2", "r3", "r4", "r5"].iter().enumerate() {
+        s.create_run(new_run("d1", run_id, Some(t(i as i64 * 10)), &tasks))
+            .await
+            .unwrap();
+    }
+    // (limit, offset) -> rows on the page; the total is always 5.
+    let cases: [(Option<i64>, i64, usize); 11] = [
+        (Some(10), 0, 5), // short first page
+        (Some(5), 0, 5),  // page exactly as long as the limit
+        (Some(4), 0, 4),  // one row left over
+        (Some(2), 2, 2),  // offset inside
+        (Some(2), 4, 1),  // short last page
+        (Some(3), 3, 2),  // short page ending exactly at the end
+        (Some(3), 5, 0),  // offset at the end
+        (Some(3), 9, 0),  // offset past the end
+        (Some(0), 0, 0),  // empty limit
+        (Some(0), 2, 0),  // empty limit, offset inside
+        (Some(1), 4, 1),  // last row alone
+    ];
+    for (limit, offset, rows) in cases {
+        let dags = s
+            .list_dags_page(&DagFilter {
+                limit: limit.unwrap(),
+                offset,
+                ..DagFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (dags.dags.len(), dags.total),
+            (rows, 5),
+            "dags {limit:?}/{offset}"
+        );
+        let runs = s
+            .query_runs(&RunQuery {
+                limit,
+                offset: Some(offset),
+                ..RunQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (runs.items.len(), runs.total),
+            (rows, 5),
+            "runs {limit:?}/{offset}"
+        );
+        let tis = s
+            .query_task_instances(&TaskInstanceFilter {
+                dag_ids: vec!["d1".into()],
+                run_ids: vec!["r3".into()],
+                limit,
+                offset: Some(offset),
+                ..TaskInstanceFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (tis.items.len(), tis.total),
+            (rows, 5),
+            "task instances {limit:?}/{offset}"
+        );
+    }
+    // No limit: every row from the offset, the total still true past the end.
+    for (offset, rows) in [(0, 5), (3, 2), (5, 0), (7, 0)] {
+        let runs = s
+            .query_runs(&RunQuery {
+                offset: Some(offset),
+                ..RunQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((runs.items.len(), runs.total), (rows, 5), "runs -/{offset}");
+        let tis = s
+            .query_task_instances(&TaskInstanceFilter {
+                run_ids: vec!["r3".into()],
+                offset: Some(offset),
+                ..TaskInstanceFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((tis.items.len(), tis.total), (rows, 5), "tis -/{offset}");
+    }
+    // The page keeps its order when the extra row is cut off.
+    let runs = s
+        .query_runs(&RunQuery {
+            limit: Some(2),
+            offset: Some(1),
+            ..RunQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = runs.items.iter().map(|r| r.run.run_id.as_str()).collect();
+    assert_eq!(ids, ["r2", "r3"]);
+    // Nothing matches: zero, whatever the offset.
+    for offset in [0, 3] {
+        let none = s
+            .list_dags_page(&DagFilter {
+                dag_ids: vec!["nope".into()],
+                limit: 10,
+                offset,
+                ..DagFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((none.dags.len(), none.total), (0, 0));
+        let none = s
+            .query_runs(&RunQuery {
+                dag_ids: vec!["nope".into()],
+                limit: Some(10),
+                offset: Some(offset),
+                ..RunQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((none.items.len(), none.total), (0, 0));
+    }
 }
