@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::json::Body;
 use crate::params::{self, Page, Pattern, SortKey};
 use crate::resources::{
-    BulkAction, BulkActionNotOnExistence, BulkActionOnExistence, BulkActionResponse, BulkBody,
-    BulkResponse, MASK, check_team, key_set, present, redact_text, secrets, secrets_error,
+    BulkBody, BulkResponse, BulkTarget, MASK, check_team, present, redact_text, run_bulk, secrets,
+    secrets_error,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -453,125 +453,48 @@ pub async fn bulk_connections(
 ) -> Result<Json<BulkResponse>> {
     user.require(Resource::Connection, Access::Write)?;
     let secrets = secrets(&state)?;
-    let mut out = BulkResponse::default();
-    for action in &body.actions {
-        let existing: HashSet<String> = state
-            .store
-            .list_connections()
-            .await?
-            .into_iter()
-            .map(|c| c.conn_id)
-            .collect();
-        match action {
-            BulkAction::Create {
-                entities,
-                action_on_existence,
-            } => {
-                let results = out.create.get_or_insert_with(Default::default);
-                bulk_create(&secrets, &existing, entities, *action_on_existence, results).await;
-            }
-            BulkAction::Update {
-                entities,
-                update_mask,
-                action_on_non_existence,
-            } => {
-                let results = out.update.get_or_insert_with(Default::default);
-                let missing: Vec<&String> = entities
-                    .iter()
-                    .map(|e| &e.connection_id)
-                    .filter(|k| !existing.contains(*k))
-                    .collect();
-                if *action_on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty()
-                {
-                    results.error(&Error::NotFound(format!(
-                        "The connections with these connection_ids: {} were not found.",
-                        key_set(missing)
-                    )));
-                    continue;
-                }
-                for entity in entities
-                    .iter()
-                    .filter(|e| existing.contains(&e.connection_id))
-                {
-                    match update(&secrets, entity, update_mask.as_deref()).await {
-                        Ok(_) => results.success.push(entity.connection_id.clone()),
-                        Err(e) => results.error(&e),
-                    }
-                }
-            }
-            BulkAction::Delete {
-                entities,
-                action_on_non_existence,
-            } => {
-                let results = out.delete.get_or_insert_with(Default::default);
-                let missing: Vec<&String> =
-                    entities.iter().filter(|k| !existing.contains(*k)).collect();
-                if *action_on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty()
-                {
-                    results.error(&Error::NotFound(format!(
-                        "The connections with these connection_ids: {} were not found.",
-                        key_set(missing)
-                    )));
-                    continue;
-                }
-                for id in entities {
-                    match state.store.delete_connection(id).await {
-                        Ok(true) => results.success.push(id.clone()),
-                        Ok(false) => {}
-                        Err(e) => results.error(&Error::Store(e)),
-                    }
-                }
-            }
-        }
-    }
-    Ok(Json(out))
+    let target = Connections {
+        state: &state,
+        secrets: &secrets,
+    };
+    Ok(Json(run_bulk(&target, &body.actions).await?))
 }
 
-async fn bulk_create(
-    secrets: &Secrets,
-    existing: &HashSet<String>,
-    entities: &[ConnectionBody],
-    on_existence: BulkActionOnExistence,
-    results: &mut BulkActionResponse,
-) {
-    let taken: Vec<&String> = entities
-        .iter()
-        .map(|e| &e.connection_id)
-        .filter(|k| existing.contains(*k))
-        .collect();
-    if on_existence == BulkActionOnExistence::Fail && !taken.is_empty() {
-        results.error(&Error::Conflict(format!(
-            "The connections with these connection_ids: {} already exist.",
-            key_set(taken)
-        )));
-        return;
+struct Connections<'a> {
+    state: &'a AppState,
+    secrets: &'a Secrets,
+}
+
+impl BulkTarget for Connections<'_> {
+    type Entity = ConnectionBody;
+    const NAMES: &'static str = "connections with these connection_ids";
+
+    fn key(entity: &ConnectionBody) -> &String {
+        &entity.connection_id
     }
-    for entity in entities {
-        if on_existence == BulkActionOnExistence::Skip && existing.contains(&entity.connection_id) {
-            continue;
-        }
-        let outcome = match entity.check() {
-            Ok(()) if on_existence == BulkActionOnExistence::Overwrite => secrets
-                .set_connection(&entity.to_value())
-                .await
-                .map(|()| true),
-            Ok(()) => secrets.create_connection(&entity.to_value()).await,
-            Err(e) => {
-                results.error(&e);
-                continue;
-            }
+
+    async fn existing(&self) -> Result<HashSet<String>> {
+        let all = self.state.store.list_connections().await?;
+        Ok(all.into_iter().map(|c| c.conn_id).collect())
+    }
+
+    async fn create(&self, entity: &ConnectionBody, overwrite: bool) -> Result<bool> {
+        entity.check()?;
+        let value = entity.to_value();
+        let outcome = if overwrite {
+            self.secrets.set_connection(&value).await.map(|()| true)
+        } else {
+            self.secrets.create_connection(&value).await
         };
-        let id = &entity.connection_id;
-        match outcome.map_err(secrets_error) {
-            Ok(true) => results.success.push(id.clone()),
-            // Created meanwhile, or twice in this request.
-            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
-            Ok(false) => results.error(&Error::Conflict(format!(
-                "The connections with these connection_ids: {} already exist.",
-                key_set([id])
-            ))),
-            Err(e) => results.error(&e),
-        }
+        outcome.map_err(secrets_error)
+    }
+
+    async fn update(&self, entity: &ConnectionBody, mask: Option<&[String]>) -> Result<()> {
+        update(self.secrets, entity, mask).await.map(|_| ())
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool> {
+        Ok(self.state.store.delete_connection(id).await?)
     }
 }
 

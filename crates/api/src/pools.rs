@@ -21,10 +21,7 @@ use crate::auth::{Access, CurrentUser, Resource};
 use crate::error::{Error, Result};
 use crate::json::Body;
 use crate::params::{self, Page, Pattern, SortKey};
-use crate::resources::{
-    BulkAction, BulkActionNotOnExistence, BulkActionOnExistence, BulkActionResponse, BulkBody,
-    BulkResponse, check_team, key_set, present,
-};
+use crate::resources::{BulkBody, BulkResponse, BulkTarget, check_team, present, run_bulk};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -433,123 +430,45 @@ pub async fn bulk_pools(
     Body(body): Body<BulkBody<PoolBody>>,
 ) -> Result<Json<BulkResponse>> {
     user.require(Resource::Pool, Access::Write)?;
-    let mut out = BulkResponse::default();
-    for action in &body.actions {
-        let existing: HashSet<String> = state
-            .store
-            .list_pools()
-            .await?
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        match action {
-            BulkAction::Create {
-                entities,
-                action_on_existence,
-            } => {
-                let results = out.create.get_or_insert_with(Default::default);
-                bulk_create(&state, &existing, entities, *action_on_existence, results).await;
-            }
-            BulkAction::Update {
-                entities,
-                update_mask,
-                action_on_non_existence,
-            } => {
-                let results = out.update.get_or_insert_with(Default::default);
-                let missing: Vec<&String> = entities
-                    .iter()
-                    .map(|e| &e.name)
-                    .filter(|k| !existing.contains(*k))
-                    .collect();
-                if *action_on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty()
-                {
-                    results.error(&Error::NotFound(format!(
-                        "The pools with these pool names: {} were not found.",
-                        key_set(missing)
-                    )));
-                    continue;
-                }
-                for entity in entities.iter().filter(|e| existing.contains(&e.name)) {
-                    let patch = PoolPatchBody::from(entity);
-                    match update(&state, &entity.name, &patch, update_mask.as_deref()).await {
-                        Ok(()) => results.success.push(entity.name.clone()),
-                        Err(e) => results.error(&e),
-                    }
-                }
-            }
-            BulkAction::Delete {
-                entities,
-                action_on_non_existence,
-            } => {
-                let results = out.delete.get_or_insert_with(Default::default);
-                let missing: Vec<&String> =
-                    entities.iter().filter(|k| !existing.contains(*k)).collect();
-                if *action_on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty()
-                {
-                    results.error(&Error::NotFound(format!(
-                        "The pools with these pool names: {} were not found.",
-                        key_set(missing)
-                    )));
-                    continue;
-                }
-                for name in entities.iter().filter(|n| existing.contains(*n)) {
-                    match delete(&state, name).await {
-                        Ok(()) => results.success.push(name.clone()),
-                        Err(e) => results.error(&e),
-                    }
-                }
-            }
-        }
-    }
-    Ok(Json(out))
+    Ok(Json(run_bulk(&Pools(&state), &body.actions).await?))
 }
 
-async fn bulk_create(
-    state: &AppState,
-    existing: &HashSet<String>,
-    entities: &[PoolBody],
-    on_existence: BulkActionOnExistence,
-    results: &mut BulkActionResponse,
-) {
-    let taken: Vec<&String> = entities
-        .iter()
-        .map(|e| &e.name)
-        .filter(|k| existing.contains(*k))
-        .collect();
-    if on_existence == BulkActionOnExistence::Fail && !taken.is_empty() {
-        results.error(&Error::Conflict(format!(
-            "The pools with these pool names: {} already exist.",
-            key_set(taken)
-        )));
-        return;
+struct Pools<'a>(&'a AppState);
+
+impl BulkTarget for Pools<'_> {
+    type Entity = PoolBody;
+    const NAMES: &'static str = "pools with these pool names";
+
+    fn key(entity: &PoolBody) -> &String {
+        &entity.name
     }
-    for entity in entities {
-        if on_existence == BulkActionOnExistence::Skip && existing.contains(&entity.name) {
-            continue;
-        }
+
+    async fn existing(&self) -> Result<HashSet<String>> {
+        let all = self.0.store.list_pools().await?;
+        Ok(all.into_iter().map(|p| p.name).collect())
+    }
+
+    async fn create(&self, entity: &PoolBody, overwrite: bool) -> Result<bool> {
+        entity.check()?;
         let (name, slots, description) =
             (&entity.name, entity.slots, entity.description.as_deref());
-        let outcome = match entity.check() {
-            Ok(()) if on_existence == BulkActionOnExistence::Overwrite => state
-                .store
+        let store = &self.0.store;
+        Ok(if overwrite {
+            store
                 .set_pool(name, slots, description)
                 .await
-                .map(|()| true),
-            Ok(()) => state.store.create_pool(name, slots, description).await,
-            Err(e) => {
-                results.error(&e);
-                continue;
-            }
-        };
-        match outcome.map_err(Error::Store) {
-            Ok(true) => results.success.push(name.clone()),
-            // Created meanwhile, or twice in this request.
-            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
-            Ok(false) => results.error(&Error::Conflict(format!(
-                "The pools with these pool names: {} already exist.",
-                key_set([name])
-            ))),
-            Err(e) => results.error(&e),
-        }
+                .map(|()| true)?
+        } else {
+            store.create_pool(name, slots, description).await?
+        })
+    }
+
+    async fn update(&self, entity: &PoolBody, mask: Option<&[String]>) -> Result<()> {
+        update(self.0, &entity.name, &PoolPatchBody::from(entity), mask).await
+    }
+
+    /// `default_pool` is refused, and a pool gone meanwhile is a 404 (unlike variables).
+    async fn delete(&self, name: &str) -> Result<bool> {
+        delete(self.0, name).await.map(|()| true)
     }
 }

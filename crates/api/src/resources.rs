@@ -2,7 +2,7 @@
 //! shapes, masking of sensitive values, and the secrets layer every variable and connection
 //! read or write goes through (so the API encrypts at rest exactly as the CLI does).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
@@ -239,6 +239,139 @@ pub fn key_set<'a>(keys: impl IntoIterator<Item = &'a String>) -> String {
     let keys: BTreeSet<&String> = keys.into_iter().collect();
     let inner: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
     format!("{{{}}}", inner.join(", "))
+}
+
+/// One kind of entity the bulk endpoints manage: how its key is read and how it is written.
+/// The engine ([`run_bulk`]) owns the `action_on_existence` / `action_on_non_existence` rules
+/// and the messages, so variables, connections and pools answer alike.
+pub(crate) trait BulkTarget {
+    type Entity;
+    /// The plural phrase of the messages, e.g. `variables with these keys`.
+    const NAMES: &'static str;
+    fn key(entity: &Self::Entity) -> &String;
+    /// Keys of every stored entity.
+    async fn existing(&self) -> Result<HashSet<String>, Error>;
+    /// Checks and writes one entity; `Ok(false)` when it exists and `overwrite` is off.
+    async fn create(&self, entity: &Self::Entity, overwrite: bool) -> Result<bool, Error>;
+    async fn update(&self, entity: &Self::Entity, mask: Option<&[String]>) -> Result<(), Error>;
+    /// `Ok(false)` when there was nothing to delete.
+    async fn delete(&self, key: &str) -> Result<bool, Error>;
+}
+
+/// Applies the actions in order. Each action sees the entities stored when it starts, reports
+/// the keys it changed and its errors; a failed action does not stop the next ones.
+pub(crate) async fn run_bulk<T: BulkTarget>(
+    target: &T,
+    actions: &[BulkAction<T::Entity>],
+) -> Result<BulkResponse, Error> {
+    let mut out = BulkResponse::default();
+    for action in actions {
+        let existing = target.existing().await?;
+        match action {
+            BulkAction::Create {
+                entities,
+                action_on_existence,
+            } => {
+                let results = out.create.get_or_insert_with(Default::default);
+                bulk_create(target, &existing, entities, *action_on_existence, results).await;
+            }
+            BulkAction::Update {
+                entities,
+                update_mask,
+                action_on_non_existence,
+            } => {
+                let results = out.update.get_or_insert_with(Default::default);
+                let keys = entities.iter().map(T::key);
+                if !all_exist::<T>(&existing, keys, *action_on_non_existence, results) {
+                    continue;
+                }
+                for entity in entities.iter().filter(|e| existing.contains(T::key(e))) {
+                    match target.update(entity, update_mask.as_deref()).await {
+                        Ok(()) => results.success.push(T::key(entity).clone()),
+                        Err(e) => results.error(&e),
+                    }
+                }
+            }
+            BulkAction::Delete {
+                entities,
+                action_on_non_existence,
+            } => {
+                let results = out.delete.get_or_insert_with(Default::default);
+                if !all_exist::<T>(&existing, entities, *action_on_non_existence, results) {
+                    continue;
+                }
+                for key in entities.iter().filter(|k| existing.contains(*k)) {
+                    match target.delete(key).await {
+                        Ok(true) => results.success.push(key.clone()),
+                        Ok(false) => {}
+                        Err(e) => results.error(&e),
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// False (with a 404 recorded) when keys are missing and the action must then fail.
+fn all_exist<'a, T: BulkTarget>(
+    existing: &HashSet<String>,
+    keys: impl IntoIterator<Item = &'a String>,
+    on_non_existence: BulkActionNotOnExistence,
+    results: &mut BulkActionResponse,
+) -> bool {
+    let missing: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| !existing.contains(*k))
+        .collect();
+    if on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty() {
+        results.error(&Error::NotFound(format!(
+            "The {}: {} were not found.",
+            T::NAMES,
+            key_set(missing)
+        )));
+        return false;
+    }
+    true
+}
+
+async fn bulk_create<T: BulkTarget>(
+    target: &T,
+    existing: &HashSet<String>,
+    entities: &[T::Entity],
+    on_existence: BulkActionOnExistence,
+    results: &mut BulkActionResponse,
+) {
+    let already = |keys: Vec<&String>| {
+        Error::Conflict(format!(
+            "The {}: {} already exist.",
+            T::NAMES,
+            key_set(keys)
+        ))
+    };
+    let taken: Vec<&String> = entities
+        .iter()
+        .map(T::key)
+        .filter(|k| existing.contains(*k))
+        .collect();
+    if on_existence == BulkActionOnExistence::Fail && !taken.is_empty() {
+        results.error(&already(taken));
+        return;
+    }
+    for entity in entities {
+        let key = T::key(entity);
+        if on_existence == BulkActionOnExistence::Skip && existing.contains(key) {
+            continue;
+        }
+        let overwrite = on_existence == BulkActionOnExistence::Overwrite;
+        match target.create(entity, overwrite).await {
+            Ok(true) => results.success.push(key.clone()),
+            // Created meanwhile, or twice in this request.
+            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
+            Ok(false) => results.error(&already(vec![key])),
+            Err(e) => results.error(&e),
+        }
+    }
 }
 
 #[cfg(test)]

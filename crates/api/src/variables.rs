@@ -24,8 +24,7 @@ use crate::error::{Error, Result};
 use crate::json::Body;
 use crate::params::{self, Page, Pattern, SortKey};
 use crate::resources::{
-    BulkAction, BulkActionNotOnExistence, BulkActionOnExistence, BulkActionResponse, BulkBody,
-    BulkResponse, check_team, key_set, redact_text, secrets, secrets_error,
+    BulkBody, BulkResponse, BulkTarget, check_team, redact_text, run_bulk, secrets, secrets_error,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -365,122 +364,48 @@ pub async fn bulk_variables(
 ) -> Result<Json<BulkResponse>> {
     user.require(Resource::Variable, Access::Write)?;
     let secrets = secrets(&state)?;
-    let mut out = BulkResponse::default();
-    for action in &body.actions {
-        let existing: HashSet<String> = secrets
-            .store()
-            .list_variables()
-            .await?
-            .into_iter()
-            .map(|v| v.key)
-            .collect();
-        match action {
-            BulkAction::Create {
-                entities,
-                action_on_existence,
-            } => {
-                let results = out.create.get_or_insert_with(Default::default);
-                bulk_create(&secrets, &existing, entities, *action_on_existence, results).await;
-            }
-            BulkAction::Update {
-                entities,
-                update_mask,
-                action_on_non_existence,
-            } => {
-                let results = out.update.get_or_insert_with(Default::default);
-                let keys: Vec<&String> = entities.iter().map(|e| &e.key).collect();
-                let missing: Vec<&String> = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| !existing.contains(*k))
-                    .collect();
-                if *action_on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty()
-                {
-                    results.error(&Error::NotFound(format!(
-                        "The variables with these keys: {} were not found.",
-                        key_set(missing)
-                    )));
-                    continue;
-                }
-                for entity in entities.iter().filter(|e| existing.contains(&e.key)) {
-                    match update(&secrets, &entity.key, entity, update_mask.as_deref()).await {
-                        Ok(()) => results.success.push(entity.key.clone()),
-                        Err(e) => results.error(&e),
-                    }
-                }
-            }
-            BulkAction::Delete {
-                entities,
-                action_on_non_existence,
-            } => {
-                let results = out.delete.get_or_insert_with(Default::default);
-                let missing: Vec<&String> =
-                    entities.iter().filter(|k| !existing.contains(*k)).collect();
-                if *action_on_non_existence == BulkActionNotOnExistence::Fail && !missing.is_empty()
-                {
-                    results.error(&Error::NotFound(format!(
-                        "The variables with these keys: {} were not found.",
-                        key_set(missing)
-                    )));
-                    continue;
-                }
-                for key in entities {
-                    match state.store.delete_variable(key).await {
-                        Ok(true) => results.success.push(key.clone()),
-                        Ok(false) => {}
-                        Err(e) => results.error(&Error::Store(e)),
-                    }
-                }
-            }
-        }
-    }
-    Ok(Json(out))
+    let target = Variables {
+        state: &state,
+        secrets: &secrets,
+    };
+    Ok(Json(run_bulk(&target, &body.actions).await?))
 }
 
-async fn bulk_create(
-    secrets: &Secrets,
-    existing: &HashSet<String>,
-    entities: &[VariableBody],
-    on_existence: BulkActionOnExistence,
-    results: &mut BulkActionResponse,
-) {
-    let taken: Vec<&String> = entities
-        .iter()
-        .map(|e| &e.key)
-        .filter(|k| existing.contains(*k))
-        .collect();
-    if on_existence == BulkActionOnExistence::Fail && !taken.is_empty() {
-        results.error(&Error::Conflict(format!(
-            "The variables with these keys: {} already exist.",
-            key_set(taken)
-        )));
-        return;
+struct Variables<'a> {
+    state: &'a AppState,
+    secrets: &'a Secrets,
+}
+
+impl BulkTarget for Variables<'_> {
+    type Entity = VariableBody;
+    const NAMES: &'static str = "variables with these keys";
+
+    fn key(entity: &VariableBody) -> &String {
+        &entity.key
     }
-    for entity in entities {
-        if on_existence == BulkActionOnExistence::Skip && existing.contains(&entity.key) {
-            continue;
-        }
+
+    async fn existing(&self) -> Result<HashSet<String>> {
+        let all = self.secrets.store().list_variables().await?;
+        Ok(all.into_iter().map(|v| v.key).collect())
+    }
+
+    async fn create(&self, entity: &VariableBody, overwrite: bool) -> Result<bool> {
+        entity.check()?;
         let (key, value, description) = (&entity.key, entity.text(), entity.description.as_deref());
-        let outcome = match entity.check() {
-            Ok(()) if on_existence == BulkActionOnExistence::Overwrite => secrets
-                .set_variable(key, &value, description)
-                .await
-                .map(|()| true),
-            Ok(()) => secrets.create_variable(key, &value, description).await,
-            Err(e) => {
-                results.error(&e);
-                continue;
-            }
+        let outcome = if overwrite {
+            let set = self.secrets.set_variable(key, &value, description).await;
+            set.map(|()| true)
+        } else {
+            self.secrets.create_variable(key, &value, description).await
         };
-        match outcome.map_err(secrets_error) {
-            Ok(true) => results.success.push(key.clone()),
-            // Created meanwhile, or twice in this request.
-            Ok(false) if on_existence == BulkActionOnExistence::Skip => {}
-            Ok(false) => results.error(&Error::Conflict(format!(
-                "The variables with these keys: {} already exist.",
-                key_set([key])
-            ))),
-            Err(e) => results.error(&e),
-        }
+        outcome.map_err(secrets_error)
+    }
+
+    async fn update(&self, entity: &VariableBody, mask: Option<&[String]>) -> Result<()> {
+        update(self.secrets, &entity.key, entity, mask).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.state.store.delete_variable(key).await?)
     }
 }
