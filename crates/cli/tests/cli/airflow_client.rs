@@ -16,15 +16,7 @@ use std::time::{Duration, Instant};
 /// Steps of the script that are known not to work yet; each is reported as `XFAIL` (and the
 /// steps that need it are skipped) without failing the test, while every other step must pass.
 /// A gap is listed only with what is missing; remove it as soon as the script prints `XPASS`.
-const KNOWN_GAPS: &[&str] = &[
-    // A task instance's `dag_version` has no `created_at` (required datetime in the client),
-    // in task instance lists, single reads, batch reads and clear's answer.
-    "task_instance.get_task_instances",
-    "task_instance.get_task_instance",
-    "task_instance.get_task_instances_batch",
-    "task_instance.post_clear_task_instances(dry_run)",
-    "task_instance.post_clear_task_instances",
-];
+const KNOWN_GAPS: &[&str] = &[];
 
 const DAG: &str = "\
 dag_id: client_e2e
