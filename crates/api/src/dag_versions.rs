@@ -39,18 +39,25 @@ pub struct DagVersionResponse {
     bundle_url: Option<String>,
 }
 
-impl From<&DagVersionInfo> for DagVersionResponse {
-    fn from(v: &DagVersionInfo) -> DagVersionResponse {
+impl DagVersionResponse {
+    /// Version `version` of `dag_id`, stored at `created_at`; also what task instances embed.
+    pub(crate) fn new(dag_id: &str, version: i64, created_at: DateTime<Utc>) -> Self {
         DagVersionResponse {
-            id: version_uuid(&v.dag_id, v.version),
-            version_number: v.version,
-            dag_id: v.dag_id.clone(),
+            id: version_uuid(dag_id, version),
+            version_number: version,
+            dag_id: dag_id.to_string(),
             bundle_name: Some(BUNDLE_NAME),
             bundle_version: None,
-            created_at: v.created_at,
-            dag_display_name: v.dag_id.clone(),
+            created_at,
+            dag_display_name: dag_id.to_string(),
             bundle_url: None,
         }
+    }
+}
+
+impl From<&DagVersionInfo> for DagVersionResponse {
+    fn from(v: &DagVersionInfo) -> DagVersionResponse {
+        DagVersionResponse::new(&v.dag_id, v.version, v.created_at)
     }
 }
 

@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::{Access, CurrentUser, Resource};
+use crate::dag_versions::DagVersionResponse;
 use crate::error::{Error, Result};
 use crate::json::Body;
 use crate::params::{self, Page, Pairs, Range};
@@ -45,33 +46,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(crate::task_deps::routes())
         .merge(crate::task_logs::routes())
         .merge(crate::xcom::routes())
-}
-
-/// Airflow's name for the DAG-folder bundle, the only bundle Updraft has.
-const BUNDLE_NAME: &str = "dags-folder";
-
-/// Airflow's `DagVersionResponse`, as far as Updraft knows it.
-#[derive(Serialize, ToSchema, Clone)]
-pub(crate) struct TiDagVersion {
-    id: String,
-    version_number: i64,
-    dag_id: String,
-    bundle_name: &'static str,
-    bundle_version: Option<String>,
-    dag_display_name: String,
-}
-
-impl TiDagVersion {
-    fn new(dag_id: &str, version: i64) -> TiDagVersion {
-        TiDagVersion {
-            id: crate::dag_versions::version_uuid(dag_id, version),
-            version_number: version,
-            dag_id: dag_id.to_string(),
-            bundle_name: BUNDLE_NAME,
-            bundle_version: None,
-            dag_display_name: dag_id.to_string(),
-        }
-    }
 }
 
 /// Airflow's `TaskInstanceResponse`.
@@ -113,7 +87,12 @@ pub(crate) struct TaskInstanceResponse {
     pub(crate) trigger: Option<serde_json::Value>,
     #[schema(value_type = Option<Object>)]
     pub(crate) triggerer_job: Option<serde_json::Value>,
-    pub(crate) dag_version: Option<TiDagVersion>,
+    pub(crate) dag_version: Option<DagVersionResponse>,
+}
+
+/// The DAG version the row's run executes, as Airflow embeds it in task instances.
+fn version_of(row: &TaskInstanceRow) -> DagVersionResponse {
+    DagVersionResponse::new(&row.ti.dag_id, row.dag_version, row.dag_version_created_at)
 }
 
 fn state_name(state: TaskState) -> Option<&'static str> {
@@ -121,31 +100,10 @@ fn state_name(state: TaskState) -> Option<&'static str> {
 }
 
 impl TaskInstanceResponse {
-    /// From a store task instance, its run and its note (the run gives `logical_date`,
-    /// `run_after` and the DAG version); for other areas that list instances of a run.
-    #[allow(dead_code)]
-    pub(crate) fn new(ti: &TaskInstance, run: &DagRun, note: Option<String>) -> Self {
-        Self::build(ti, run.logical_date, run.run_after, run.dag_version, note)
-    }
-
     /// From a row of [`updraft_store::Store::query_task_instances`].
     pub(crate) fn from_row(row: &TaskInstanceRow) -> Self {
-        Self::build(
-            &row.ti,
-            row.logical_date,
-            row.run_after,
-            row.dag_version,
-            row.note.clone(),
-        )
-    }
-
-    fn build(
-        ti: &TaskInstance,
-        logical_date: Option<DateTime<Utc>>,
-        run_after: DateTime<Utc>,
-        dag_version: i64,
-        note: Option<String>,
-    ) -> Self {
+        let (ti, logical_date, run_after) = (&row.ti, row.logical_date, row.run_after);
+        let note = row.note.clone();
         TaskInstanceResponse {
             id: ti.id.to_string(),
             task_id: ti.task_id.clone(),
@@ -179,7 +137,7 @@ impl TaskInstanceResponse {
             rendered_fields: serde_json::json!({}),
             trigger: None,
             triggerer_job: None,
-            dag_version: Some(TiDagVersion::new(&ti.dag_id, dag_version)),
+            dag_version: Some(version_of(row)),
         }
     }
 }
@@ -218,11 +176,12 @@ pub struct TaskInstanceHistoryResponse {
     pid: Option<i32>,
     executor: Option<String>,
     executor_config: String,
-    dag_version: Option<TiDagVersion>,
+    dag_version: Option<DagVersionResponse>,
 }
 
 impl TaskInstanceHistoryResponse {
-    fn new(ti: &TaskInstance, dag_version: i64) -> Self {
+    /// One try of the instance `row`; every try is shown with the run's DAG version.
+    fn new(ti: &TaskInstance, row: &TaskInstanceRow) -> Self {
         TaskInstanceHistoryResponse {
             task_id: ti.task_id.clone(),
             dag_id: ti.dag_id.clone(),
@@ -248,7 +207,7 @@ impl TaskInstanceHistoryResponse {
             pid: ti.pid,
             executor: None,
             executor_config: "{}".into(),
-            dag_version: Some(TiDagVersion::new(&ti.dag_id, dag_version)),
+            dag_version: Some(version_of(row)),
         }
     }
 }
@@ -1678,7 +1637,7 @@ async fn tries_response(
     let (row, all) = tries(state, dag_id, run_id, task_id, map_index).await?;
     let task_instances: Vec<TaskInstanceHistoryResponse> = all
         .iter()
-        .map(|t| TaskInstanceHistoryResponse::new(t, row.dag_version))
+        .map(|t| TaskInstanceHistoryResponse::new(t, &row))
         .collect();
     Ok(TaskInstanceHistoryCollectionResponse {
         total_entries: task_instances.len(),
@@ -1703,7 +1662,7 @@ async fn try_response(
     let (row, all) = tries(state, dag_id, run_id, task_id, map_index).await?;
     all.iter()
         .find(|t| t.try_number == n)
-        .map(|t| TaskInstanceHistoryResponse::new(t, row.dag_version))
+        .map(|t| TaskInstanceHistoryResponse::new(t, &row))
         .ok_or_else(|| {
             Error::NotFound(format!(
                 "try {n} of the task instance with dag_id `{dag_id}`, dag_run_id `{run_id}`, \

@@ -2113,6 +2113,7 @@ impl Store for SqliteStore {
                     logical_date: row.ts_opt("run_logical_date")?,
                     run_after: row.ts("run_run_after")?,
                     dag_version: row.int("run_dag_version")?,
+                    dag_version_created_at: row.ts("version_created_at")?,
                     note: row.text_opt("note_content")?,
                 })
             })

@@ -13,15 +13,18 @@ pub(crate) enum Arg {
     Ts(DateTime<Utc>),
 }
 
-/// Columns selected by a listing: the task instance, its run's dates and version, its note.
+/// Columns selected by a listing: the task instance, its run's dates and version (with the
+/// version's creation time), its note.
 pub(crate) const SELECT_COLS: &str = "t.id, t.run_pk, t.dag_id, t.run_id, t.task_id, \
     t.map_index, t.try_number, t.max_tries, t.state, t.start_date, t.end_date, t.duration, \
     t.scheduled_dttm, t.queued_dttm, t.next_retry_at, t.pool, t.pool_slots, t.priority_weight, \
     t.queue, t.operator, t.hostname, t.pid, t.pid_start_ticks, t.last_heartbeat_at, t.version, \
     r.logical_date AS run_logical_date, r.run_after AS run_run_after, \
-    r.dag_version AS run_dag_version, n.content AS note_content";
+    r.dag_version AS run_dag_version, v.created_at AS version_created_at, \
+    n.content AS note_content";
 
 pub(crate) const FROM: &str = "task_instance t JOIN dag_run r ON r.id = t.run_pk \
+    JOIN dag_version v ON v.dag_id = r.dag_id AND v.version = r.dag_version \
     LEFT JOIN task_instance_note n ON n.ti_id = t.id";
 
 /// What a count needs to join for `cond`: every instance has exactly one run and at most one

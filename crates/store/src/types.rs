@@ -508,6 +508,8 @@ pub struct TaskInstanceRow {
     pub run_after: DateTime<Utc>,
     /// The DAG version the run executes.
     pub dag_version: i64,
+    /// When that version was stored.
+    pub dag_version_created_at: DateTime<Utc>,
     pub note: Option<String>,
 }
 

@@ -129,6 +129,44 @@ async fn as_user(
     call(&env.state, method, uri, Some(&token_for(who, 60)), body).await
 }
 
+/// Every task-instance response embeds the run's DAG version exactly as the version endpoint
+/// answers it (a UUID id and the version's `created_at`, both required by Airflow's client).
+#[tokio::test]
+async fn dag_version_of_instances_is_the_version_endpoints() {
+    let env = seeded().await;
+    let version = get(&env, "/api/v2/dags/chain/dagVersions/1").await;
+    assert!(uuid::Uuid::parse_str(version["id"].as_str().unwrap()).is_ok());
+    assert!(
+        version["created_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .is_ok()
+    );
+    let listed = get(&env, BASE).await;
+    let one = get(&env, &format!("{BASE}/a")).await;
+    let tries = get(&env, &format!("{BASE}/a/tries")).await;
+    let try_one = get(&env, &format!("{BASE}/a/tries/1")).await;
+    let (status, batch) = as_user(
+        &env,
+        "viewer",
+        "POST",
+        "/api/v2/dags/~/dagRuns/~/taskInstances/list",
+        Some(json!({"dag_ids": ["chain"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    for (what, embedded) in [
+        ("list", &listed["task_instances"][0]["dag_version"]),
+        ("get", &one["dag_version"]),
+        ("tries", &tries["task_instances"][0]["dag_version"]),
+        ("try", &try_one["dag_version"]),
+        ("batch", &batch["task_instances"][0]["dag_version"]),
+    ] {
+        assert_eq!(embedded, &version, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn list_one_run_has_airflow_fields_and_filters() {
     let env = seeded().await;
@@ -1020,46 +1058,7 @@ async fn dependencies_say_what_holds_an_instance_back() {
 #[tokio::test]
 async fn list_mapped_and_get_mapped_instances() {
     let env = seeded().await;
-    let version = env.store.get_dag("chain").await.unwrap().unwrap().version;
-    let tis = [
-        ("a", -1),
-        ("b", 0),
-        ("b", 1),
-        ("b", 2),
-        ("c", -1),
-        ("d", -1),
-    ];
-    env.store
-        .create_run(NewRun {
-            dag_id: "chain".into(),
-            run_id: "m1".into(),
-            run_type: RunType::Manual,
-            logical_date: Some(at(7200)),
-            data_interval_start: None,
-            data_interval_end: None,
-            run_after: at(7200),
-            conf: json!({}),
-            dag_version: version,
-            triggered_by: "test".into(),
-            queued_at: at(7200),
-            note: None,
-            triggering_user_name: None,
-            tasks: tis
-                .iter()
-                .map(|(t, m)| NewTaskInstance {
-                    task_id: t.to_string(),
-                    map_index: *m,
-                    max_tries: 0,
-                    pool: "default_pool".into(),
-                    pool_slots: 1,
-                    priority_weight: 1,
-                    queue: "default".into(),
-                    operator: "EmptyOperator".into(),
-                })
-                .collect(),
-        })
-        .await
-        .unwrap();
+    mapped_run(&env).await;
     let uri = "/api/v2/dags/chain/dagRuns/m1/taskInstances/b/listMapped";
     let body = get(&env, uri).await;
     assert_eq!(body["total_entries"], 3);
