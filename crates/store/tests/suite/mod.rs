@@ -2431,6 +2431,13 @@ pub async fn task_instance_queries_filter_order_and_page(h: &Harness) {
     assert_eq!(page.items[0].dag_version, 1);
     assert_eq!(page.items[0].ti.state, TaskState::Success);
     assert_eq!(page.items[0].ti.version, a.version + 1);
+    let stored = s.list_dag_versions("d").await.unwrap();
+    let v1 = stored.iter().find(|v| v.version == 1).unwrap();
+    assert!(
+        page.items
+            .iter()
+            .all(|r| r.dag_version_created_at == v1.created_at)
+    );
 
     // States, including no state.
     let page = s
