@@ -211,13 +211,18 @@ impl Pattern {
             .map(|alt| {
                 let mut tokens = vec![Token::Any];
                 let mut chars = alt.chars();
+                // Literal characters are lower-cased here as values are in `matches`, one
+                // token per resulting character (`İ` lower-cases to two).
+                let mut literal = |tokens: &mut Vec<Token>, c: char| {
+                    tokens.extend(c.to_lowercase().map(Token::Char));
+                };
                 while let Some(c) = chars.next() {
-                    tokens.push(match c {
-                        '%' => Token::Any,
-                        '_' => Token::One,
-                        '\\' => Token::Char(chars.next().unwrap_or('\\')),
-                        c => Token::Char(c),
-                    });
+                    match c {
+                        '%' => tokens.push(Token::Any),
+                        '_' => tokens.push(Token::One),
+                        '\\' => literal(&mut tokens, chars.next().unwrap_or('\\')),
+                        c => literal(&mut tokens, c),
+                    }
                 }
                 tokens.push(Token::Any);
                 tokens
@@ -280,7 +285,7 @@ fn like(tokens: &[Token], value: &[char]) -> bool {
                 t += 1;
                 v += 1;
             }
-            Some(Token::Char(c)) if c.to_lowercase().eq(std::iter::once(value[v])) => {
+            Some(Token::Char(c)) if *c == value[v] => {
                 t += 1;
                 v += 1;
             }
@@ -380,6 +385,9 @@ mod tests {
         assert!(!Pattern::new(r"a\_c").matches("abc"));
         assert!(Pattern::new("nope | xcom").matches("example_xcom"));
         assert!(Pattern::new("~").matches("anything"));
+        // A letter whose lower case is two characters still matches itself.
+        assert!(Pattern::new("İ").matches("xİx"));
+        assert!(Pattern::new("i̇").matches("İ"));
         assert!(Pattern::new("").matches("anything"));
     }
 
