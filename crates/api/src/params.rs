@@ -213,7 +213,7 @@ impl Pattern {
                 let mut chars = alt.chars();
                 // Literal characters are lower-cased here as values are in `matches`, one
                 // token per resulting character (`İ` lower-cases to two).
-                let mut literal = |tokens: &mut Vec<Token>, c: char| {
+                let literal = |tokens: &mut Vec<Token>, c: char| {
                     tokens.extend(c.to_lowercase().map(Token::Char));
                 };
                 while let Some(c) = chars.next() {
