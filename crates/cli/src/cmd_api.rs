@@ -71,9 +71,12 @@ pub async fn ensure_standalone_admin(cfg: &Config, store: &DynStore) -> Result<(
     let path = cfg.home.join(ADMIN_PASSWORD_FILE);
     // A stale file from an earlier database would show a password that no longer works.
     let _ = std::fs::remove_file(&path);
-    write_private(&path, &format!("{password}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    store
+    // The password is kept safe before the user exists, but the file appears under its name
+    // only once the user does: whoever waits for the file can log in as soon as it is there.
+    let pending = cfg.home.join(format!("{ADMIN_PASSWORD_FILE}.new"));
+    write_private(&pending, &format!("{password}\n"))
+        .with_context(|| format!("cannot write {}", pending.display()))?;
+    if let Err(e) = store
         .create_user(&NewUser {
             username: "admin".into(),
             password_hash: hash,
@@ -83,7 +86,12 @@ pub async fn ensure_standalone_admin(cfg: &Config, store: &DynStore) -> Result<(
             last_name: None,
         })
         .await
-        .context("cannot create the admin user")?;
+    {
+        let _ = std::fs::remove_file(&pending);
+        return Err(e).context("cannot create the admin user");
+    }
+    std::fs::rename(&pending, &path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!(
         "updraft: created user `admin` (role admin) with password: {password}\n  \
          (saved to {}, readable only by you)",
