@@ -32,39 +32,47 @@ fn chain() -> DagSpec {
     )
 }
 
+/// A manual run of `chain` at `secs` (no data interval) with these (task, map index) instances.
+fn chain_run(run_id: &str, secs: i64, version: i64, tis: &[(&str, i32)]) -> NewRun {
+    NewRun {
+        dag_id: "chain".into(),
+        run_id: run_id.into(),
+        run_type: RunType::Manual,
+        logical_date: Some(at(secs)),
+        data_interval_start: None,
+        data_interval_end: None,
+        run_after: at(secs),
+        conf: json!({}),
+        dag_version: version,
+        triggered_by: "test".into(),
+        queued_at: at(secs),
+        note: None,
+        triggering_user_name: None,
+        tasks: tis
+            .iter()
+            .map(|(t, m)| NewTaskInstance {
+                task_id: t.to_string(),
+                map_index: *m,
+                max_tries: 0,
+                pool: "default_pool".into(),
+                pool_slots: 1,
+                priority_weight: 1,
+                queue: "default".into(),
+                operator: "EmptyOperator".into(),
+            })
+            .collect(),
+    }
+}
+
 async fn run(env: &Env, run_id: &str, secs: i64) -> DagRun {
     let version = env.store.upsert_dag(&chain(), false).await.unwrap().version;
-    env.store
-        .create_run(NewRun {
-            dag_id: "chain".into(),
-            run_id: run_id.into(),
-            run_type: RunType::Manual,
-            logical_date: Some(at(secs)),
-            data_interval_start: Some(at(secs)),
-            data_interval_end: Some(at(secs)),
-            run_after: at(secs),
-            conf: json!({}),
-            dag_version: version,
-            triggered_by: "test".into(),
-            queued_at: at(secs),
-            note: None,
-            triggering_user_name: None,
-            tasks: ["a", "b", "c", "d"]
-                .iter()
-                .map(|t| NewTaskInstance {
-                    task_id: t.to_string(),
-                    map_index: -1,
-                    max_tries: 0,
-                    pool: "default_pool".into(),
-                    pool_slots: 1,
-                    priority_weight: 1,
-                    queue: "default".into(),
-                    operator: "EmptyOperator".into(),
-                })
-                .collect(),
-        })
-        .await
-        .unwrap()
+    let tis = [("a", -1), ("b", -1), ("c", -1), ("d", -1)];
+    let new = NewRun {
+        data_interval_start: Some(at(secs)),
+        data_interval_end: Some(at(secs)),
+        ..chain_run(run_id, secs, version, &tis)
+    };
+    env.store.create_run(new).await.unwrap()
 }
 
 async fn ti(env: &Env, run_id: &str, task_id: &str) -> TaskInstance {
@@ -1239,34 +1247,7 @@ async fn postgres_lists_patches_clears_and_reads_xcoms() {
 async fn log_of_a_mapped_instance_lives_under_its_map_index() {
     let env = seeded().await;
     let version = env.store.get_dag("chain").await.unwrap().unwrap().version;
-    let mut run = NewRun {
-        dag_id: "chain".into(),
-        run_id: "m1".into(),
-        run_type: RunType::Manual,
-        logical_date: Some(at(7200)),
-        data_interval_start: None,
-        data_interval_end: None,
-        run_after: at(7200),
-        conf: json!({}),
-        dag_version: version,
-        triggered_by: "test".into(),
-        queued_at: at(7200),
-        note: None,
-        triggering_user_name: None,
-        tasks: Vec::new(),
-    };
-    for m in 0..2 {
-        run.tasks.push(NewTaskInstance {
-            task_id: "b".into(),
-            map_index: m,
-            max_tries: 0,
-            pool: "default_pool".into(),
-            pool_slots: 1,
-            priority_weight: 1,
-            queue: "default".into(),
-            operator: "EmptyOperator".into(),
-        });
-    }
+    let run = chain_run("m1", 7200, version, &[("b", 0), ("b", 1)]);
     env.store.create_run(run).await.unwrap();
     let mut b1 = env
         .store
@@ -1318,37 +1299,8 @@ async fn mapped_run(env: &Env) {
         ("c", -1),
         ("d", -1),
     ];
-    env.store
-        .create_run(NewRun {
-            dag_id: "chain".into(),
-            run_id: "m1".into(),
-            run_type: RunType::Manual,
-            logical_date: Some(at(7200)),
-            data_interval_start: None,
-            data_interval_end: None,
-            run_after: at(7200),
-            conf: json!({}),
-            dag_version: version,
-            triggered_by: "test".into(),
-            queued_at: at(7200),
-            note: None,
-            triggering_user_name: None,
-            tasks: tis
-                .iter()
-                .map(|(t, m)| NewTaskInstance {
-                    task_id: t.to_string(),
-                    map_index: *m,
-                    max_tries: 0,
-                    pool: "default_pool".into(),
-                    pool_slots: 1,
-                    priority_weight: 1,
-                    queue: "default".into(),
-                    operator: "EmptyOperator".into(),
-                })
-                .collect(),
-        })
-        .await
-        .unwrap();
+    let run = chain_run("m1", 7200, version, &tis);
+    env.store.create_run(run).await.unwrap();
 }
 
 #[tokio::test]
