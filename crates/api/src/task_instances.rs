@@ -102,16 +102,20 @@ fn state_name(state: TaskState) -> Option<&'static str> {
 impl TaskInstanceResponse {
     /// From a row of [`updraft_store::Store::query_task_instances`].
     pub(crate) fn from_row(row: &TaskInstanceRow) -> Self {
-        let (ti, logical_date, run_after) = (&row.ti, row.logical_date, row.run_after);
-        let note = row.note.clone();
+        Self::build(&row.ti, row)
+    }
+
+    /// Instance `ti` (the row's own, or one of its earlier tries) with the run's dates, the
+    /// note and the DAG version from `row`.
+    fn build(ti: &TaskInstance, row: &TaskInstanceRow) -> Self {
         TaskInstanceResponse {
             id: ti.id.to_string(),
             task_id: ti.task_id.clone(),
             dag_id: ti.dag_id.clone(),
             dag_run_id: ti.run_id.clone(),
             map_index: ti.map_index,
-            logical_date,
-            run_after,
+            logical_date: row.logical_date,
+            run_after: row.run_after,
             start_date: ti.start_date,
             end_date: ti.end_date,
             duration: ti.duration,
@@ -132,7 +136,7 @@ impl TaskInstanceResponse {
             pid: ti.pid,
             executor: None,
             executor_config: "{}".into(),
-            note,
+            note: row.note.clone(),
             rendered_map_index: (ti.map_index >= 0).then(|| ti.map_index.to_string()),
             rendered_fields: serde_json::json!({}),
             trigger: None,
@@ -182,32 +186,34 @@ pub struct TaskInstanceHistoryResponse {
 impl TaskInstanceHistoryResponse {
     /// One try of the instance `row`; every try is shown with the run's DAG version.
     fn new(ti: &TaskInstance, row: &TaskInstanceRow) -> Self {
+        // Fields are derived once, as for a current instance; a try shows a subset of them.
+        let r = TaskInstanceResponse::build(ti, row);
         TaskInstanceHistoryResponse {
-            task_id: ti.task_id.clone(),
-            dag_id: ti.dag_id.clone(),
-            dag_run_id: ti.run_id.clone(),
-            map_index: ti.map_index,
-            start_date: ti.start_date,
-            end_date: ti.end_date,
-            duration: ti.duration,
-            state: state_name(ti.state),
-            try_number: ti.try_number,
-            max_tries: ti.max_tries,
-            task_display_name: ti.task_id.clone(),
-            dag_display_name: ti.dag_id.clone(),
-            hostname: ti.hostname.clone(),
-            unixname: None,
-            pool: ti.pool.clone(),
-            pool_slots: ti.pool_slots,
-            queue: Some(ti.queue.clone()),
-            priority_weight: Some(ti.priority_weight),
-            operator: Some(ti.operator.clone()),
-            queued_when: ti.queued_dttm,
-            scheduled_when: ti.scheduled_dttm,
-            pid: ti.pid,
-            executor: None,
-            executor_config: "{}".into(),
-            dag_version: Some(version_of(row)),
+            task_id: r.task_id,
+            dag_id: r.dag_id,
+            dag_run_id: r.dag_run_id,
+            map_index: r.map_index,
+            start_date: r.start_date,
+            end_date: r.end_date,
+            duration: r.duration,
+            state: r.state,
+            try_number: r.try_number,
+            max_tries: r.max_tries,
+            task_display_name: r.task_display_name,
+            dag_display_name: r.dag_display_name,
+            hostname: r.hostname,
+            unixname: r.unixname,
+            pool: r.pool,
+            pool_slots: r.pool_slots,
+            queue: r.queue,
+            priority_weight: r.priority_weight,
+            operator: r.operator,
+            queued_when: r.queued_when,
+            scheduled_when: r.scheduled_when,
+            pid: r.pid,
+            executor: r.executor,
+            executor_config: r.executor_config,
+            dag_version: r.dag_version,
         }
     }
 }
