@@ -22,6 +22,7 @@ use crate::auth::{Access, CurrentUser, Resource};
 use crate::dags::BUNDLE_NAME;
 use crate::error::{Error, Result};
 use crate::params::{self, Page, Pattern};
+use updraft_scheduler::runtime::LEASE_NAME;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -439,9 +440,6 @@ pub async fn list_dag_warnings(
     }))
 }
 
-/// How long the scheduler's lease lasts after each renewal (the scheduler's `LEASE_TTL`).
-const SCHEDULER_LEASE_TTL: chrono::Duration = chrono::Duration::seconds(30);
-
 /// Jobs: Updraft's scheduler keeps a lease instead of job rows, so this lists the scheduler
 /// that holds it, if any: alive while it renews the lease, `failed` once the lease ran out.
 #[utoipa::path(get, path = "/jobs", tag = "Job",
@@ -468,8 +466,8 @@ pub async fn get_jobs(
     let page = Page::parse(&query)?;
     let is_alive = params::boolean(&query, "is_alive")?;
     let mut jobs = Vec::new();
-    let holder = state.store.lease_holder("scheduler").await?;
-    let expires = state.store.lease_expires_at("scheduler").await?;
+    let holder = state.store.lease_holder(LEASE_NAME).await?;
+    let expires = state.store.lease_expires_at(LEASE_NAME).await?;
     if let (Some(holder), Some(expires)) = (holder, expires) {
         let alive = expires > Utc::now();
         // The holder is `hostname:pid:uuid`.
@@ -481,7 +479,7 @@ pub async fn get_jobs(
             job_type: "SchedulerJob",
             start_date: None,
             end_date: None,
-            latest_heartbeat: expires - SCHEDULER_LEASE_TTL,
+            latest_heartbeat: crate::monitor::last_renewal(expires),
             executor_class: "LocalExecutor",
             hostname,
             unixname: None,

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use updraft_scheduler::runtime::{LEASE_NAME, LEASE_TTL};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,7 +49,7 @@ struct Status {
 #[derive(Serialize, ToSchema)]
 struct SchedulerHealth {
     status: &'static str,
-    latest_scheduler_heartbeat: Option<String>,
+    latest_scheduler_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Updraft has no separate triggerer; Airflow reports `null` for components it does not run.
@@ -65,25 +66,34 @@ struct DagProcessorHealth {
     latest_dag_processor_heartbeat: Option<String>,
 }
 
+/// When the scheduler last renewed a lease that expires at `expires` (its heartbeat).
+pub(crate) fn last_renewal(
+    expires: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    expires - chrono::Duration::from_std(LEASE_TTL).unwrap_or_default()
+}
+
 /// Always 200: an unreachable database is reported as unhealthy, not as a server error.
 #[utoipa::path(get, path = "/monitor/health", tag = "Monitor", security(()),
     responses((status = 200, body = Health)))]
 pub async fn get_health(State(state): State<AppState>) -> Json<Health> {
     // A running scheduler renews the `scheduler` lease every few seconds and releases it on
     // shutdown; an expiry in the past means it stopped renewing (crashed or hung).
-    let (db, scheduler) = match state.store.lease_expires_at("scheduler").await {
-        Ok(Some(expires)) if expires > chrono::Utc::now() => ("healthy", "healthy"),
-        Ok(_) => ("healthy", "unhealthy"),
+    let (db, scheduler, heartbeat) = match state.store.lease_expires_at(LEASE_NAME).await {
+        Ok(Some(expires)) if expires > chrono::Utc::now() => {
+            ("healthy", "healthy", Some(last_renewal(expires)))
+        }
+        Ok(expires) => ("healthy", "unhealthy", expires.map(last_renewal)),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            ("unhealthy", "unhealthy")
+            ("unhealthy", "unhealthy", None)
         }
     };
     Json(Health {
         metadatabase: Status { status: db },
         scheduler: SchedulerHealth {
             status: scheduler,
-            latest_scheduler_heartbeat: None,
+            latest_scheduler_heartbeat: heartbeat,
         },
         triggerer: TriggererHealth {
             status: None,

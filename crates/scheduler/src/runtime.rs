@@ -30,8 +30,11 @@ use updraft_executor::{Event, ExecutorOptions, Handle, LocalExecutor, Outcome};
 use updraft_store::{Batch, DagRecord, DagRun, DynStore, InboxKind, PastState, TaskInstance, XCom};
 use uuid::Uuid;
 
-const LEASE_NAME: &str = "scheduler";
-const LEASE_TTL: Duration = Duration::from_secs(30);
+/// The lease the active scheduler holds; its expiry tells others (and the API's health check)
+/// whether that scheduler is alive.
+pub const LEASE_NAME: &str = "scheduler";
+/// How long the lease lasts after each renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
 const LEASE_RENEW: Duration = Duration::from_secs(10);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 

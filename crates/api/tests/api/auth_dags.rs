@@ -441,6 +441,20 @@ async fn health_and_version_are_public_and_shaped_like_airflow() {
     );
     let (_, health) = call(&env.state, "GET", "/api/v2/monitor/health", None, None).await;
     assert_eq!(health["scheduler"]["status"], "healthy");
+    let beat = |health: &Value| {
+        chrono::DateTime::parse_from_rfc3339(
+            health["scheduler"]["latest_scheduler_heartbeat"]
+                .as_str()
+                .expect("heartbeat"),
+        )
+        .unwrap()
+        .with_timezone(&Utc)
+    };
+    // The heartbeat is the lease's last renewal: just now.
+    assert!(
+        (Utc::now() - beat(&health)).num_seconds().abs() < 5,
+        "{health}"
+    );
     // A lease nobody renewed: the scheduler died without releasing it.
     env.store
         .release_lease("scheduler", "host:1")
@@ -455,6 +469,11 @@ async fn health_and_version_are_public_and_shaped_like_airflow() {
     );
     let (_, health) = call(&env.state, "GET", "/api/v2/monitor/health", None, None).await;
     assert_eq!(health["scheduler"]["status"], "unhealthy");
+    // ... and its last heartbeat is when it last renewed.
+    assert!(
+        (beat(&health) - long_ago).num_seconds().abs() < 2,
+        "{health}"
+    );
 
     let (status, version) = call(&env.state, "GET", "/api/v2/version", None, None).await;
     assert_eq!(status, StatusCode::OK);
