@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::{Access, CurrentUser, Resource};
 use crate::error::{Error, Result};
-use crate::task_instances::{find_run, find_ti, map_index_param, path_map_index};
+use crate::task_instances::{TiPath, find_run, find_ti};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -156,13 +156,14 @@ async fn dependencies(
 pub async fn get_task_instance_dependencies(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<TaskDependencyCollectionResponse>> {
     user.require(Resource::Dag, Access::Read)?;
-    let map_index = map_index_param(&q)?.unwrap_or(-1);
+    let map_index = ti.map_index(&q)?.unwrap_or(-1);
+    let (dag_id, run_id, task_id) = (&ti.dag_id, &ti.dag_run_id, &ti.task_id);
     Ok(Json(
-        dependencies(&state, &dag_id, &run_id, &task_id, map_index).await?,
+        dependencies(&state, dag_id, run_id, task_id, map_index).await?,
     ))
 }
 
@@ -180,11 +181,8 @@ pub async fn get_task_instance_dependencies(
 pub async fn get_task_instance_dependencies_by_map_index(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Path(ti): Path<TiPath>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<TaskDependencyCollectionResponse>> {
-    user.require(Resource::Dag, Access::Read)?;
-    let map_index = path_map_index(&map_index)?;
-    Ok(Json(
-        dependencies(&state, &dag_id, &run_id, &task_id, map_index).await?,
-    ))
+    get_task_instance_dependencies(State(state), user, Path(ti), Query(q)).await
 }

@@ -734,10 +734,11 @@ pub(crate) fn map_index_param(query: &Pairs) -> Result<Option<i32>> {
 pub async fn get_task_instance(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Path(ti): Path<TiPath>,
 ) -> Result<Json<TaskInstanceResponse>> {
     user.require(Resource::Dag, Access::Read)?;
-    one_response(&state, &dag_id, &run_id, &task_id, -1).await
+    let map_index = ti.path_map_index()?.unwrap_or(-1);
+    one_response(&state, &ti.dag_id, &ti.dag_run_id, &ti.task_id, map_index).await
 }
 
 /// Get one mapped task instance.
@@ -753,11 +754,35 @@ pub async fn get_task_instance(
 pub async fn get_mapped_task_instance(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Path(ti): Path<TiPath>,
 ) -> Result<Json<TaskInstanceResponse>> {
-    user.require(Resource::Dag, Access::Read)?;
-    let map_index = path_map_index(&map_index)?;
-    one_response(&state, &dag_id, &run_id, &task_id, map_index).await
+    get_task_instance(State(state), user, Path(ti)).await
+}
+
+/// The path of a route under `/taskInstances/{task_id}`, with or without `/{map_index}` (and,
+/// for one try, `/tries/{task_try_number}`), so a mapped route can share its unmapped twin.
+#[derive(Deserialize)]
+pub(crate) struct TiPath {
+    pub(crate) dag_id: String,
+    pub(crate) dag_run_id: String,
+    pub(crate) task_id: String,
+    map_index: Option<String>,
+    task_try_number: Option<String>,
+}
+
+impl TiPath {
+    /// The map index the path names, if it names one.
+    pub(crate) fn path_map_index(&self) -> Result<Option<i32>> {
+        self.map_index.as_deref().map(path_map_index).transpose()
+    }
+
+    /// The path's map index, else the `map_index` query parameter.
+    pub(crate) fn map_index(&self, query: &Pairs) -> Result<Option<i32>> {
+        match self.path_map_index()? {
+            Some(i) => Ok(Some(i)),
+            None => map_index_param(query),
+        }
+    }
 }
 
 pub(crate) fn path_map_index(text: &str) -> Result<i32> {
@@ -1100,13 +1125,14 @@ async fn patch(
 pub async fn patch_task_instance(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
     Body(body): Body<PatchTaskInstanceBody>,
 ) -> Result<Json<TaskInstanceCollectionResponse>> {
-    let map_index = map_index_param(&q)?;
+    let map_index = ti.map_index(&q)?;
+    let (dag_id, run_id, task_id) = (&ti.dag_id, &ti.dag_run_id, &ti.task_id);
     let out = patch(
-        &state, &user, &dag_id, &run_id, &task_id, map_index, &q, body, false,
+        &state, &user, dag_id, run_id, task_id, map_index, &q, body, false,
     )
     .await?;
     Ok(Json(out))
@@ -1129,24 +1155,11 @@ pub async fn patch_task_instance(
 pub async fn patch_mapped_task_instance(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
     Body(body): Body<PatchTaskInstanceBody>,
 ) -> Result<Json<TaskInstanceCollectionResponse>> {
-    let map_index = path_map_index(&map_index)?;
-    let out = patch(
-        &state,
-        &user,
-        &dag_id,
-        &run_id,
-        &task_id,
-        Some(map_index),
-        &q,
-        body,
-        false,
-    )
-    .await?;
-    Ok(Json(out))
+    patch_task_instance(State(state), user, Path(ti), Query(q), Body(body)).await
 }
 
 /// What a patch would change, without changing anything.
@@ -1165,13 +1178,14 @@ pub async fn patch_mapped_task_instance(
 pub async fn patch_task_instance_dry_run(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
     Body(body): Body<PatchTaskInstanceBody>,
 ) -> Result<Json<TaskInstanceCollectionResponse>> {
-    let map_index = map_index_param(&q)?;
+    let map_index = ti.map_index(&q)?;
+    let (dag_id, run_id, task_id) = (&ti.dag_id, &ti.dag_run_id, &ti.task_id);
     let out = patch(
-        &state, &user, &dag_id, &run_id, &task_id, map_index, &q, body, true,
+        &state, &user, dag_id, run_id, task_id, map_index, &q, body, true,
     )
     .await?;
     Ok(Json(out))
@@ -1193,24 +1207,11 @@ pub async fn patch_task_instance_dry_run(
 pub async fn patch_mapped_task_instance_dry_run(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
     Body(body): Body<PatchTaskInstanceBody>,
 ) -> Result<Json<TaskInstanceCollectionResponse>> {
-    let map_index = path_map_index(&map_index)?;
-    let out = patch(
-        &state,
-        &user,
-        &dag_id,
-        &run_id,
-        &task_id,
-        Some(map_index),
-        &q,
-        body,
-        true,
-    )
-    .await?;
-    Ok(Json(out))
+    patch_task_instance_dry_run(State(state), user, Path(ti), Query(q), Body(body)).await
 }
 
 /// Airflow's `BulkTaskInstanceBody`: one instance to update in a bulk request.
@@ -1691,13 +1692,14 @@ async fn try_response(
 pub async fn get_task_instance_tries(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<TaskInstanceHistoryCollectionResponse>> {
     user.require(Resource::Dag, Access::Read)?;
-    let map_index = map_index_param(&q)?.unwrap_or(-1);
+    let map_index = ti.map_index(&q)?.unwrap_or(-1);
+    let (dag_id, run_id, task_id) = (&ti.dag_id, &ti.dag_run_id, &ti.task_id);
     Ok(Json(
-        tries_response(&state, &dag_id, &run_id, &task_id, map_index).await?,
+        tries_response(&state, dag_id, run_id, task_id, map_index).await?,
     ))
 }
 
@@ -1715,13 +1717,10 @@ pub async fn get_task_instance_tries(
 pub async fn get_mapped_task_instance_tries(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Path(ti): Path<TiPath>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<TaskInstanceHistoryCollectionResponse>> {
-    user.require(Resource::Dag, Access::Read)?;
-    let map_index = path_map_index(&map_index)?;
-    Ok(Json(
-        tries_response(&state, &dag_id, &run_id, &task_id, map_index).await?,
-    ))
+    get_task_instance_tries(State(state), user, Path(ti), Query(q)).await
 }
 
 /// One try of a task instance.
@@ -1738,13 +1737,15 @@ pub async fn get_mapped_task_instance_tries(
 pub async fn get_task_instance_try_details(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, String)>,
+    Path(ti): Path<TiPath>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<TaskInstanceHistoryResponse>> {
     user.require(Resource::Dag, Access::Read)?;
-    let map_index = map_index_param(&q)?.unwrap_or(-1);
+    let map_index = ti.map_index(&q)?.unwrap_or(-1);
+    let (dag_id, run_id, task_id) = (&ti.dag_id, &ti.dag_run_id, &ti.task_id);
+    let try_number = ti.task_try_number.as_deref().unwrap_or_default();
     Ok(Json(
-        try_response(&state, &dag_id, &run_id, &task_id, map_index, &try_number).await?,
+        try_response(&state, dag_id, run_id, task_id, map_index, try_number).await?,
     ))
 }
 
@@ -1762,17 +1763,8 @@ pub async fn get_task_instance_try_details(
 pub async fn get_mapped_task_instance_try_details(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((dag_id, run_id, task_id, map_index, try_number)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
+    Path(ti): Path<TiPath>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<TaskInstanceHistoryResponse>> {
-    user.require(Resource::Dag, Access::Read)?;
-    let map_index = path_map_index(&map_index)?;
-    Ok(Json(
-        try_response(&state, &dag_id, &run_id, &task_id, map_index, &try_number).await?,
-    ))
+    get_task_instance_try_details(State(state), user, Path(ti), Query(q)).await
 }

@@ -1288,6 +1288,55 @@ async fn log_of_a_mapped_instance_lives_under_its_map_index() {
     }
 }
 
+/// A mapped route answers for the map index in its path (a `map_index` query parameter does
+/// not override it) and refuses a path index that is not a number.
+#[tokio::test]
+async fn mapped_routes_take_the_index_from_the_path() {
+    let env = seeded().await;
+    mapped_run(&env).await;
+    let b = "/api/v2/dags/chain/dagRuns/m1/taskInstances/b";
+    assert_eq!(
+        get(&env, &format!("{b}/2?map_index=0")).await["map_index"],
+        2
+    );
+    let tries = get(&env, &format!("{b}/2/tries?map_index=0")).await;
+    assert!(
+        tries["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["map_index"] == 2),
+        "{tries}"
+    );
+    let (status, body) = as_user(
+        &env,
+        "user",
+        "PATCH",
+        &format!("{b}/2/dry_run?map_index=0"),
+        Some(json!({"new_state": "success"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(tasks(&body), ["m1/b"]);
+    assert_eq!(body["task_instances"][0]["map_index"], 2);
+    let (status, _) = as_user(&env, "viewer", "GET", &format!("{b}/0/dependencies"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    for uri in [
+        format!("{b}/x"),
+        format!("{b}/x/tries"),
+        format!("{b}/x/tries/1"),
+        format!("{b}/x/dependencies"),
+    ] {
+        let (status, body) = as_user(&env, "viewer", "GET", &uri, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["path", "map_index"]),
+            "{uri}"
+        );
+    }
+}
+
 /// Run m1 of `chain` where b is mapped over three indexes.
 async fn mapped_run(env: &Env) {
     let version = env.store.get_dag("chain").await.unwrap().unwrap().version;
