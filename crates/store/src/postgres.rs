@@ -3136,14 +3136,16 @@ mod tests {
             assert_eq!(direct.get_variable("k").await.unwrap().unwrap().value, "v");
         }
         assert_eq!(direct.list_variables().await.unwrap().len(), 1);
-        // get_variable and list_variables: one statement each per connection that ran them,
-        // however often they ran
-        let mut kept = named_statements(&direct, "%FROM variable%").await;
-        let connections = kept.len();
-        kept.sort();
-        kept.dedup();
-        assert_eq!(kept.len(), 2, "{kept:?}");
-        assert!(connections <= 2 * direct.pool.size() as usize);
+        // get_variable and list_variables: at most one statement each per connection that ran
+        // them, however often they ran. (Which pooled connections ran which query, and so
+        // whether both are still found on the connections checked, depends on scheduling.)
+        let kept = named_statements(&direct, "%FROM variable%").await;
+        assert!(!kept.is_empty(), "a direct store keeps prepared statements");
+        let mut distinct = kept.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() <= 2, "{distinct:?}");
+        assert!(kept.len() <= 2 * direct.pool.size() as usize, "{kept:?}");
 
         let off = PgStore::connect(&with_param(&url, "updraft_listen=off"))
             .await
