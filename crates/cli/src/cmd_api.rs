@@ -90,8 +90,7 @@ pub async fn ensure_standalone_admin(cfg: &Config, store: &DynStore) -> Result<(
         let _ = std::fs::remove_file(&pending);
         return Err(e).context("cannot create the admin user");
     }
-    std::fs::rename(&pending, &path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&pending, &path).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!(
         "updraft: created user `admin` (role admin) with password: {password}\n  \
          (saved to {}, readable only by you)",
