@@ -571,7 +571,7 @@ pub static OPTIONS: &[OptionDef] = &[
         section: "database",
         key: "url",
         kind: Kind::String,
-        description: "Metadata database: `sqlite://PATH` (a relative path is relative to the home) or `postgres://USER:PASSWORD@HOST:PORT/DB`.",
+        description: "Metadata database: `sqlite://PATH` (a relative path is relative to the home) or `postgres://USER:PASSWORD@HOST:PORT/DB`. Through PgBouncer in transaction mode nothing else is needed: Updraft asks the server which port it listens on, and when that is not the url's port it assumes a pooler in between (no LISTEN, no prepared statements, every read in a transaction). Add `?updraft_listen=off` for a pooler on the same port as the server, `?updraft_listen=on` to force direct mode.",
         set: |c, v| {
             let url = v.string()?;
             c.database.url = resolve_database_url(&url, v.base)?;
