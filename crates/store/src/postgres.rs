@@ -267,7 +267,15 @@ impl PgStore {
             Listen::Auto => reached_directly(&opts).await?,
         };
         let opts = if direct {
+            // A kept statement is planned once (a generic plan) instead of at every run: the
+            // store's statements are short key and range lookups whose best plan does not
+            // depend on the values bound, and planning had been costing more than running.
+            // Plans stay custom (made for the values bound at each run): a generic plan chosen
+            // while a table was small (a sequential scan of `task_instance` for
+            // `run_pk = ANY($1)`) would be kept by the connection as the table grows; keeping
+            // the statement still saves its parse and a round trip.
             opts.statement_cache_capacity(STATEMENT_CACHE)
+                .options([("plan_cache_mode", "force_custom_plan")])
         } else {
             opts
         };
