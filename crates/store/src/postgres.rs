@@ -1538,52 +1538,8 @@ impl Store for PgStore {
         run_id: &str,
         task_ids: &[String],
     ) -> Result<Vec<TaskInstance>> {
-        let at = now();
-        let mut tx = self.begin().await?;
-        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
-            .await?
-            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
-        let sql = format!(
-            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
-             AND (cardinality($2::text[]) = 0 OR task_id = ANY($2)) \
-             ORDER BY task_id, map_index FOR UPDATE",
-            common::TI_COLS
-        );
-        let rows = self
-            .q(&sql)
-            .bind(run.id)
-            .bind(task_ids)
-            .fetch_all(&mut *tx)
+        self.clear_where(dag_id, run_id, ClearSelection::Tasks(task_ids))
             .await
-            .map_err(db_err)?;
-        let mut archive = Vec::new();
-        let mut cleared = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let ti = common::task_instance(row)?;
-            let retries = common::u32_of(row.i32("retries")?, "retries")?;
-            if common::clear_archives(&ti) {
-                archive.push(ti.clone());
-            }
-            cleared.push(common::cleared(&ti, retries));
-        }
-        insert_history(self.st, &mut tx, &archive).await?;
-        let stale = update_tis(self.st, &mut tx, &cleared).await?;
-        if !stale.is_empty() {
-            return Err(common::stale_runs(stale));
-        }
-        let new_run = common::run_marked(&run, RunState::Queued, at);
-        update_runs(self.st, &mut tx, std::slice::from_ref(&new_run)).await?;
-        post(
-            self.st,
-            &mut tx,
-            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
-        )
-        .await?;
-        self.commit(tx, true).await?;
-        for t in &mut cleared {
-            t.version += 1;
-        }
-        Ok(cleared)
     }
 
     async fn heartbeat(&self, ti_ids: &[Uuid], at: DateTime<Utc>) -> Result<()> {
@@ -2716,51 +2672,8 @@ impl Store for PgStore {
         if ti_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let at = now();
-        let mut tx = self.begin().await?;
-        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
-            .await?
-            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
-        let sql = format!(
-            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
-             AND id = ANY($2::uuid[]) ORDER BY task_id, map_index FOR UPDATE",
-            common::TI_COLS
-        );
-        let rows = self
-            .q(&sql)
-            .bind(run.id)
-            .bind(ti_ids)
-            .fetch_all(&mut *tx)
+        self.clear_where(dag_id, run_id, ClearSelection::Instances(ti_ids))
             .await
-            .map_err(db_err)?;
-        let mut archive = Vec::new();
-        let mut cleared = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let ti = common::task_instance(row)?;
-            let retries = common::u32_of(row.i32("retries")?, "retries")?;
-            if common::clear_archives(&ti) {
-                archive.push(ti.clone());
-            }
-            cleared.push(common::cleared(&ti, retries));
-        }
-        insert_history(self.st, &mut tx, &archive).await?;
-        let stale = update_tis(self.st, &mut tx, &cleared).await?;
-        if !stale.is_empty() {
-            return Err(common::stale_runs(stale));
-        }
-        let new_run = common::run_marked(&run, RunState::Queued, at);
-        update_runs(self.st, &mut tx, std::slice::from_ref(&new_run)).await?;
-        post(
-            self.st,
-            &mut tx,
-            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
-        )
-        .await?;
-        self.commit(tx, true).await?;
-        for t in &mut cleared {
-            t.version += 1;
-        }
-        Ok(cleared)
     }
 
     async fn create_xcom(&self, xcom: &XCom) -> Result<()> {
@@ -2945,6 +2858,73 @@ impl Store for PgStore {
 }
 
 /// `NotFound` when an update of one user touched no row.
+/// Which instances of a run a clear takes.
+enum ClearSelection<'a> {
+    /// These tasks (every task when empty).
+    Tasks(&'a [String]),
+    Instances(&'a [Uuid]),
+}
+
+impl PgStore {
+    /// The clear of `clear_tasks` and `clear_task_instances`: the selected instances of one run,
+    /// locked, archived when finished, reset, and the run queued again.
+    async fn clear_where(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        selection: ClearSelection<'_>,
+    ) -> Result<Vec<TaskInstance>> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let run = run_by_key(self.st, &mut tx, dag_id, run_id, true)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        let cond = match selection {
+            ClearSelection::Tasks(_) => "(cardinality($2::text[]) = 0 OR task_id = ANY($2))",
+            ClearSelection::Instances(_) => "id = ANY($2::uuid[])",
+        };
+        let sql = format!(
+            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 AND {cond} \
+             ORDER BY task_id, map_index FOR UPDATE",
+            common::TI_COLS
+        );
+        let query = self.q(&sql).bind(run.id);
+        let query = match selection {
+            ClearSelection::Tasks(task_ids) => query.bind(task_ids),
+            ClearSelection::Instances(ti_ids) => query.bind(ti_ids),
+        };
+        let rows = query.fetch_all(&mut *tx).await.map_err(db_err)?;
+        let mut archive = Vec::new();
+        let mut cleared = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ti = common::task_instance(row)?;
+            let retries = common::u32_of(row.i32("retries")?, "retries")?;
+            if common::clear_archives(&ti) {
+                archive.push(ti.clone());
+            }
+            cleared.push(common::cleared(&ti, retries));
+        }
+        insert_history(self.st, &mut tx, &archive).await?;
+        let stale = update_tis(self.st, &mut tx, &cleared).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        let new_run = common::run_marked(&run, RunState::Queued, at);
+        update_runs(self.st, &mut tx, std::slice::from_ref(&new_run)).await?;
+        post(
+            self.st,
+            &mut tx,
+            &item(InboxKind::RunChanged, dag_id, Some(run.id)),
+        )
+        .await?;
+        self.commit(tx, true).await?;
+        for t in &mut cleared {
+            t.version += 1;
+        }
+        Ok(cleared)
+    }
+}
+
 fn user_updated(rows: u64, username: &str) -> Result<()> {
     if rows == 0 {
         return Err(common::user_not_found(username));

@@ -1114,46 +1114,13 @@ impl Store for SqliteStore {
         run_id: &str,
         task_ids: &[String],
     ) -> Result<Vec<TaskInstance>> {
-        let at = now();
-        let mut tx = self.begin().await?;
-        let run = run_by_key(&mut tx, dag_id, run_id)
-            .await?
-            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
-        let sql = format!(
-            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
-             AND ($2 = '[]' OR task_id IN (SELECT value FROM json_each($2))) \
-             ORDER BY task_id, map_index",
-            common::TI_COLS
-        );
-        let rows = sqlx::query(&sql)
-            .bind(run.id)
-            .bind(json_list(task_ids))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let mut archive = Vec::new();
-        let mut cleared = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let ti = common::task_instance(row)?;
-            let retries = common::u32_of(row.i32("retries")?, "retries")?;
-            if common::clear_archives(&ti) {
-                archive.push(ti.clone());
-            }
-            cleared.push(common::cleared(&ti, retries));
-        }
-        insert_history(&mut tx, &archive).await?;
-        let stale = update_tis(&mut tx, &cleared).await?;
-        if !stale.is_empty() {
-            return Err(common::stale_runs(stale));
-        }
-        let new_run = common::run_marked(&run, RunState::Queued, at);
-        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
-        self.commit(tx, true).await?;
-        for t in &mut cleared {
-            t.version += 1;
-        }
-        Ok(cleared)
+        self.clear_where(
+            dag_id,
+            run_id,
+            "($2 = '[]' OR task_id IN (SELECT value FROM json_each($2)))",
+            json_list(task_ids),
+        )
+        .await
     }
 
     async fn heartbeat(&self, ti_ids: &[Uuid], at: DateTime<Utc>) -> Result<()> {
@@ -2223,45 +2190,13 @@ impl Store for SqliteStore {
         if ti_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let at = now();
-        let mut tx = self.begin().await?;
-        let run = run_by_key(&mut tx, dag_id, run_id)
-            .await?
-            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
-        let sql = format!(
-            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 \
-             AND id IN (SELECT value FROM json_each($2)) ORDER BY task_id, map_index",
-            common::TI_COLS
-        );
-        let rows = sqlx::query(&sql)
-            .bind(run.id)
-            .bind(json_list(ti_ids))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let mut archive = Vec::new();
-        let mut cleared = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let ti = common::task_instance(row)?;
-            let retries = common::u32_of(row.i32("retries")?, "retries")?;
-            if common::clear_archives(&ti) {
-                archive.push(ti.clone());
-            }
-            cleared.push(common::cleared(&ti, retries));
-        }
-        insert_history(&mut tx, &archive).await?;
-        let stale = update_tis(&mut tx, &cleared).await?;
-        if !stale.is_empty() {
-            return Err(common::stale_runs(stale));
-        }
-        let new_run = common::run_marked(&run, RunState::Queued, at);
-        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
-        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
-        self.commit(tx, true).await?;
-        for t in &mut cleared {
-            t.version += 1;
-        }
-        Ok(cleared)
+        self.clear_where(
+            dag_id,
+            run_id,
+            "id IN (SELECT value FROM json_each($2))",
+            json_list(ti_ids),
+        )
+        .await
     }
 
     async fn create_xcom(&self, xcom: &XCom) -> Result<()> {
@@ -2429,6 +2364,56 @@ async fn exec_raw(conn: &mut SqliteConnection, sql: &str) -> Result<(), sqlx::Er
 }
 
 impl SqliteStore {
+    /// Clears the instances of one run that `cond` selects (`$1` is the run's row id, `$2`
+    /// the JSON list `arg`): the clear of `clear_tasks` and `clear_task_instances`.
+    async fn clear_where(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        cond: &str,
+        arg: String,
+    ) -> Result<Vec<TaskInstance>> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        let run = run_by_key(&mut tx, dag_id, run_id)
+            .await?
+            .ok_or_else(|| common::run_not_found(dag_id, run_id))?;
+        let sql = format!(
+            "SELECT {}, retries FROM task_instance WHERE run_pk = $1 AND {cond} \
+             ORDER BY task_id, map_index",
+            common::TI_COLS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(run.id)
+            .bind(arg)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut archive = Vec::new();
+        let mut cleared = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ti = common::task_instance(row)?;
+            let retries = common::u32_of(row.i32("retries")?, "retries")?;
+            if common::clear_archives(&ti) {
+                archive.push(ti.clone());
+            }
+            cleared.push(common::cleared(&ti, retries));
+        }
+        insert_history(&mut tx, &archive).await?;
+        let stale = update_tis(&mut tx, &cleared).await?;
+        if !stale.is_empty() {
+            return Err(common::stale_runs(stale));
+        }
+        let new_run = common::run_marked(&run, RunState::Queued, at);
+        update_runs(&mut tx, std::slice::from_ref(&new_run)).await?;
+        post(&mut tx, &item(InboxKind::RunChanged, dag_id, Some(run.id))).await?;
+        self.commit(tx, true).await?;
+        for t in &mut cleared {
+            t.version += 1;
+        }
+        Ok(cleared)
+    }
+
     /// Runs `sql` (`$1` the username, `$2` the new value) on one user; `NotFound` when there
     /// is no such user.
     async fn update_user(&self, sql: &str, username: &str, value: String) -> Result<()> {
