@@ -32,9 +32,29 @@ impl Dialect {
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
+    Float(f64),
     Bool(bool),
     Ts(DateTime<Utc>),
 }
+
+/// Binds `args` (`&[Arg]`) in order to any sqlx query builder (`Query`, `QueryScalar`);
+/// `$ts` turns a timestamp into what the dialect stores.
+macro_rules! bind_args {
+    ($query:expr, $args:expr, $ts:expr) => {{
+        let mut q = $query;
+        for a in $args.iter() {
+            q = match a {
+                $crate::listing::Arg::Text(v) => q.bind(v.clone()),
+                $crate::listing::Arg::Int(v) => q.bind(*v),
+                $crate::listing::Arg::Float(v) => q.bind(*v),
+                $crate::listing::Arg::Bool(v) => q.bind(*v),
+                $crate::listing::Arg::Ts(v) => q.bind($ts(*v)),
+            };
+        }
+        q
+    }};
+}
+pub(crate) use bind_args;
 
 pub(crate) struct Builder {
     dialect: Dialect,
@@ -313,28 +333,12 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds `args` in order; timestamps as the SQLite schema's text.
-pub(crate) fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, args: &[Arg]) -> SqliteQuery<'q> {
-    for a in args {
-        q = match a {
-            Arg::Text(v) => q.bind(v.clone()),
-            Arg::Int(v) => q.bind(*v),
-            Arg::Bool(v) => q.bind(*v),
-            Arg::Ts(v) => q.bind(crate::common::ts_text(*v)),
-        };
-    }
-    q
+pub(crate) fn bind_sqlite<'q>(q: SqliteQuery<'q>, args: &[Arg]) -> SqliteQuery<'q> {
+    bind_args!(q, args, crate::common::ts_text)
 }
 
-pub(crate) fn bind_pg<'q>(mut q: PgQuery<'q>, args: &[Arg]) -> PgQuery<'q> {
-    for a in args {
-        q = match a {
-            Arg::Text(v) => q.bind(v.clone()),
-            Arg::Int(v) => q.bind(*v),
-            Arg::Bool(v) => q.bind(*v),
-            Arg::Ts(v) => q.bind(*v),
-        };
-    }
-    q
+pub(crate) fn bind_pg<'q>(q: PgQuery<'q>, args: &[Arg]) -> PgQuery<'q> {
+    bind_args!(q, args, std::convert::identity)
 }
 
 /// A DAG page row: the DAG record plus the listing's extra columns.

@@ -2438,15 +2438,7 @@ impl Store for PgStore {
         );
         read!(self, tx, {
             let offset = query.offset.unwrap_or(0);
-            let mut select = self.q(&sql);
-            for a in &args {
-                select = match a {
-                    ti_query::Arg::Text(v) => select.bind(v.clone()),
-                    ti_query::Arg::Int(v) => select.bind(*v),
-                    ti_query::Arg::Float(v) => select.bind(*v),
-                    ti_query::Arg::Ts(v) => select.bind(*v),
-                };
-            }
+            let select = listing::bind_args!(self.q(&sql), args, std::convert::identity);
             let mut rows = select
                 .bind(common::probe_limit(query.limit))
                 .bind(offset)
@@ -2456,15 +2448,11 @@ impl Store for PgStore {
             let total = match common::page_total(&mut rows, query.limit, offset) {
                 Some(total) => total,
                 None => {
-                    let mut count = self.qs::<i64>(&count_sql);
-                    for a in &args {
-                        count = match a {
-                            ti_query::Arg::Text(v) => count.bind(v.clone()),
-                            ti_query::Arg::Int(v) => count.bind(*v),
-                            ti_query::Arg::Float(v) => count.bind(*v),
-                            ti_query::Arg::Ts(v) => count.bind(*v),
-                        };
-                    }
+                    let count = listing::bind_args!(
+                        self.qs::<i64>(&count_sql),
+                        args,
+                        std::convert::identity
+                    );
                     count.fetch_one(&mut *tx).await.map_err(db_err)?
                 }
             };
@@ -2521,15 +2509,7 @@ impl Store for PgStore {
         );
         read!(self, tx, {
             let offset = filter.offset.unwrap_or(0);
-            let mut query = self.q(&sql);
-            for a in &args {
-                query = match a {
-                    ti_query::Arg::Text(v) => query.bind(v.clone()),
-                    ti_query::Arg::Int(v) => query.bind(*v),
-                    ti_query::Arg::Float(v) => query.bind(*v),
-                    ti_query::Arg::Ts(v) => query.bind(*v),
-                };
-            }
+            let query = listing::bind_args!(self.q(&sql), args, std::convert::identity);
             let mut rows = query
                 .bind(common::probe_limit(filter.limit))
                 .bind(offset)
@@ -2539,15 +2519,11 @@ impl Store for PgStore {
             let total = match common::page_total(&mut rows, filter.limit, offset) {
                 Some(total) => total,
                 None => {
-                    let mut count = self.qs::<i64>(&count_sql);
-                    for a in &args {
-                        count = match a {
-                            ti_query::Arg::Text(v) => count.bind(v.clone()),
-                            ti_query::Arg::Int(v) => count.bind(*v),
-                            ti_query::Arg::Float(v) => count.bind(*v),
-                            ti_query::Arg::Ts(v) => count.bind(*v),
-                        };
-                    }
+                    let count = listing::bind_args!(
+                        self.qs::<i64>(&count_sql),
+                        args,
+                        std::convert::identity
+                    );
                     count.fetch_one(&mut *tx).await.map_err(db_err)?
                 }
             };
@@ -2624,25 +2600,10 @@ impl Store for PgStore {
             n + 2
         );
         read!(self, tx, {
-            let mut count = self.qs::<i64>(&count_sql);
-            for a in &args {
-                count = match a {
-                    ti_query::Arg::Text(v) => count.bind(v.clone()),
-                    ti_query::Arg::Int(v) => count.bind(*v),
-                    ti_query::Arg::Float(v) => count.bind(*v),
-                    ti_query::Arg::Ts(v) => count.bind(*v),
-                };
-            }
+            let count =
+                listing::bind_args!(self.qs::<i64>(&count_sql), args, std::convert::identity);
             let total = count.fetch_one(&mut *tx).await.map_err(db_err)?;
-            let mut query = self.q(&sql);
-            for a in &args {
-                query = match a {
-                    ti_query::Arg::Text(v) => query.bind(v.clone()),
-                    ti_query::Arg::Int(v) => query.bind(*v),
-                    ti_query::Arg::Float(v) => query.bind(*v),
-                    ti_query::Arg::Ts(v) => query.bind(*v),
-                };
-            }
+            let query = listing::bind_args!(self.q(&sql), args, std::convert::identity);
             let rows = query
                 .bind(filter.limit)
                 .bind(filter.offset.unwrap_or(0))

@@ -1965,15 +1965,7 @@ impl Store for SqliteStore {
         let offset = query.offset.unwrap_or(0);
         // One read transaction, so the count and the page see the same rows.
         let mut tx = self.read.begin().await.map_err(db_err)?;
-        let mut select = sqlx::query(&sql);
-        for a in &args {
-            select = match a {
-                ti_query::Arg::Text(v) => select.bind(v.clone()),
-                ti_query::Arg::Int(v) => select.bind(*v),
-                ti_query::Arg::Float(v) => select.bind(*v),
-                ti_query::Arg::Ts(v) => select.bind(ts_text(*v)),
-            };
-        }
+        let select = listing::bind_args!(sqlx::query(&sql), args, ts_text);
         let mut rows = select
             .bind(common::probe_limit(query.limit).unwrap_or(-1))
             .bind(offset)
@@ -1983,15 +1975,8 @@ impl Store for SqliteStore {
         let total = match common::page_total(&mut rows, query.limit, offset) {
             Some(total) => total,
             None => {
-                let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-                for a in args {
-                    count = match a {
-                        ti_query::Arg::Text(v) => count.bind(v),
-                        ti_query::Arg::Int(v) => count.bind(v),
-                        ti_query::Arg::Float(v) => count.bind(v),
-                        ti_query::Arg::Ts(v) => count.bind(ts_text(v)),
-                    };
-                }
+                let count =
+                    listing::bind_args!(sqlx::query_scalar::<_, i64>(&count_sql), args, ts_text);
                 count.fetch_one(&mut *tx).await.map_err(db_err)?
             }
         };
@@ -2042,15 +2027,7 @@ impl Store for SqliteStore {
             n + 2
         );
         let offset = filter.offset.unwrap_or(0);
-        let mut query = sqlx::query(&sql);
-        for a in &args {
-            query = match a {
-                ti_query::Arg::Text(v) => query.bind(v.clone()),
-                ti_query::Arg::Int(v) => query.bind(*v),
-                ti_query::Arg::Float(v) => query.bind(*v),
-                ti_query::Arg::Ts(v) => query.bind(ts_text(*v)),
-            };
-        }
+        let query = listing::bind_args!(sqlx::query(&sql), args, ts_text);
         let mut rows = query
             .bind(common::probe_limit(filter.limit).unwrap_or(-1))
             .bind(offset)
@@ -2060,15 +2037,8 @@ impl Store for SqliteStore {
         let total = match common::page_total(&mut rows, filter.limit, offset) {
             Some(total) => total,
             None => {
-                let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-                for a in args {
-                    count = match a {
-                        ti_query::Arg::Text(v) => count.bind(v),
-                        ti_query::Arg::Int(v) => count.bind(v),
-                        ti_query::Arg::Float(v) => count.bind(v),
-                        ti_query::Arg::Ts(v) => count.bind(ts_text(v)),
-                    };
-                }
+                let count =
+                    listing::bind_args!(sqlx::query_scalar::<_, i64>(&count_sql), args, ts_text);
                 count.fetch_one(&self.read).await.map_err(db_err)?
             }
         };
@@ -2134,15 +2104,7 @@ impl Store for SqliteStore {
     async fn query_xcoms(&self, filter: &XComFilter) -> Result<XComPage> {
         let (cond, args) = ti_query::xcom_where_clause(filter, "LIKE");
         let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {cond}", ti_query::XCOM_FROM);
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        for a in &args {
-            count = match a {
-                ti_query::Arg::Text(v) => count.bind(v.clone()),
-                ti_query::Arg::Int(v) => count.bind(*v),
-                ti_query::Arg::Float(v) => count.bind(*v),
-                ti_query::Arg::Ts(v) => count.bind(ts_text(*v)),
-            };
-        }
+        let count = listing::bind_args!(sqlx::query_scalar::<_, i64>(&count_sql), args, ts_text);
         let total = count.fetch_one(&self.read).await.map_err(db_err)?;
         let n = args.len();
         let sql = format!(
@@ -2153,15 +2115,7 @@ impl Store for SqliteStore {
             n + 1,
             n + 2
         );
-        let mut query = sqlx::query(&sql);
-        for a in args {
-            query = match a {
-                ti_query::Arg::Text(v) => query.bind(v),
-                ti_query::Arg::Int(v) => query.bind(v),
-                ti_query::Arg::Float(v) => query.bind(v),
-                ti_query::Arg::Ts(v) => query.bind(ts_text(v)),
-            };
-        }
+        let query = listing::bind_args!(sqlx::query(&sql), args, ts_text);
         let rows = query
             .bind(filter.limit.unwrap_or(-1))
             .bind(filter.offset.unwrap_or(0))

@@ -2,16 +2,9 @@
 //! from fixed fragments, every value is a bind parameter.
 
 use crate::{Bounds, TaskInstanceFilter, TiSortKey};
-use chrono::{DateTime, Utc};
 
-/// A bind parameter of a built statement, in `$n` order.
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    Text(String),
-    Int(i64),
-    Float(f64),
-    Ts(DateTime<Utc>),
-}
+/// A bind parameter of a built statement, in `$n` order (the listings' own).
+pub(crate) use crate::listing::Arg;
 
 /// Columns selected by a listing: the task instance, its run's dates and version (with the
 /// version's creation time), its note.
