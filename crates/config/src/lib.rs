@@ -29,6 +29,7 @@ pub struct Config {
     pub logging: Logging,
     pub secrets: SecretsConfig,
     pub api: Api,
+    pub execution_api: ExecutionApi,
     /// Where each option that is not at its default was set.
     origins: BTreeMap<(&'static str, &'static str), Origin>,
 }
@@ -52,6 +53,11 @@ pub struct Core {
     /// Names (lower case) whose values are masked in API responses, besides the built-in
     /// sensitive names (`password`, `secret`, `token`, ...).
     pub sensitive_var_conn_names: Vec<String>,
+    /// `local` (the scheduler runs each try's command itself) or `local_api` (it runs each try
+    /// as `updraft task execute`, which talks to the Task Execution API only).
+    pub executor: String,
+    /// Where workers reach the Task Execution API; empty means `http://{api.host}:{api.port}/execution`.
+    pub execution_api_server_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +91,13 @@ pub struct Api {
     pub host: String,
     pub port: u16,
     /// Signs the API's tokens; empty means the generated `$UPDRAFT_HOME/api_secret_key`.
+/// The Task Execution API (`/execution`), which task workers call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionApi {
+    /// Lifetime of a task-try token; refreshed by the server before it runs out.
+    pub jwt_expiration_time: Duration,
+}
+
     pub secret_key: String,
     pub jwt_expiration: Duration,
     /// Origins a browser may call the API from (CORS); empty turns CORS off.
@@ -558,6 +571,33 @@ pub static OPTIONS: &[OptionDef] = &[
         kind: Kind::String,
         description: "Comma-separated extra names whose values the REST API shows as `***`: a variable whose key, or a connection-extra or JSON key, contains one of them (case-insensitive), in addition to the built-in names such as `password`, `secret`, `token` and `api_key`.",
         set: |c, v| {
+    OptionDef {
+        section: "core",
+        key: "executor",
+        kind: Kind::String,
+        description: "How the scheduler runs task tries: `local` runs each try's command as a child process; `local_api` runs each try as `updraft task execute`, a worker that reports through the Task Execution API (`/execution`) of the API server, as a Kubernetes pod does.",
+        set: |c, v| {
+            let s = v.string()?;
+            c.core.executor = ["local", "local_api"]
+                .into_iter()
+                .find(|o| o.eq_ignore_ascii_case(&s))
+                .ok_or_else(|| format!("`{s}` is not allowed, use `local` or `local_api`"))?
+                .to_string();
+            Ok(())
+        },
+        get: |c| c.core.executor.clone(),
+    },
+    OptionDef {
+        section: "core",
+        key: "execution_api_server_url",
+        kind: Kind::String,
+        description: "URL of the Task Execution API that task workers call. Empty: `http://{api.host}:{api.port}/execution` (a host of `0.0.0.0` becomes `127.0.0.1`).",
+        set: |c, v| {
+            c.core.execution_api_server_url = v.text("a URL (string)")?.trim().trim_end_matches('/').to_string();
+            Ok(())
+        },
+        get: |c| c.core.execution_api_server_url.clone(),
+    },
             c.core.sensitive_var_conn_names = comma_list(v.text("a comma-separated list")?)
                 .into_iter()
                 .map(|n| n.to_lowercase())
@@ -819,6 +859,18 @@ impl Config {
                 default_timezone: "UTC".into(),
                 max_active_tasks_per_dag: updraft_core::model::DEFAULT_MAX_ACTIVE_TASKS,
                 max_active_runs_per_dag: updraft_core::model::DEFAULT_MAX_ACTIVE_RUNS,
+    // ---- execution_api --------------------------------------------------------------------
+    OptionDef {
+        section: "execution_api",
+        key: "jwt_expiration_time",
+        kind: Kind::Duration,
+        description: "Lifetime of the token each task try gets for the Task Execution API. A response carries a fresh token in `Refreshed-API-Token` once less than a fifth of the lifetime (at least 30 seconds) is left.",
+        set: |c, v| {
+            c.execution_api.jwt_expiration_time = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.execution_api.jwt_expiration_time),
+    },
                 dags_are_paused_at_creation: true,
                 default_task_retries: 0,
                 default_task_retry_delay: updraft_core::model::DEFAULT_RETRY_DELAY,
@@ -860,6 +912,20 @@ impl Config {
             origins: BTreeMap::new(),
         }
     }
+    /// Where task workers reach the Task Execution API (`core.execution_api_server_url`, or the
+    /// API server's own address).
+    pub fn execution_api_url(&self) -> String {
+        if !self.core.execution_api_server_url.is_empty() {
+            return self.core.execution_api_server_url.clone();
+        }
+        let host = match self.api.host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1",
+            "::" => "[::1]",
+            h => h,
+        };
+        format!("http://{host}:{}/execution", self.api.port)
+    }
+
 
     /// `$UPDRAFT_HOME` (default `~/updraft`), then `$UPDRAFT_HOME/updraft.toml` (optional), then
     /// the environment overrides `UPDRAFT__<SECTION>__<KEY>`.
@@ -876,6 +942,8 @@ impl Config {
 
     /// Like [`Config::load`] with an explicit home and environment (only variables starting
     /// with `UPDRAFT__` are looked at).
+                executor: "local".into(),
+                execution_api_server_url: String::new(),
     pub fn load_from(home: PathBuf, env: &[(String, String)]) -> Result<Config, Error> {
         let home = expand_tilde(&home);
         let home = std::path::absolute(&home).unwrap_or(home);
@@ -910,6 +978,9 @@ impl Config {
             };
             cfg.set(
                 &section.to_ascii_lowercase(),
+            execution_api: ExecutionApi {
+                jwt_expiration_time: Duration::from_secs(600),
+            },
                 &key.to_ascii_lowercase(),
                 &raw,
                 Origin::Env(var.clone()),
