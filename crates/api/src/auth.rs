@@ -254,23 +254,32 @@ pub async fn login(
             .await?
             .0
     };
-    let key = (body.username.clone(), addr);
+    let user = authenticate(&state, &body.username, body.password, addr).await?;
+    let (token, _) = issue_token(&state, &user.username, &user.role, serde_json::Map::new());
+    Ok((StatusCode::CREATED, Json(json!({"access_token": token}))))
+}
+
+/// Checks a username and password as `POST /auth/token` does (the web UI's login form shares
+/// it): failures are limited per username and client address, unknown users take as long as
+/// wrong passwords, and a successful login is recorded.
+pub async fn authenticate(
+    state: &AppState,
+    username: &str,
+    password: String,
+    addr: Option<IpAddr>,
+) -> Result<updraft_store::User> {
+    let key = (username.to_string(), addr);
     let now = Instant::now();
     if state.limiter.is_blocked(&key, now) {
-        tracing::warn!(username = %body.username, address = ?addr, "login rate limited");
+        tracing::warn!(%username, address = ?addr, "login rate limited");
         return Err(Error::TooManyRequests(
             "too many failed logins, try again later".into(),
         ));
     }
-    let user = state
-        .store
-        .get_user(&body.username)
-        .await?
-        .filter(|u| u.active);
+    let user = state.store.get_user(username).await?.filter(|u| u.active);
     let hash = user
         .as_ref()
         .map_or_else(|| dummy_hash().to_string(), |u| u.password_hash.clone());
-    let password = body.password;
     // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
     let matches =
         tokio::task::spawn_blocking(move || updraft_crypto::password::verify(&password, &hash))
@@ -278,19 +287,36 @@ pub async fn login(
             .map_err(|e| Error::Internal(format!("password check panicked: {e}")))?;
     let Some(user) = user.filter(|_| matches) else {
         state.limiter.record_failure(key, now);
-        tracing::info!(username = %body.username, address = ?addr, "failed login");
+        tracing::info!(%username, address = ?addr, "failed login");
         return Err(Error::Unauthorized("invalid credentials".into()));
     };
     state.limiter.clear(&key);
-    let issued = Utc::now();
-    state.store.record_login(&user.username, issued).await?;
-    let claims = json!({
-        "sub": user.username,
-        "role": user.role,
-        "iat": issued.timestamp(),
-        "nbf": issued.timestamp(),
-        "exp": issued.timestamp() + state.auth.jwt_expiration.as_secs() as i64,
+    state.store.record_login(&user.username, Utc::now()).await?;
+    Ok(user)
+}
+
+/// A signed token naming `username`, valid for `api.jwt_expiration`, with `extra` claims
+/// added; returns it with its expiry (unix seconds).
+pub fn issue_token(
+    state: &AppState,
+    username: &str,
+    role: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> (String, i64) {
+    let issued = Utc::now().timestamp();
+    let expires = issued + state.auth.jwt_expiration.as_secs() as i64;
+    let mut claims = json!({
+        "sub": username,
+        "role": role,
+        "iat": issued,
+        "nbf": issued,
+        "exp": expires,
     });
-    let token = updraft_crypto::jwt::sign(&claims, &state.auth.secret);
-    Ok((StatusCode::CREATED, Json(json!({"access_token": token}))))
+    if let Some(map) = claims.as_object_mut() {
+        map.extend(extra);
+    }
+    (
+        updraft_crypto::jwt::sign(&claims, &state.auth.secret),
+        expires,
+    )
 }

@@ -102,8 +102,14 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application of the API alone.
 pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The API with `extra` routes beside it (the web UI), under the same middleware: request
+/// log, security headers, body limit and CORS.
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let (api, mut doc) = api_router().split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(doc);
@@ -127,6 +133,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/auth/token", post(auth::login))
         .nest("/api/v2", api)
+        .merge(extra)
         .fallback(|| async { Error::NotFound("not found".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
@@ -149,7 +156,11 @@ async fn trace(request: Request, next: Next) -> Response {
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
     ] {
-        headers.insert(name, axum::http::HeaderValue::from_static(value));
+        // Pages of the web UI set their own (assets are cacheable, pages need a referrer
+        // policy that keeps the Origin header on form posts).
+        if !headers.contains_key(name) {
+            headers.insert(name, axum::http::HeaderValue::from_static(value));
+        }
     }
     tracing::info!(
         %method,
@@ -229,9 +240,18 @@ async fn cors(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_router(listener, app(state), shutdown).await
+}
+
+/// Serves `router` (the API, or the API with the web UI) on `listener` until `shutdown`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -50,3 +50,40 @@ pub enum KeyProblem {
     #[error("it decodes to {0} bytes; expected 32 bytes in url-safe base64 (44 characters)")]
     WrongLength(usize),
 }
+
+/// HMAC-SHA256 of `message` under `secret`, as unpadded url-safe base64: for values the server
+/// derives from its secret and checks later (the web UI's CSRF tokens).
+pub fn keyed_digest(secret: &[u8], message: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(message);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// Whether `digest` is [`keyed_digest`] of `message` under `secret`, compared in constant time.
+pub fn verify_keyed_digest(secret: &[u8], message: &[u8], digest: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(digest) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(message);
+    mac.verify_slice(&tag).is_ok()
+}
+
+#[cfg(test)]
+mod keyed_digest_tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_verifies_only_for_its_secret_and_message() {
+        let d = keyed_digest(b"secret", b"session-1");
+        assert!(verify_keyed_digest(b"secret", b"session-1", &d));
+        assert!(!verify_keyed_digest(b"secret", b"session-2", &d));
+        assert!(!verify_keyed_digest(b"other", b"session-1", &d));
+        assert!(!verify_keyed_digest(b"secret", b"session-1", "not base64!"));
+        assert!(!verify_keyed_digest(b"secret", b"session-1", ""));
+    }
+}
