@@ -44,6 +44,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "dag_version_summary",
         sql: include_str!("../migrations/sqlite/0005_dag_version_summary.sql"),
     },
+    Migration {
+        version: 6,
+        name: "task_report",
+        sql: include_str!("../migrations/sqlite/0006_task_report.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -72,10 +77,16 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "dag_version_summary",
         sql: include_str!("../migrations/postgres/0005_dag_version_summary.sql"),
     },
+    Migration {
+        version: 6,
+        name: "task_report",
+        sql: include_str!("../migrations/postgres/0006_task_report.sql"),
+    },
 ];
 
 /// Every table the migrations create, children before parents (the drop order of `reset`).
 pub(crate) const TABLES: &[&str] = &[
+    "task_report",
     "task_instance_note",
     "dag_code",
     "xcom",

@@ -10,6 +10,7 @@
 
 mod common;
 mod error;
+mod execution;
 mod listing;
 mod postgres;
 mod run_query;
@@ -338,6 +339,32 @@ pub trait Store: Send + Sync + 'static {
     /// over all pages.
     async fn query_runs(&self, query: &RunQuery) -> Result<RunPage>;
     /// Sets (or with `None` removes) a run's note; bumps its version and posts an inbox item so
+    // ---- Task Execution API (task workers) ------------------------------------------------------
+    async fn get_task_instance_by_id(&self, ti_id: uuid::Uuid) -> Result<Option<TaskInstance>>;
+    /// A worker enters its try: a `queued` row of that try becomes `running` with the worker's
+    /// host, pid, start date and a first heartbeat; the version is bumped and an inbox item
+    /// posted, like any outside change. `None` for an unknown instance.
+    async fn start_task_try(&self, start: &TryStart) -> Result<Option<TryStarted>>;
+    /// Records a heartbeat of a running try; `NotRunning` (nothing written) when the row runs
+    /// another try, is in another state, or the try already reported its end. `None` for an
+    /// unknown instance. Does not bump the version.
+    async fn heartbeat_task_try(
+        &self,
+        ti_id: uuid::Uuid,
+        try_number: u32,
+        at: DateTime<Utc>,
+    ) -> Result<Option<TryCheck>>;
+    /// Keeps a running try's report of its end for the scheduler, which applies it like an
+    /// executor's report and deletes it in the same transaction (`Batch::consumed_reports`).
+    /// One report per try: a second one with the same state is `Duplicate`, anything else on
+    /// a try that is not running `NotRunning`. Posts an inbox item. `None` for an unknown
+    /// instance. The task instance row itself is not changed.
+    async fn report_task_try(&self, report: &TaskReport) -> Result<Option<TryCheck>>;
+    /// Reports not yet applied, of task instances of the given runs, oldest first.
+    async fn task_reports_of_runs(&self, run_pks: &[i64]) -> Result<Vec<TaskReport>>;
+    /// Stores (or replaces) the rendered template fields of one try.
+    async fn set_rendered_fields(&self, fields: &RenderedFields) -> Result<()>;
+
     /// the scheduler's cached copy never writes the old note back. `Error::NotFound` for an
     /// unknown run.
     async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>) -> Result<DagRun>;

@@ -37,6 +37,8 @@ use tokio::sync::mpsc;
 use updraft_core::{DagSpec, RunState, RunType, TaskState};
 use uuid::Uuid;
 
+mod exec;
+
 /// How long a writer keeps retrying `BEGIN IMMEDIATE` while another process holds the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
@@ -1225,7 +1227,37 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         }
+        exec::delete_reports(&mut tx, &batch.consumed_reports).await?;
         self.commit(tx, false).await
+    }
+
+    async fn get_task_instance_by_id(&self, ti_id: Uuid) -> Result<Option<TaskInstance>> {
+        self.exec_get_ti(ti_id).await
+    }
+
+    async fn start_task_try(&self, start: &crate::TryStart) -> Result<Option<crate::TryStarted>> {
+        self.exec_start(start).await
+    }
+
+    async fn heartbeat_task_try(
+        &self,
+        ti_id: Uuid,
+        try_number: u32,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::TryCheck>> {
+        self.exec_heartbeat(ti_id, try_number, at).await
+    }
+
+    async fn report_task_try(&self, report: &crate::TaskReport) -> Result<Option<crate::TryCheck>> {
+        self.exec_report(report).await
+    }
+
+    async fn task_reports_of_runs(&self, run_pks: &[i64]) -> Result<Vec<crate::TaskReport>> {
+        self.exec_reports_of_runs(run_pks).await
+    }
+
+    async fn set_rendered_fields(&self, fields: &RenderedFields) -> Result<()> {
+        self.exec_set_rendered(fields).await
     }
 
     async fn get_rendered_fields(

@@ -186,6 +186,9 @@ pub struct Batch {
     pub xcoms: Vec<XCom>,
     /// XComs of these task instances are deleted first (a new try starts clean).
     pub clear_xcoms_of: Vec<Uuid>,
+    /// Reports of task tries (`ti_id`, `try_number`) this step applied, deleted in the same
+    /// transaction so a report is applied exactly once.
+    pub consumed_reports: Vec<(Uuid, u32)>,
 }
 
 impl Batch {
@@ -196,6 +199,7 @@ impl Batch {
             && self.rendered.is_empty()
             && self.xcoms.is_empty()
             && self.clear_xcoms_of.is_empty()
+            && self.consumed_reports.is_empty()
     }
 }
 
@@ -787,4 +791,57 @@ pub struct XComRow {
 pub struct XComPage {
     pub items: Vec<XComRow>,
     pub total: i64,
+}
+
+// ---- Task Execution API ---------------------------------------------------------------------
+
+/// How a task try ended, as its worker reported it through the Task Execution API. The store
+/// keeps it until the scheduler has applied it (see [`crate::Store::report_task_try`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    pub ti_id: Uuid,
+    pub try_number: u32,
+    /// Row id of the run; filled in by the store.
+    pub run_pk: i64,
+    /// `success`, `failed`, `skipped`, `up_for_retry` or `up_for_reschedule`.
+    pub state: TaskState,
+    pub at: DateTime<Utc>,
+    /// For `up_for_reschedule`: when the task wants to run again.
+    pub reschedule_date: Option<DateTime<Utc>>,
+}
+
+/// A worker asking to move its try from `queued` to `running`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TryStart {
+    pub ti_id: Uuid,
+    pub try_number: u32,
+    pub hostname: String,
+    pub pid: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// What [`crate::Store::start_task_try`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TryStarted {
+    /// The row is now `running` for this try (its version bumped, an inbox item posted).
+    Started(TaskInstance),
+    /// The same worker (host and pid) asked again: nothing changed.
+    AlreadyRunning(TaskInstance),
+    /// The row is in no state to start this try; it is returned unchanged.
+    NotRunnable(TaskInstance),
+}
+
+/// What [`crate::Store::heartbeat_task_try`] and [`crate::Store::report_task_try`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TryCheck {
+    /// Recorded.
+    Done,
+    /// The same report was recorded before (a retried request).
+    Duplicate,
+    /// The try is not running any more (another try, another state, or it already reported
+    /// a different end): the row, and the state of a pending report if there is one.
+    NotRunning {
+        ti: Box<TaskInstance>,
+        reported: Option<TaskState>,
+    },
 }

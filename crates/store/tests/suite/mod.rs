@@ -1,7 +1,10 @@
 //! The store conformance suite: every test is written once, against `dyn Store`, and
 //! `store_test_suite!` instantiates it per backend (like quickwit's `metastore_test_suite!`).
 
+pub mod execution;
 pub mod harness;
+
+pub use execution::*;
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use harness::Harness;
@@ -73,6 +76,9 @@ macro_rules! store_test_suite {
             xcom_create_update_delete,
             clear_task_instances_by_id,
             page_totals_at_the_edges,
+            task_try_start_heartbeat_and_report,
+            task_report_survives_a_stale_apply,
+            rendered_fields_set_by_a_worker,
         );
     };
 }
@@ -131,7 +137,7 @@ pub fn new_run(
 }
 
 /// A migrated store holding dag `d` with tasks a, b, c and one run `r1`.
-async fn with_run(h: &Harness) -> (&dyn Store, DagRun, Vec<TaskInstance>) {
+pub(crate) async fn with_run(h: &Harness) -> (&dyn Store, DagRun, Vec<TaskInstance>) {
     let s = h.migrated().await.as_ref();
     s.upsert_dag(&dag("d", &["a", "b", "c"]), false)
         .await
@@ -144,7 +150,7 @@ async fn with_run(h: &Harness) -> (&dyn Store, DagRun, Vec<TaskInstance>) {
     (s, run, tis)
 }
 
-fn by_task<'a>(tis: &'a [TaskInstance], task_id: &str) -> &'a TaskInstance {
+pub(crate) fn by_task<'a>(tis: &'a [TaskInstance], task_id: &str) -> &'a TaskInstance {
     tis.iter()
         .find(|t| t.task_id == task_id)
         .expect("task instance")
