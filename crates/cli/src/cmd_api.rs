@@ -117,9 +117,14 @@ pub fn spawn(
 ) -> Result<JoinHandle<std::io::Result<()>>> {
     let state = updraft_api::AppState::new(store, Arc::new(cfg.clone()), secret_key(cfg)?);
     if let Ok(addr) = listener.local_addr() {
+        eprintln!("  web ui:      http://{addr}/");
         eprintln!("  api:         http://{addr}/api/v2");
     }
-    Ok(tokio::spawn(updraft_api::serve(listener, state, shutdown)))
+    Ok(tokio::spawn(updraft_api::serve_router(
+        listener,
+        updraft_web::app(state),
+        shutdown,
+    )))
 }
 
 /// `updraft api-server`.

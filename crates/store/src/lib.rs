@@ -268,6 +268,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<String>, i64)>;
     /// Runs per DAG and state, for the given DAGs (every DAG when empty).
     async fn count_runs_by_state(&self, dag_ids: &[String]) -> Result<Vec<RunCount>>;
+    /// The latest `per_dag` runs of each of `dag_ids`, newest first (by `run_after`, then id),
+    /// in one query: the overview rows of the web UI's DAG list.
+    async fn recent_runs(&self, dag_ids: &[String], per_dag: i64) -> Result<Vec<DagRun>>;
+    /// How many task instances of each run are in each state.
+    async fn task_state_counts(&self, run_pks: &[i64]) -> Result<Vec<TaskStateCount>>;
     /// Versions of a DAG, oldest first.
     async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>>;
     /// Stores the source of the file a DAG version was parsed from (replacing an earlier one);
@@ -334,11 +339,6 @@ pub trait Store: Send + Sync + 'static {
     /// inbox item when it creates one.
     async fn create_pool(&self, name: &str, slots: i32, description: Option<&str>) -> Result<bool>;
 
-    // ---- DAG run listings and annotations (API) -----------------------------------------------
-    /// Runs matching `query`, filtered, ordered and paged in SQL, with the number of matches
-    /// over all pages.
-    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage>;
-    /// Sets (or with `None` removes) a run's note; bumps its version and posts an inbox item so
     // ---- Task Execution API (task workers) ------------------------------------------------------
     async fn get_task_instance_by_id(&self, ti_id: uuid::Uuid) -> Result<Option<TaskInstance>>;
     /// A worker enters its try: a `queued` row of that try becomes `running` with the worker's
@@ -365,6 +365,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores (or replaces) the rendered template fields of one try.
     async fn set_rendered_fields(&self, fields: &RenderedFields) -> Result<()>;
 
+    // ---- DAG run listings and annotations (API) -----------------------------------------------
+    /// Runs matching `query`, filtered, ordered and paged in SQL, with the number of matches
+    /// over all pages.
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage>;
+    /// Sets (or with `None` removes) a run's note; bumps its version and posts an inbox item so
     /// the scheduler's cached copy never writes the old note back. `Error::NotFound` for an
     /// unknown run.
     async fn set_run_note(&self, dag_id: &str, run_id: &str, note: Option<&str>) -> Result<DagRun>;

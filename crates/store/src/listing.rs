@@ -360,6 +360,16 @@ pub(crate) fn dag_list_item<R: crate::common::Get>(r: &R) -> crate::Result<crate
     })
 }
 
+pub(crate) fn task_state_count<R: crate::common::Get>(
+    r: &R,
+) -> crate::Result<crate::TaskStateCount> {
+    Ok(crate::TaskStateCount {
+        run_pk: r.int("run_pk")?,
+        state: crate::common::task_state(&r.text("state")?)?,
+        count: r.int("n")?,
+    })
+}
+
 pub(crate) fn run_count<R: crate::common::Get>(r: &R) -> crate::Result<crate::RunCount> {
     let state = r.text("state")?;
     Ok(crate::RunCount {

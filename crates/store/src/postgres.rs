@@ -20,7 +20,7 @@ use crate::{
     PastState, Pool, Result, RunFilter, SchemaStatus, Store, TaskInstance, User, Variable, XCom,
 };
 use crate::{DagCode, DagFilter, DagPage, DagVersionInfo, EventFilter, EventPage, RunCount};
-use crate::{RunPage, RunQuery, RunRow, run_query};
+use crate::{RunPage, RunQuery, RunRow, TaskStateCount, run_query};
 use crate::{
     TaskInstanceFilter, TaskInstancePage, TaskInstanceRow, XComFilter, XComPage, XComRow, ti_query,
 };
@@ -2331,6 +2331,47 @@ impl Store for PgStore {
                 .map_err(db_err)?
                 .iter()
                 .map(listing::run_count)
+                .collect()
+        })
+    }
+
+    async fn recent_runs(&self, dag_ids: &[String], per_dag: i64) -> Result<Vec<DagRun>> {
+        if dag_ids.is_empty() || per_dag <= 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {cols} FROM (SELECT {cols}, row_number() OVER \
+             (PARTITION BY dag_id ORDER BY run_after DESC, id DESC) AS rn FROM dag_run \
+             WHERE dag_id = ANY($1)) AS r \
+             WHERE rn <= $2 ORDER BY dag_id, run_after DESC, id DESC",
+            cols = common::DAG_RUN_COLS
+        );
+        read!(self, tx, {
+            self.q(&sql)
+                .bind(dag_ids)
+                .bind(per_dag)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(common::dag_run)
+                .collect()
+        })
+    }
+
+    async fn task_state_counts(&self, run_pks: &[i64]) -> Result<Vec<TaskStateCount>> {
+        if run_pks.is_empty() {
+            return Ok(Vec::new());
+        }
+        read!(self, tx, {
+            self.q("SELECT run_pk, state, COUNT(*) AS n FROM task_instance \
+               WHERE run_pk = ANY($1) GROUP BY run_pk, state ORDER BY run_pk, state")
+                .bind(run_pks)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(listing::task_state_count)
                 .collect()
         })
     }

@@ -678,6 +678,14 @@ pub struct DagCode {
     pub source: String,
 }
 
+/// Task instances of one run in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStateCount {
+    pub run_pk: i64,
+    pub state: TaskState,
+    pub count: i64,
+}
+
 /// Runs of one DAG in one state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunCount {

@@ -76,6 +76,7 @@ macro_rules! store_test_suite {
             xcom_create_update_delete,
             clear_task_instances_by_id,
             page_totals_at_the_edges,
+            recent_runs_and_task_state_counts,
             task_try_start_heartbeat_and_report,
             task_report_survives_a_stale_apply,
             rendered_fields_set_by_a_worker,
@@ -3022,4 +3023,67 @@ pub async fn page_totals_at_the_edges(h: &Harness) {
             .unwrap();
         assert_eq!((none.items.len(), none.total), (0, 0));
     }
+}
+
+pub async fn recent_runs_and_task_state_counts(h: &Harness) {
+    let s = h.migrated().await.as_ref();
+    for id in ["alpha", "beta", "gamma"] {
+        s.upsert_dag(&dag(id, &["a", "b"]), false).await.unwrap();
+    }
+    for (dag_id, run_id, secs) in [
+        ("alpha", "r1", 0),
+        ("alpha", "r2", 10),
+        ("alpha", "r3", 20),
+        ("beta", "r1", 5),
+    ] {
+        s.create_run(new_run(dag_id, run_id, Some(t(secs)), &["a", "b"]))
+            .await
+            .unwrap();
+    }
+    let recent = s
+        .recent_runs(&["alpha".into(), "beta".into(), "gamma".into()], 2)
+        .await
+        .unwrap();
+    let ids: Vec<(String, String)> = recent
+        .iter()
+        .map(|r| (r.dag_id.clone(), r.run_id.clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("alpha".to_string(), "r3".to_string()),
+            ("alpha".to_string(), "r2".to_string()),
+            ("beta".to_string(), "r1".to_string()),
+        ]
+    );
+    assert!(s.recent_runs(&[], 2).await.unwrap().is_empty());
+    assert!(
+        s.recent_runs(&["alpha".into()], 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    s.set_task_state("alpha", "r3", "a", -1, TaskState::Success)
+        .await
+        .unwrap();
+    let r3 = recent[0].id;
+    let beta = recent[2].id;
+    let counts: Vec<(i64, TaskState, i64)> = s
+        .task_state_counts(&[r3, beta])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.run_pk, c.state, c.count))
+        .collect();
+    let mut expected = vec![
+        (r3, TaskState::None, 1),
+        (r3, TaskState::Success, 1),
+        (beta, TaskState::None, 2),
+    ];
+    expected.sort_by_key(|(pk, state, _)| (*pk, state.as_str()));
+    let mut got = counts.clone();
+    got.sort_by_key(|(pk, state, _)| (*pk, state.as_str()));
+    assert_eq!(got, expected);
+    assert!(s.task_state_counts(&[]).await.unwrap().is_empty());
 }

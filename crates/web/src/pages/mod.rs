@@ -1,0 +1,24 @@
+//! The pages, one module per area; each exposes `routes()`.
+
+mod dags;
+
+use axum::Router;
+
+use crate::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .merge(dags::routes())
+}
+
+/// The query string `pairs` make, for links that keep a page's filters (`?a=1&b=2&`, ready
+/// for one more pair).
+pub fn query_base(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = format!("{path}?");
+    for (k, v) in pairs {
+        if !v.is_empty() {
+            out.push_str(&format!("{k}={}&", crate::render::url_encode(v)));
+        }
+    }
+    out
+}

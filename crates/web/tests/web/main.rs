@@ -1,0 +1,6 @@
+//! Handler tests of the web UI, driven with `oneshot` (no socket). Browser tests that need a
+//! real Chromium live in the CLI crate's end-to-end suite.
+
+mod auth;
+mod common;
+mod dags;
