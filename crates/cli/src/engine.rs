@@ -165,6 +165,21 @@ async fn run_service(
         )?),
         None => None,
     };
+    let health = if cfg.scheduler.enable_health_check {
+        let (host, port) = (
+            &cfg.scheduler.health_check_host,
+            cfg.scheduler.health_check_port,
+        );
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{port} for the health check"))?;
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!("  health:      http://{addr}/health");
+        }
+        Some((listener, cfg.scheduler.health_check_threshold))
+    } else {
+        None
+    };
     let scheduler = Scheduler::new(SchedulerOptions {
         store,
         config: cfg,
@@ -173,6 +188,15 @@ async fn run_service(
         process_dags: true,
         take_lease: true,
     });
+    if let Some((listener, threshold)) = health {
+        let heartbeat = scheduler.heartbeat();
+        tokio::spawn(updraft_scheduler::health::serve(
+            listener,
+            heartbeat,
+            threshold,
+            shutdown.clone(),
+        ));
+    }
     let result = scheduler.run(shutdown).await;
     if let Some(api) = api {
         // The API stops on the same signal; if the scheduler failed instead, stop it here.

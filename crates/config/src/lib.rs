@@ -73,6 +73,12 @@ pub struct Scheduler {
     pub inbox_poll_interval: Duration,
     pub task_heartbeat_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Serve `GET /health` for liveness probes (`updraft scheduler`, `updraft standalone`).
+    pub enable_health_check: bool,
+    pub health_check_host: String,
+    pub health_check_port: u16,
+    /// `/health` fails once the loop made no progress for this long.
+    pub health_check_threshold: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,12 +91,6 @@ pub struct SecretsConfig {
 /// Options whose value is never shown by [`Config::entries`] and [`Config::get`].
 pub const SECRET_OPTIONS: &[(&str, &str)] = &[("core", "fernet_key"), ("api", "secret_key")];
 
-/// The REST API server (`updraft api-server`, and `standalone`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Api {
-    pub host: String,
-    pub port: u16,
-    /// Signs the API's tokens; empty means the generated `$UPDRAFT_HOME/api_secret_key`.
 /// The Task Execution API (`/execution`), which task workers call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionApi {
@@ -98,6 +98,12 @@ pub struct ExecutionApi {
     pub jwt_expiration_time: Duration,
 }
 
+/// The REST API server (`updraft api-server`, and `standalone`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Api {
+    pub host: String,
+    pub port: u16,
+    /// Signs the API's tokens; empty means the generated `$UPDRAFT_HOME/api_secret_key`.
     pub secret_key: String,
     pub jwt_expiration: Duration,
     /// Origins a browser may call the API from (CORS); empty turns CORS off.
@@ -567,12 +573,6 @@ pub static OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         section: "core",
-        key: "sensitive_var_conn_names",
-        kind: Kind::String,
-        description: "Comma-separated extra names whose values the REST API shows as `***`: a variable whose key, or a connection-extra or JSON key, contains one of them (case-insensitive), in addition to the built-in names such as `password`, `secret`, `token` and `api_key`.",
-        set: |c, v| {
-    OptionDef {
-        section: "core",
         key: "executor",
         kind: Kind::String,
         description: "How the scheduler runs task tries: `local` runs each try's command as a child process; `local_api` runs each try as `updraft task execute`, a worker that reports through the Task Execution API (`/execution`) of the API server, as a Kubernetes pod does.",
@@ -598,6 +598,12 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| c.core.execution_api_server_url.clone(),
     },
+    OptionDef {
+        section: "core",
+        key: "sensitive_var_conn_names",
+        kind: Kind::String,
+        description: "Comma-separated extra names whose values the REST API shows as `***`: a variable whose key, or a connection-extra or JSON key, contains one of them (case-insensitive), in addition to the built-in names such as `password`, `secret`, `token` and `api_key`.",
+        set: |c, v| {
             c.core.sensitive_var_conn_names = comma_list(v.text("a comma-separated list")?)
                 .into_iter()
                 .map(|n| n.to_lowercase())
@@ -685,6 +691,50 @@ pub static OPTIONS: &[OptionDef] = &[
             Ok(())
         },
         get: |c| fmt_duration(c.scheduler.shutdown_grace),
+    },
+    OptionDef {
+        section: "scheduler",
+        key: "enable_health_check",
+        kind: Kind::Bool,
+        description: "Whether the scheduler serves `GET /health` on `health_check_host`:`health_check_port` for liveness probes: 200 while its loop made progress within `health_check_threshold`, 503 otherwise (a stuck loop).",
+        set: |c, v| {
+            c.scheduler.enable_health_check = v.boolean()?;
+            Ok(())
+        },
+        get: |c| c.scheduler.enable_health_check.to_string(),
+    },
+    OptionDef {
+        section: "scheduler",
+        key: "health_check_host",
+        kind: Kind::String,
+        description: "Address the scheduler's health check listens on, when `enable_health_check` is on.",
+        set: |c, v| {
+            c.scheduler.health_check_host = v.string()?;
+            Ok(())
+        },
+        get: |c| c.scheduler.health_check_host.clone(),
+    },
+    OptionDef {
+        section: "scheduler",
+        key: "health_check_port",
+        kind: Kind::Integer,
+        description: "Port of the scheduler's health check, when `enable_health_check` is on (0: any free port).",
+        set: |c, v| {
+            c.scheduler.health_check_port = v.integer(0, u16::MAX as u64)? as u16;
+            Ok(())
+        },
+        get: |c| c.scheduler.health_check_port.to_string(),
+    },
+    OptionDef {
+        section: "scheduler",
+        key: "health_check_threshold",
+        kind: Kind::Duration,
+        description: "How long the scheduler's loop may go without progress before `GET /health` answers 503. The loop wakes at least every 10 seconds, even when idle or standing by.",
+        set: |c, v| {
+            c.scheduler.health_check_threshold = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.scheduler.health_check_threshold),
     },
     // ---- logging ------------------------------------------------------------------------
     OptionDef {
@@ -809,6 +859,18 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| c.api.access_control_allow_headers.join(", "),
     },
+    // ---- execution_api --------------------------------------------------------------------
+    OptionDef {
+        section: "execution_api",
+        key: "jwt_expiration_time",
+        kind: Kind::Duration,
+        description: "Lifetime of the token each task try gets for the Task Execution API. A response carries a fresh token in `Refreshed-API-Token` once less than a fifth of the lifetime (at least 30 seconds) is left.",
+        set: |c, v| {
+            c.execution_api.jwt_expiration_time = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.execution_api.jwt_expiration_time),
+    },
 ];
 
 /// `"a, b,,c"` → `["a", "b", "c"]`.
@@ -850,6 +912,20 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl Config {
+    /// Where task workers reach the Task Execution API (`core.execution_api_server_url`, or the
+    /// API server's own address).
+    pub fn execution_api_url(&self) -> String {
+        if !self.core.execution_api_server_url.is_empty() {
+            return self.core.execution_api_server_url.clone();
+        }
+        let host = match self.api.host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1",
+            "::" => "[::1]",
+            h => h,
+        };
+        format!("http://{host}:{}/execution", self.api.port)
+    }
+
     /// Every option at its default for the given home; no file or environment is read.
     pub fn with_defaults(home: PathBuf) -> Config {
         Config {
@@ -859,18 +935,6 @@ impl Config {
                 default_timezone: "UTC".into(),
                 max_active_tasks_per_dag: updraft_core::model::DEFAULT_MAX_ACTIVE_TASKS,
                 max_active_runs_per_dag: updraft_core::model::DEFAULT_MAX_ACTIVE_RUNS,
-    // ---- execution_api --------------------------------------------------------------------
-    OptionDef {
-        section: "execution_api",
-        key: "jwt_expiration_time",
-        kind: Kind::Duration,
-        description: "Lifetime of the token each task try gets for the Task Execution API. A response carries a fresh token in `Refreshed-API-Token` once less than a fifth of the lifetime (at least 30 seconds) is left.",
-        set: |c, v| {
-            c.execution_api.jwt_expiration_time = v.duration(false)?;
-            Ok(())
-        },
-        get: |c| fmt_duration(c.execution_api.jwt_expiration_time),
-    },
                 dags_are_paused_at_creation: true,
                 default_task_retries: 0,
                 default_task_retry_delay: updraft_core::model::DEFAULT_RETRY_DELAY,
@@ -878,6 +942,8 @@ impl Config {
                 fernet_key: String::new(),
                 test_connection: "Disabled".into(),
                 sensitive_var_conn_names: Vec::new(),
+                executor: "local".into(),
+                execution_api_server_url: String::new(),
             },
             database: Database {
                 url: format!("sqlite://{}", home.join("updraft.db").display()),
@@ -889,6 +955,10 @@ impl Config {
                 inbox_poll_interval: Duration::from_millis(50),
                 task_heartbeat_timeout: Duration::from_secs(300),
                 shutdown_grace: Duration::from_secs(30),
+                enable_health_check: false,
+                health_check_host: "0.0.0.0".into(),
+                health_check_port: 8974,
+                health_check_threshold: Duration::from_secs(30),
             },
             logging: Logging {
                 base_log_folder: home.join("logs"),
@@ -908,24 +978,13 @@ impl Config {
                     .map(String::from)
                     .to_vec(),
             },
+            execution_api: ExecutionApi {
+                jwt_expiration_time: Duration::from_secs(600),
+            },
             home,
             origins: BTreeMap::new(),
         }
     }
-    /// Where task workers reach the Task Execution API (`core.execution_api_server_url`, or the
-    /// API server's own address).
-    pub fn execution_api_url(&self) -> String {
-        if !self.core.execution_api_server_url.is_empty() {
-            return self.core.execution_api_server_url.clone();
-        }
-        let host = match self.api.host.as_str() {
-            "0.0.0.0" | "" => "127.0.0.1",
-            "::" => "[::1]",
-            h => h,
-        };
-        format!("http://{host}:{}/execution", self.api.port)
-    }
-
 
     /// `$UPDRAFT_HOME` (default `~/updraft`), then `$UPDRAFT_HOME/updraft.toml` (optional), then
     /// the environment overrides `UPDRAFT__<SECTION>__<KEY>`.
@@ -942,8 +1001,6 @@ impl Config {
 
     /// Like [`Config::load`] with an explicit home and environment (only variables starting
     /// with `UPDRAFT__` are looked at).
-                executor: "local".into(),
-                execution_api_server_url: String::new(),
     pub fn load_from(home: PathBuf, env: &[(String, String)]) -> Result<Config, Error> {
         let home = expand_tilde(&home);
         let home = std::path::absolute(&home).unwrap_or(home);
@@ -978,9 +1035,6 @@ impl Config {
             };
             cfg.set(
                 &section.to_ascii_lowercase(),
-            execution_api: ExecutionApi {
-                jwt_expiration_time: Duration::from_secs(600),
-            },
                 &key.to_ascii_lowercase(),
                 &raw,
                 Origin::Env(var.clone()),

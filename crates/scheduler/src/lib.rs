@@ -3,6 +3,7 @@
 
 pub mod dag_processor;
 mod dispatch;
+pub mod health;
 pub mod recovery;
 mod rows;
 pub mod runtime;

@@ -70,6 +70,7 @@ pub struct Summary {
 
 pub struct Scheduler {
     opts: SchedulerOptions,
+    heartbeat: crate::health::Heartbeat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,11 +121,20 @@ struct Loop {
 
 impl Scheduler {
     pub fn new(opts: SchedulerOptions) -> Self {
-        Scheduler { opts }
+        Scheduler {
+            opts,
+            heartbeat: crate::health::Heartbeat::new(),
+        }
+    }
+
+    /// The loop's liveness, renewed on every iteration (and while standing by for the lease).
+    pub fn heartbeat(&self) -> crate::health::Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Runs until `shutdown` turns true (Service) or the runs are done (UntilDone).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<Summary> {
+        let heartbeat = self.heartbeat;
         let SchedulerOptions {
             store,
             config,
@@ -135,7 +145,7 @@ impl Scheduler {
         } = self.opts;
         let holder = format!("{hostname}:{}:{}", std::process::id(), Uuid::now_v7());
         if take_lease {
-            wait_for_lease(&store, &holder, &hostname, &mut shutdown).await?;
+            wait_for_lease(&store, &holder, &hostname, &mut shutdown, &heartbeat).await?;
         }
 
         let (events_tx, mut events_rx) = mpsc::channel::<Event>(8192);
@@ -191,6 +201,7 @@ impl Scheduler {
         let mut drain_task: Option<tokio::task::JoinHandle<()>> = None;
 
         loop {
+            heartbeat.beat();
             if lp.is_done() && drain_task.is_none() {
                 break;
             }
@@ -283,9 +294,11 @@ async fn wait_for_lease(
     holder: &str,
     hostname: &str,
     shutdown: &mut watch::Receiver<bool>,
+    heartbeat: &crate::health::Heartbeat,
 ) -> Result<()> {
     let mut warned = false;
     loop {
+        heartbeat.beat();
         if store
             .acquire_lease(LEASE_NAME, holder, LEASE_TTL, Utc::now())
             .await?
