@@ -113,7 +113,13 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(user) = parts.extensions.get::<CurrentUser>() {
             return Ok(user.clone());
         }
-        let username = bearer_subject(&parts.headers, state)?;
+        let (username, session) = bearer_claims(&parts.headers, state)?;
+        // A web session's token stops working everywhere once the user signs out.
+        if let Some(sid) = session
+            && state.store.is_session_revoked(&sid).await?
+        {
+            return Err(Error::Unauthorized("invalid or expired token".into()));
+        }
         let username = username.as_str();
         // The role comes from the database, not the token, so a deleted, deactivated or
         // demoted user loses access at once instead of when the token expires.
@@ -137,8 +143,12 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 /// The user a request's bearer token names, if the token is well-formed, correctly signed
-/// and unexpired. Says nothing about whether that user still exists: [`CurrentUser`] checks.
-fn bearer_subject(headers: &axum::http::HeaderMap, state: &AppState) -> Result<String> {
+/// and unexpired, with the web session id it carries (tokens of web UI sessions have one).
+/// Says nothing about whether that user still exists: [`CurrentUser`] checks.
+fn bearer_claims(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Result<(String, Option<String>)> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| Error::Unauthorized("not authenticated".into()))?;
@@ -153,11 +163,17 @@ fn bearer_subject(headers: &axum::http::HeaderMap, state: &AppState) -> Result<S
         .ok_or_else(|| Error::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
     let claims = updraft_crypto::jwt::verify(token, &state.auth.secret, Utc::now().timestamp())
         .map_err(|_| Error::Unauthorized("invalid or expired token".into()))?;
-    claims
+    let subject = claims
         .get("sub")
         .and_then(|v| v.as_str())
         .map(String::from)
-        .ok_or_else(|| Error::Unauthorized("invalid or expired token".into()))
+        .ok_or_else(|| Error::Unauthorized("invalid or expired token".into()))?;
+    let session = claims.get("sid").and_then(|v| v.as_str()).map(String::from);
+    Ok((subject, session))
+}
+
+fn bearer_subject(headers: &axum::http::HeaderMap, state: &AppState) -> Result<String> {
+    bearer_claims(headers, state).map(|(subject, _)| subject)
 }
 
 /// The username of a request with a valid token, for the event log.

@@ -49,6 +49,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "task_report",
         sql: include_str!("../migrations/sqlite/0006_task_report.sql"),
     },
+    Migration {
+        version: 7,
+        name: "revoked_session",
+        sql: include_str!("../migrations/sqlite/0007_revoked_session.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -82,10 +87,16 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "task_report",
         sql: include_str!("../migrations/postgres/0006_task_report.sql"),
     },
+    Migration {
+        version: 7,
+        name: "revoked_session",
+        sql: include_str!("../migrations/postgres/0007_revoked_session.sql"),
+    },
 ];
 
 /// Every table the migrations create, children before parents (the drop order of `reset`).
 pub(crate) const TABLES: &[&str] = &[
+    "revoked_session",
     "task_report",
     "task_instance_note",
     "dag_code",

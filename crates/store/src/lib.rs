@@ -207,6 +207,11 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_role(&self, username: &str, role: &str) -> Result<()>;
     /// Stamps `last_login` (to the microsecond); `Error::NotFound` when no such user exists.
     async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()>;
+    /// Revokes a web session by its id until `expires`, when its token would expire anyway;
+    /// drops revocations that have expired.
+    async fn revoke_session(&self, session_id: &str, expires: DateTime<Utc>) -> Result<()>;
+    /// Whether a web session id was revoked and its revocation has not expired.
+    async fn is_session_revoked(&self, session_id: &str) -> Result<bool>;
 
     // ---- connections ----------------------------------------------------------------------
     async fn get_connection(&self, conn_id: &str) -> Result<Option<Connection>>;

@@ -1969,6 +1969,34 @@ impl Store for PgStore {
         })
     }
 
+    async fn revoke_session(&self, session_id: &str, expires: DateTime<Utc>) -> Result<()> {
+        read!(self, tx, {
+            self.q(
+                "WITH expired AS (DELETE FROM revoked_session WHERE expires_at < now()) \
+               INSERT INTO revoked_session (session_id, expires_at) VALUES ($1, $2) \
+               ON CONFLICT (session_id) DO NOTHING",
+            )
+            .bind(session_id)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    async fn is_session_revoked(&self, session_id: &str) -> Result<bool> {
+        read!(self, tx, {
+            let found: Option<i32> = self
+                .qs("SELECT 1 FROM revoked_session WHERE session_id = $1 AND expires_at >= now()")
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(found.is_some())
+        })
+    }
+
     async fn get_connection(&self, conn_id: &str) -> Result<Option<Connection>> {
         let sql = format!(
             "SELECT {} FROM connection WHERE conn_id = $1",

@@ -1539,6 +1539,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_session(&self, session_id: &str, expires: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM revoked_session WHERE expires_at < $1")
+            .bind(ts_text(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO revoked_session (session_id, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(session_id)
+        .bind(ts_text(expires))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        self.commit(tx, false).await
+    }
+
+    async fn is_session_revoked(&self, session_id: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM revoked_session WHERE session_id = $1 AND expires_at >= $2",
+        )
+        .bind(session_id)
+        .bind(ts_text(now()))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(found.is_some())
+    }
+
     async fn get_connection(&self, conn_id: &str) -> Result<Option<Connection>> {
         let sql = format!(
             "SELECT {} FROM connection WHERE conn_id = $1",

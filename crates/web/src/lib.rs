@@ -23,8 +23,7 @@ mod pages;
 mod render;
 mod session;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
@@ -46,8 +45,6 @@ struct Inner {
     api: AppState,
     /// The REST API alone, called in-process for actions and API-shaped reads.
     api_router: Router,
-    /// Session ids signed out before their token expired, with that expiry (unix seconds).
-    revoked: Mutex<HashMap<String, i64>>,
 }
 
 impl WebState {
@@ -57,7 +54,6 @@ impl WebState {
             inner: Arc::new(Inner {
                 api,
                 api_router,
-                revoked: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -48,13 +48,11 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The session id of a valid (signed, unexpired, not revoked) session token, without
-/// touching the store: what the CSRF check binds tokens to.
+/// The session id of a validly signed, unexpired session token, without touching the store:
+/// what the CSRF check binds tokens to. [`Session`] also checks the id was not revoked.
 pub fn session_id(web: &WebState, token: &str) -> Option<String> {
     let claims = updraft_crypto::jwt::verify(token, web.secret(), Utc::now().timestamp()).ok()?;
-    let sid = claims.get("sid")?.as_str()?.to_string();
-    let revoked = web.inner.revoked.lock().expect("revoked lock");
-    (!revoked.contains_key(&sid)).then_some(sid)
+    Some(claims.get("sid")?.as_str()?.to_string())
 }
 
 pub fn csrf_for_session(web: &WebState, sid: &str) -> String {
@@ -87,6 +85,10 @@ impl FromRequestParts<WebState> for Session {
         };
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(login)?;
         let sid = session_id(web, token).ok_or_else(login)?;
+        // Signed out: revoked in the database, so every server replica refuses it.
+        if web.store().is_session_revoked(&sid).await? {
+            return Err(login());
+        }
         let claims = updraft_crypto::jwt::verify(token, web.secret(), Utc::now().timestamp())
             .map_err(|_| login())?;
         let username = claims
@@ -267,9 +269,12 @@ pub async fn logout(State(web): State<WebState>, headers: HeaderMap) -> Response
             let sid = claims.get("sid").and_then(|v| v.as_str());
             let exp = claims.get("exp").and_then(|v| v.as_i64()).unwrap_or(now);
             if let Some(sid) = sid {
-                let mut revoked = web.inner.revoked.lock().expect("revoked lock");
-                revoked.retain(|_, until| *until > now);
-                revoked.insert(sid.to_string(), exp);
+                let until = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(Utc::now);
+                if let Err(e) = web.store().revoke_session(sid, until).await {
+                    // The cookie is still cleared; say so rather than pretend.
+                    tracing::error!(error = %e, "cannot revoke the session");
+                    return UiError::Internal(format!("cannot sign out: {e}")).into_response();
+                }
             }
         }
     }

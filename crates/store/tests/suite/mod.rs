@@ -77,6 +77,7 @@ macro_rules! store_test_suite {
             clear_task_instances_by_id,
             page_totals_at_the_edges,
             recent_runs_and_task_state_counts,
+            revoked_sessions_expire,
             task_try_start_heartbeat_and_report,
             task_report_survives_a_stale_apply,
             rendered_fields_set_by_a_worker,
@@ -3086,4 +3087,22 @@ pub async fn recent_runs_and_task_state_counts(h: &Harness) {
     got.sort_by_key(|(pk, state, _)| (*pk, state.as_str()));
     assert_eq!(got, expected);
     assert!(s.task_state_counts(&[]).await.unwrap().is_empty());
+}
+
+pub async fn revoked_sessions_expire(h: &Harness) {
+    let s = h.migrated().await.as_ref();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    assert!(!s.is_session_revoked("sid-1").await.unwrap());
+    s.revoke_session("sid-1", later).await.unwrap();
+    // Revoking twice is harmless.
+    s.revoke_session("sid-1", later).await.unwrap();
+    assert!(s.is_session_revoked("sid-1").await.unwrap());
+    assert!(!s.is_session_revoked("sid-2").await.unwrap());
+    // A revocation past its token's expiry no longer matters, and is cleaned up.
+    let past = Utc::now() - chrono::Duration::seconds(5);
+    s.revoke_session("sid-old", past).await.unwrap();
+    assert!(!s.is_session_revoked("sid-old").await.unwrap());
+    s.revoke_session("sid-3", later).await.unwrap();
+    assert!(s.is_session_revoked("sid-3").await.unwrap());
+    assert!(s.is_session_revoked("sid-1").await.unwrap());
 }

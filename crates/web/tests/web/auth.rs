@@ -179,9 +179,28 @@ async fn sign_out_revokes_the_session() {
             .iter()
             .any(|c| c.starts_with("updraft_session=;") && c.contains("Max-Age=0"))
     );
-    // The old cookie, replayed, no longer opens anything.
+    // The old cookie, replayed, no longer opens anything: not the pages, not the API (as a
+    // bearer token), and not on another server process sharing the database.
     let again = get(&e.app, "/dags", Some(&b)).await;
     assert_eq!(again.status, StatusCode::SEE_OTHER);
+    let other_replica = updraft_web::app(e.state.clone());
+    assert_eq!(
+        get(&other_replica, "/dags", Some(&b)).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let token = b.cookie.trim_start_matches("updraft_session=");
+    let req = Request::builder()
+        .uri("/api/v2/dags")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&e.app, req).await.status, StatusCode::UNAUTHORIZED);
+    // Another session of the same user is unaffected.
+    let other = browser("viewer");
+    assert_eq!(
+        get(&e.app, "/dags", Some(&other)).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
