@@ -24,6 +24,15 @@ const TEMPLATES: &[(&str, &str)] = &[
         "import_errors.html",
         include_str!("../templates/import_errors.html"),
     ),
+    ("dag_base.html", include_str!("../templates/dag_base.html")),
+    ("dag_grid.html", include_str!("../templates/dag_grid.html")),
+    ("dag_grid_table.html", include_str!("../templates/dag_grid_table.html")),
+    ("dag_graph.html", include_str!("../templates/dag_graph.html")),
+    ("dag_runs.html", include_str!("../templates/dag_runs.html")),
+    ("dag_details.html", include_str!("../templates/dag_details.html")),
+    ("dag_code.html", include_str!("../templates/dag_code.html")),
+    ("run.html", include_str!("../templates/run.html")),
+    ("run_live.html", include_str!("../templates/run_live.html")),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

@@ -1,5 +1,6 @@
 //! The pages, one module per area; each exposes `routes()`.
 
+mod dag;
 mod dags;
 
 use axum::Router;
@@ -9,6 +10,7 @@ use crate::WebState;
 pub fn routes() -> Router<WebState> {
     Router::new()
         .merge(dags::routes())
+        .merge(dag::routes())
 }
 
 /// The query string `pairs` make, for links that keep a page's filters (`?a=1&b=2&`, ready
