@@ -20,6 +20,7 @@ mod dag_versions;
 mod dags;
 pub mod error;
 mod event_logs;
+pub mod execution;
 mod json;
 mod misc;
 mod monitor;
@@ -133,6 +134,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
         .route("/auth/token", post(auth::login))
         .nest("/api/v2", api)
+        .nest("/execution", execution::router(state.clone()))
         .merge(extra)
         .fallback(|| async { Error::NotFound("not found".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

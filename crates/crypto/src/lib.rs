@@ -9,6 +9,7 @@
 pub mod fernet;
 pub mod jwt;
 pub mod password;
+pub mod task_token;
 
 /// What went wrong. Messages never contain key material, tokens or passwords.
 #[derive(Debug, thiserror::Error)]

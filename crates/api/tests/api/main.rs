@@ -5,6 +5,7 @@ mod common;
 
 mod auth_dags;
 mod dag_runs;
+mod execution;
 mod matrix;
 mod misc;
 mod openapi;
