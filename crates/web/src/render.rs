@@ -33,6 +33,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dag_code.html", include_str!("../templates/dag_code.html")),
     ("run.html", include_str!("../templates/run.html")),
     ("run_live.html", include_str!("../templates/run_live.html")),
+    ("variables.html", include_str!("../templates/variables.html")),
+    ("variable_form.html", include_str!("../templates/variable_form.html")),
+    ("connections.html", include_str!("../templates/connections.html")),
+    ("connection_form.html", include_str!("../templates/connection_form.html")),
+    ("pools.html", include_str!("../templates/pools.html")),
+    ("pool_form.html", include_str!("../templates/pool_form.html")),
+    ("users.html", include_str!("../templates/users.html")),
+    ("runs.html", include_str!("../templates/runs.html")),
+    ("audit_log.html", include_str!("../templates/audit_log.html")),
+    ("health.html", include_str!("../templates/health.html")),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

@@ -1,7 +1,10 @@
 //! The pages, one module per area; each exposes `routes()`.
 
+mod admin;
+mod browse;
 mod dag;
 mod dags;
+mod users;
 
 use axum::Router;
 
@@ -11,6 +14,9 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .merge(dags::routes())
         .merge(dag::routes())
+        .merge(admin::routes())
+        .merge(users::routes())
+        .merge(browse::routes())
 }
 
 /// The query string `pairs` make, for links that keep a page's filters (`?a=1&b=2&`, ready

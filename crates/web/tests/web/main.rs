@@ -1,6 +1,8 @@
 //! Handler tests of the web UI, driven with `oneshot` (no socket). Browser tests that need a
 //! real Chromium live in the CLI crate's end-to-end suite.
 
+mod admin;
 mod auth;
 mod common;
 mod dags;
+mod users;
