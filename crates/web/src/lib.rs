@@ -23,6 +23,7 @@ mod gantt;
 mod graph_layout;
 mod markdown;
 mod pages;
+mod params_form;
 mod render;
 mod session;
 

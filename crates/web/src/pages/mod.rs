@@ -1,9 +1,11 @@
 //! The pages, one module per area; each exposes `routes()`.
 
+mod actions;
 mod admin;
 mod browse;
 mod dag;
 mod dags;
+mod task_instance;
 mod users;
 
 use axum::Router;
@@ -14,6 +16,8 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .merge(dags::routes())
         .merge(dag::routes())
+        .merge(actions::routes())
+        .merge(task_instance::routes())
         .merge(admin::routes())
         .merge(users::routes())
         .merge(browse::routes())
