@@ -996,3 +996,6 @@ mod resources_api;
 
 #[path = "cli/airflow_client.rs"]
 mod airflow_client;
+
+#[path = "cli/helm_chart.rs"]
+mod helm_chart;
