@@ -205,6 +205,9 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<()>;
     /// `Error::NotFound` when no such user exists.
     async fn set_user_role(&self, username: &str, role: &str) -> Result<()>;
+    /// An inactive user can neither sign in nor call the API. `Error::NotFound` when no such
+    /// user exists.
+    async fn set_user_active(&self, username: &str, active: bool) -> Result<()>;
     /// Stamps `last_login` (to the microsecond); `Error::NotFound` when no such user exists.
     async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()>;
     /// Revokes a web session by its id until `expires`, when its token would expire anyway;

@@ -1955,6 +1955,20 @@ impl Store for PgStore {
         })
     }
 
+    async fn set_user_active(&self, username: &str, active: bool) -> Result<()> {
+        read!(self, tx, {
+            let n = self
+                .q("UPDATE ab_user SET active = $2 WHERE username = $1")
+                .bind(username)
+                .bind(active)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            user_updated(n, username)
+        })
+    }
+
     async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()> {
         read!(self, tx, {
             let n = self

@@ -1530,6 +1530,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_user_active(&self, username: &str, active: bool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE ab_user SET active = $2 WHERE username = $1")
+            .bind(username)
+            .bind(active)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(common::user_not_found(username));
+        }
+        self.commit(tx, false).await
+    }
+
     async fn record_login(&self, username: &str, at: DateTime<Utc>) -> Result<()> {
         self.update_user(
             "UPDATE ab_user SET last_login = $2 WHERE username = $1",

@@ -1387,6 +1387,25 @@ pub async fn users(h: &Harness) {
     // the others are untouched
     assert_eq!(s.get_user("carol").await.unwrap(), Some(carol.clone()));
 
+    // deactivating keeps everything else; reactivating restores the user as it was
+    s.set_user_active("carol", false).await.unwrap();
+    let inactive = s.get_user("carol").await.unwrap().unwrap();
+    assert!(!inactive.active);
+    assert_eq!(
+        (inactive.id, &inactive.role, &inactive.password_hash),
+        (carol.id, &carol.role, &carol.password_hash)
+    );
+    assert!(
+        s.list_users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.username == "carol" && !u.active)
+    );
+    assert!(s.get_user("bob").await.unwrap().unwrap().active);
+    s.set_user_active("carol", true).await.unwrap();
+    assert_eq!(s.get_user("carol").await.unwrap(), Some(carol.clone()));
+
     // login times are kept to the microsecond; a later login replaces an earlier one
     s.record_login("bob", t(5) + ChronoDuration::nanoseconds(789))
         .await
@@ -1405,6 +1424,7 @@ pub async fn users(h: &Harness) {
     for result in [
         s.set_user_password("nobody", "h").await,
         s.set_user_role("nobody", "admin").await,
+        s.set_user_active("nobody", false).await,
         s.record_login("nobody", t(1)).await,
     ] {
         match result {

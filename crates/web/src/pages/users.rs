@@ -1,13 +1,14 @@
 //! The users page (`/users`, admins only): the accounts with their role, active flag and last
-//! sign-in; create a user, change a role, reset a password, delete a user.
+//! sign-in; create a user, change a role, reset a password, deactivate (or reactivate) and
+//! delete a user.
 //!
 //! The API has no users route, so these handlers check the role themselves
 //! ([`required_role`] of [`Resource::User`]), call the store's user methods and write an event
 //! log row for every attempt, as the API's audit middleware does for its routes (Airflow's
 //! operation ids `post_user`, `patch_user`, `delete_user`; the extra names what changed and
 //! the outcome). Passwords are hashed off the async threads and never logged. An admin cannot
-//! delete their own account or change their own role, so the last admin cannot lock everyone
-//! out by accident.
+//! delete, deactivate or change the role of their own account, so the last admin cannot lock
+//! everyone out by accident.
 
 use axum::Router;
 use axum::extract::State;
@@ -32,6 +33,7 @@ pub fn routes() -> Router<WebState> {
         .route("/users", get(list).post(create))
         .route("/users/role", post(change_role))
         .route("/users/password", post(reset_password))
+        .route("/users/active", post(set_active))
         .route("/users/delete", post(delete))
 }
 
@@ -332,6 +334,60 @@ async fn reset_password(
         json!({
             "username": form.username,
             "update_mask": ["password"],
+            "status": status_of(&result),
+        }),
+    )
+    .await;
+    Ok(finish(&web, result.map_err(|(_, m)| m)))
+}
+
+#[derive(Deserialize)]
+pub struct ActiveForm {
+    username: String,
+    active: bool,
+}
+
+/// `POST /users/active`: an inactive user can neither sign in nor use the API (their open
+/// sessions stop working at their next request); reactivating restores the account as it was.
+async fn set_active(
+    State(web): State<WebState>,
+    session: Session,
+    axum::Form(form): axum::Form<ActiveForm>,
+) -> Result<Response, UiError> {
+    const PATH: &str = "/users/active";
+    require_write(&web, &session, "patch_user", PATH, &form.username).await?;
+    let result: Result<String, (u16, String)> = if form.username == session.username {
+        Err((
+            400,
+            "you cannot deactivate your own account; another admin can".to_string(),
+        ))
+    } else {
+        match web
+            .store()
+            .set_user_active(&form.username, form.active)
+            .await
+        {
+            Ok(()) => Ok(format!(
+                "user {} {}",
+                form.username,
+                if form.active {
+                    "reactivated"
+                } else {
+                    "deactivated"
+                }
+            )),
+            Err(e) => Err(missing(e, &form.username)?),
+        }
+    };
+    audit(
+        &web,
+        &session,
+        "patch_user",
+        PATH,
+        json!({
+            "username": form.username,
+            "update_mask": ["active"],
+            "active": form.active,
             "status": status_of(&result),
         }),
     )

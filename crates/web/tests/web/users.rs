@@ -186,6 +186,59 @@ async fn admins_change_roles_reset_passwords_and_delete_users() {
 }
 
 #[tokio::test]
+async fn a_deactivated_user_is_signed_out_until_reactivated() {
+    let e = env().await;
+    let admin = browser("admin");
+    let op = browser("op");
+    assert_eq!(
+        get(&e.app, "/pools", Some(&op)).await.status,
+        StatusCode::OK
+    );
+    let done = post(
+        &e.app,
+        "/users/active",
+        &admin,
+        &[("username", "op"), ("active", "false")],
+    )
+    .await;
+    assert!(flash(&done).contains("user op deactivated"));
+    assert!(!e.store.get_user("op").await.unwrap().unwrap().active);
+    let page = get(&e.app, "/users", Some(&admin)).await;
+    assert!(page.body.contains("aria-label=\"Reactivate op\""));
+    // The open session no longer works.
+    let refused = get(&e.app, "/pools", Some(&op)).await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert!(refused.location().starts_with("/login"));
+
+    post(
+        &e.app,
+        "/users/active",
+        &admin,
+        &[("username", "op"), ("active", "true")],
+    )
+    .await;
+    assert!(e.store.get_user("op").await.unwrap().unwrap().active);
+    assert_eq!(
+        get(&e.app, "/pools", Some(&op)).await.status,
+        StatusCode::OK
+    );
+
+    let done = post(
+        &e.app,
+        "/users/active",
+        &admin,
+        &[("username", "admin"), ("active", "false")],
+    )
+    .await;
+    assert!(flash(&done).contains("cannot deactivate your own account"));
+    assert!(e.store.get_user("admin").await.unwrap().unwrap().active);
+    let log = events(&e).await;
+    assert_eq!(log.len(), 3);
+    assert!(log[0].2.contains("\"active\":false") && log[0].2.contains("200"));
+    assert!(log[2].2.contains("400"));
+}
+
+#[tokio::test]
 async fn an_admin_cannot_delete_or_demote_themself() {
     let e = env().await;
     let admin = browser("admin");
@@ -230,6 +283,10 @@ async fn only_admins_manage_users() {
                 vec![("username", "admin"), ("password", "taken-over")],
             ),
             ("/users/delete", vec![("username", "admin")]),
+            (
+                "/users/active",
+                vec![("username", "admin"), ("active", "false")],
+            ),
         ] {
             let page = post(&e.app, path, &b, &fields).await;
             assert_eq!(page.status, StatusCode::FORBIDDEN, "{role} {path}");
@@ -238,10 +295,10 @@ async fn only_admins_manage_users() {
     }
     assert!(e.store.get_user("mallory").await.unwrap().is_none());
     let admin = e.store.get_user("admin").await.unwrap().unwrap();
-    assert!(admin.password_hash == "x", "unchanged");
+    assert!(admin.password_hash == "x" && admin.active, "unchanged");
     // The refused attempts are in the event log, with who tried.
     let log = events(&e).await;
-    assert_eq!(log.len(), 12);
+    assert_eq!(log.len(), 15);
     assert!(log.iter().all(|(_, _, extra)| extra.contains("403")));
     assert!(
         log.iter()
