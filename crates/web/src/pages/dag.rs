@@ -87,6 +87,13 @@ fn ti_path(dag_id: &str, run_id: &str, task_id: &str, map_index: i32) -> String 
     }
 }
 
+/// A link built from [`url_encode`]d parts and literal path or query text, which holds no
+/// character HTML gives a meaning to but `&`: written as is (the template escaper would turn
+/// every `/` into `&#x2f;`).
+fn link(url: String) -> Value {
+    Value::from_safe_string(url.replace('&', "&amp;"))
+}
+
 /// The store is read directly only after the role check the API would make.
 fn require_dag_read(session: &Session) -> Result<(), UiError> {
     if session.role >= required_role(Resource::Dag, Access::Read) {
@@ -234,7 +241,7 @@ impl CellAgg {
 struct GridRun {
     run_id: String,
     state: &'static str,
-    href: String,
+    href: Value,
     title: String,
     label: String,
 }
@@ -243,7 +250,7 @@ struct GridRun {
 struct GridCell {
     /// Empty when the task has no instance in that run.
     state: &'static str,
-    href: String,
+    href: Option<Value>,
     title: String,
     mapped: u32,
 }
@@ -282,7 +289,9 @@ async fn grid(
     let (dag, spec) = load_dag(&web, &session, &dag_id).await?;
     let grid = build_grid(&web, &dag_id, &spec, count).await?;
     if fragment {
-        return Ok(render::render("dag_grid_table.html", grid).into_response());
+        return Ok(
+            render::render("dag_grid_table.html", context! { grid => grid }).into_response(),
+        );
     }
     let mut choices: Vec<usize> = GRID_CHOICES.to_vec();
     if !choices.contains(&count) {
@@ -299,7 +308,7 @@ async fn grid(
             title => dag_id.clone(),
             tab => "grid",
             dag => dag,
-            back => dag_path(&dag_id),
+            back => link(dag_path(&dag_id)),
             count => count,
             choices => choices,
             grid => grid,
@@ -352,7 +361,7 @@ async fn build_grid(
             GridRun {
                 run_id: r.run_id.clone(),
                 state: r.state.as_str(),
-                href: run_path(dag_id, &r.run_id),
+                href: link(run_path(dag_id, &r.run_id)),
                 title: format!(
                     "{}: {} ({}, {})",
                     r.run_id,
@@ -375,13 +384,13 @@ async fn build_grid(
                 .map(|(cell, run)| match cell.state {
                     None => GridCell {
                         state: "",
-                        href: String::new(),
+                        href: None,
                         title: String::new(),
                         mapped: 0,
                     },
                     Some(state) => GridCell {
                         state: state.as_str(),
-                        href: ti_path(dag_id, &run.run_id, task_id, cell.map_index),
+                        href: Some(link(ti_path(dag_id, &run.run_id, task_id, cell.map_index))),
                         title: cell.title(task_id, &run.run_id),
                         mapped: cell.mapped_total,
                     },
@@ -397,7 +406,7 @@ async fn build_grid(
         rows => rows,
         live => live,
         interval => REFRESH_MS,
-        refresh => format!("{}?runs={count}&fragment=1", dag_path(dag_id)),
+        refresh => link(format!("{}?runs={count}&fragment=1", dag_path(dag_id))),
     })
 }
 
@@ -414,7 +423,7 @@ struct GraphNode {
     operator: &'static str,
     trigger_rule: Option<&'static str>,
     state: &'static str,
-    href: Option<String>,
+    href: Option<Value>,
     title: String,
     x: f64,
     y: f64,
@@ -504,7 +513,7 @@ async fn graph(
                 trigger_rule: (task.trigger_rule != TriggerRule::AllSuccess)
                     .then(|| task.trigger_rule.as_str()),
                 state: state.map_or("none", TaskState::as_str),
-                href: cell.map(|c| ti_path(&dag_id, run_id, &task.task_id, c.map_index)),
+                href: cell.map(|c| link(ti_path(&dag_id, run_id, &task.task_id, c.map_index))),
                 title: match cell {
                     Some(c) => c.title(&task.task_id, run_id),
                     None => format!("{} ({})", task.task_id, task.operator_name()),
@@ -545,11 +554,11 @@ async fn graph(
             title => format!("{dag_id} · Graph"),
             tab => "graph",
             dag => dag,
-            back => format!("{}/graph", dag_path(&dag_id)),
+            back => link(format!("{}/graph", dag_path(&dag_id))),
             selected => selected.as_ref().map(|r| context! {
                 run_id => r.run_id,
                 state => r.state.as_str(),
-                href => run_path(&dag_id, &r.run_id),
+                href => link(run_path(&dag_id, &r.run_id)),
             }),
             run_choices => run_choices,
             nodes => nodes,
@@ -641,17 +650,17 @@ async fn runs(
     let listing = api_call::get(&web, &session, &path).await?;
     let total = listing["total_entries"].as_i64().unwrap_or(0);
     let pages = ((total + RUNS_PAGE - 1) / RUNS_PAGE).max(1);
-    let items: Vec<serde_json::Value> = listing["dag_runs"]
+    let items: Vec<Value> = listing["dag_runs"]
         .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|mut r| {
-            let run_id = r["dag_run_id"].as_str().unwrap_or("").to_string();
-            r["href"] = json!(run_path(&dag_id, &run_id));
-            r
+        .map(|runs| {
+            runs.iter()
+                .map(|r| {
+                    let run_id = r["dag_run_id"].as_str().unwrap_or("");
+                    context! { href => link(run_path(&dag_id, run_id)), ..Value::from_serialize(r) }
+                })
+                .collect()
         })
-        .collect();
+        .unwrap_or_default();
     let base = format!("{}/runs", dag_path(&dag_id));
     let page_base = query_base(
         &base,
@@ -673,7 +682,7 @@ async fn runs(
             title => format!("{dag_id} · Runs"),
             tab => "runs",
             dag => dag,
-            back => format!("{page_base}page={page}"),
+            back => link(format!("{page_base}page={page}")),
             runs => items,
             total => total,
             state => state,
@@ -686,8 +695,8 @@ async fn runs(
             run_types => RUN_TYPES,
             page => page,
             pages => pages,
-            page_base => page_base,
-            action => base,
+            page_base => link(page_base),
+            action => link(base),
         },
     ))
 }
@@ -742,7 +751,7 @@ async fn details(
             title => format!("{dag_id} · Details"),
             tab => "details",
             dag => dag,
-            back => format!("{}/details", dag_path(&dag_id)),
+            back => link(format!("{}/details", dag_path(&dag_id))),
             details => details,
             description => spec.description,
             schedule => spec.schedule.summary(),
@@ -816,13 +825,13 @@ async fn code(
             title => format!("{dag_id} · Code"),
             tab => "code",
             dag => dag,
-            back => format!("{}/code", dag_path(&dag_id)),
+            back => link(format!("{}/code", dag_path(&dag_id))),
             fileloc => spec.fileloc,
             versions => versions["dag_versions"],
             version => shown,
             lines => lines,
             missing => missing,
-            action => format!("{}/code", dag_path(&dag_id)),
+            action => link(format!("{}/code", dag_path(&dag_id))),
         },
     ))
 }
@@ -833,7 +842,7 @@ struct TiRow {
     map_index: i32,
     state: &'static str,
     try_number: u32,
-    href: String,
+    href: Value,
     operator: String,
     start_date: Option<DateTime<Utc>>,
     end_date: Option<DateTime<Utc>>,
@@ -945,7 +954,7 @@ async fn run_page(
                 ti.task_id.clone()
             };
             TiRow {
-                href: ti_path(&dag_id, &run_id, &ti.task_id, ti.map_index),
+                href: link(ti_path(&dag_id, &run_id, &ti.task_id, ti.map_index)),
                 task_id: ti.task_id.clone(),
                 map_index: ti.map_index,
                 state: ti.state.as_str(),
@@ -1016,8 +1025,7 @@ async fn run_page(
         tab => "runs",
         dag => dag,
         run => run_json,
-        run_href => run_path(&dag_id, &run_id),
-        back => run_path(&dag_id, &run_id),
+        back => link(run_path(&dag_id, &run_id)),
         conf => conf,
         tis => rows,
         ticks => ticks,
@@ -1026,7 +1034,7 @@ async fn run_page(
         gantt_end => chart.end.map(|d| d.to_rfc3339()),
         live => live,
         interval => REFRESH_MS,
-        refresh => format!("{}?fragment=1", run_path(&dag_id, &run_id)),
+        refresh => link(format!("{}?fragment=1", run_path(&dag_id, &run_id))),
     };
     if !q.fragment.is_empty() {
         return Ok(render::render("run_live.html", ctx).into_response());

@@ -5,6 +5,7 @@ mod actions;
 mod admin;
 mod auth;
 mod common;
+mod dag;
 mod dags;
 mod task_instance;
 mod users;
