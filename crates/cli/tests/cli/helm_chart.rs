@@ -1191,3 +1191,44 @@ fn generated_secrets_survive_upgrade_and_uninstall() {
         );
     }
 }
+
+/// DAG files given in `dags.files` land in a ConfigMap; the kubelet mounts it as symlinks into a
+/// hidden timestamped directory (`hello.yaml -> ..data/hello.yaml`, `..data -> ..2026_…`). The
+/// scheduler must see each DAG once in that layout, and run it.
+#[test]
+fn dags_from_the_chart_configmap_are_found_once_and_run() {
+    let Some(helms) = helms() else { return };
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("hello.yaml");
+    std::fs::write(&file, HELLO).unwrap();
+    let set_file = format!("dags.files.hello\\.yaml={}", file.display());
+    let d = docs(&render(&helms[0].1, None, &["--set-file", &set_file]));
+    let cm = get(&d, "ConfigMap", "t-updraft-dags");
+    let sched = get(&d, "Deployment", "t-updraft-scheduler");
+    let vol = seq(&sched["spec"]["template"]["spec"]["volumes"])
+        .iter()
+        .find(|v| v["name"] == "dags")
+        .unwrap();
+    assert_eq!(vol["configMap"]["name"], "t-updraft-dags");
+
+    let home = Home::new();
+    let dags = home.path().join("mounted-dags");
+    let stamp = dags.join("..2026_11_22_05_00_00.000000001");
+    std::fs::create_dir_all(&stamp).unwrap();
+    for (name, text) in cm["data"].as_mapping().unwrap() {
+        std::fs::write(stamp.join(s(name)), s(text)).unwrap();
+        std::os::unix::fs::symlink(format!("..data/{}", s(name)), dags.join(s(name))).unwrap();
+    }
+    std::os::unix::fs::symlink(stamp.file_name().unwrap(), dags.join("..data")).unwrap();
+    let home = home.with_env("UPDRAFT__CORE__DAGS_FOLDER", dags.to_str().unwrap());
+    home.run(&["db", "migrate"]).ok();
+    let list = home.run(&["dags", "list", "-o", "json"]).ok().json();
+    let ids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["dag_id"].clone())
+        .collect();
+    assert_eq!(ids, ["hello"], "{list}");
+    home.run(&["dags", "test", "hello"]).ok();
+}
