@@ -51,6 +51,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Access, AuthConfig, CurrentUser, LoginLimiter, Resource, Role, required_role};
 pub use error::Error;
+/// Airflow's secrets masking of JSON by key name, for other views of the same data (the web UI).
+pub use resources::redact;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -204,6 +204,13 @@ async fn page(
         }
         None => Value::Null,
     };
+    // Values under sensitive names (`password`, `token`, ... and `core.sensitive_var_conn_names`)
+    // are masked as the API masks variables and connections.
+    let rendered = updraft_api::redact(
+        rendered,
+        None,
+        &web.api().config.core.sensitive_var_conn_names,
+    );
     let rendered: Vec<(String, String)> = rendered
         .as_object()
         .map(|o| {

@@ -690,3 +690,25 @@ async fn viewers_see_no_buttons_and_their_forged_posts_change_nothing() {
         .unwrap();
     assert_eq!(e.store.get_task_instance_note(ti.id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn the_run_page_carries_the_run_actions_for_writers_only() {
+    let e = seeded().await;
+    let user = get(&e.app, "/dags/flow/runs/r1", Some(&browser("user"))).await;
+    assert_eq!(user.status, StatusCode::OK);
+    for action in [
+        "clear-run",
+        "mark-run-success",
+        "mark-run-failed",
+        "run-note",
+    ] {
+        assert!(
+            user.body.contains(&format!(r#"data-action="{action}""#)),
+            "{action}"
+        );
+    }
+    let viewer = get(&e.app, "/dags/flow/runs/r1", Some(&browser("viewer"))).await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    assert!(!viewer.body.contains("data-action=\"clear-run\""));
+    assert!(!viewer.body.contains("/runs/r1/state"));
+}

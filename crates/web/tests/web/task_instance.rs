@@ -152,7 +152,10 @@ async fn seeded() -> Env {
             rendered: vec![RenderedFields {
                 ti_id: t.id,
                 try_number: 2,
-                fields: json!({"bash_command": "echo second try", "env": {"TOKEN": "***"}}),
+                fields: json!({
+                    "bash_command": "echo second try",
+                    "env": {"API_TOKEN": "s3cr3t-value", "REGION": "eu-west-1"},
+                }),
             }],
             xcoms: vec![XCom {
                 ti_id: t.id,
@@ -203,10 +206,12 @@ async fn shows_summary_tries_rendered_fields_xcoms_and_latest_log() {
     assert!(b.contains("host-one"));
     let links = b.replace("&#x2f;", "/").replace("&amp;", "&");
     assert!(links.contains(&format!(r#"href="{PAGE}?try=1""#)));
-    // Rendered command and env of try 2, masked values as stored.
+    // Rendered command and env of try 2, sensitive values masked.
     assert!(b.contains("echo second try"));
     assert!(!b.contains("echo first try"));
-    assert!(b.contains("TOKEN") && b.contains("***"));
+    assert!(b.contains("API_TOKEN") && b.contains("&quot;***&quot;"));
+    assert!(!b.contains("s3cr3t-value"), "secrets are masked");
+    assert!(b.contains("eu-west-1"), "other values are shown");
     // XComs with their values.
     assert!(b.contains(r#"data-xcom="return_value""#));
     assert!(b.contains("&quot;rows&quot;: 42"));
