@@ -23,6 +23,7 @@ if [ "${UPDRAFT_TEST_KUBE_APISERVER:-on}" = off ]; then
 else
     eval "export $(scripts/kube-apiserver.sh start | tail -n 1)"
 fi
+eval "export $(scripts/browser.sh | tail -n 1)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     exec cargo nextest run --workspace --no-fail-fast "$@"

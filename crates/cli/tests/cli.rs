@@ -997,5 +997,8 @@ mod resources_api;
 #[path = "cli/airflow_client.rs"]
 mod airflow_client;
 
+#[path = "cli/browser.rs"]
+mod browser;
+
 #[path = "cli/helm_chart.rs"]
 mod helm_chart;
