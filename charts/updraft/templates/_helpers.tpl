@@ -247,3 +247,12 @@ policy/v1
 policy/v1beta1
 {{- end -}}
 {{- end -}}
+
+{{/* The base64 data of key in a Secret that exists in the cluster, or "" (always "" without
+    cluster access: helm template, Argo CD) */}}
+{{- define "updraft.existingSecretData" -}}
+{{- $s := lookup "v1" "Secret" .ns .name -}}
+{{- if and $s $s.data (hasKey $s.data .key) -}}
+{{- index $s.data .key -}}
+{{- end -}}
+{{- end -}}
