@@ -43,6 +43,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("action_preview.html", include_str!("../templates/action_preview.html")),
     ("run_actions.html", include_str!("../templates/run_actions.html")),
     ("task_instance.html", include_str!("../templates/task_instance.html")),
+    ("task_mapped.html", include_str!("../templates/task_mapped.html")),
     ("users.html", include_str!("../templates/users.html")),
     ("runs.html", include_str!("../templates/runs.html")),
     ("audit_log.html", include_str!("../templates/audit_log.html")),

@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use minijinja::context;
@@ -41,6 +41,9 @@ const FINISHED: &[&str] = &[
     "up_for_retry",
     "up_for_reschedule",
 ];
+
+/// Most mapped instances listed on a mapped task's page.
+const MAPPED_LIMIT: i64 = 1000;
 
 /// Most XComs listed.
 const XCOM_LIMIT: i64 = 100;
@@ -163,11 +166,45 @@ async fn page(
 ) -> Result<Response, UiError> {
     let map_index = query.map_index()?;
     let base = ti_path(&dag_id, &run_id, &task_id, map_index);
-    let tries_path = format!("{base}/tries");
-    let (ti, tries) = tokio::try_join!(
-        api_call::get(&web, &session, &base),
-        api_call::get(&web, &session, &tries_path),
-    )?;
+    let answer = api_call::call(&web, &session, Method::GET, &base, None).await?;
+    let index_given = query
+        .map_index
+        .as_deref()
+        .is_some_and(|m| !m.trim().is_empty());
+    if !index_given && answer.status == StatusCode::NOT_FOUND {
+        // A mapped task has no unmapped instance: list its instances instead.
+        let mapped = api_call::get(
+            &web,
+            &session,
+            &format!(
+                "{}/listMapped?limit={MAPPED_LIMIT}&order_by=map_index",
+                ti_path(&dag_id, &run_id, &task_id, -1)
+            ),
+        )
+        .await?;
+        if mapped["total_entries"].as_i64().unwrap_or(0) > 0 {
+            return Ok(render::page(
+                &web,
+                &session,
+                &headers,
+                "task_mapped.html",
+                "dags",
+                context! {
+                    title => format!("{task_id} · {run_id}"),
+                    dag_id => dag_id,
+                    run_id => run_id,
+                    task_id => task_id,
+                    dag_url => format!("/dags/{}", seg(&dag_id)),
+                    run_url => run_page(&dag_id, &run_id),
+                    page_path => format!("{}/tasks/{}", run_page(&dag_id, &run_id), seg(&task_id)),
+                    instances => mapped["task_instances"],
+                    total => mapped["total_entries"],
+                },
+            ));
+        }
+    }
+    let ti = answer.into_ok()?;
+    let tries = api_call::get(&web, &session, &format!("{base}/tries")).await?;
     let tries: Vec<Value> = tries["task_instances"]
         .as_array()
         .cloned()

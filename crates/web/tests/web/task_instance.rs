@@ -426,3 +426,53 @@ fn input_attr(html: &str, name: &str) -> String {
     let at = html.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
     html[at..at + html[at..].find('"').unwrap()].to_string()
 }
+
+#[tokio::test]
+async fn a_mapped_task_lists_its_instances_and_each_has_its_page() {
+    let e = env().await;
+    let mut dag = DagSpec::new("fan", vec![TaskSpec::new("each", Operator::Empty)]);
+    dag.fileloc = "fan.yaml".into();
+    let version = e.store.upsert_dag(&dag, false).await.unwrap().version;
+    e.store
+        .create_run(NewRun {
+            dag_id: "fan".into(),
+            run_id: "r1".into(),
+            run_type: RunType::Manual,
+            logical_date: Some(at(0)),
+            data_interval_start: None,
+            data_interval_end: None,
+            run_after: at(0),
+            conf: json!({}),
+            dag_version: version,
+            triggered_by: "test".into(),
+            queued_at: at(0),
+            note: None,
+            triggering_user_name: None,
+            tasks: (0..3)
+                .map(|m| NewTaskInstance {
+                    task_id: "each".into(),
+                    map_index: m,
+                    max_tries: 0,
+                    pool: "default_pool".into(),
+                    pool_slots: 1,
+                    priority_weight: 1,
+                    queue: "default".into(),
+                    operator: "EmptyOperator".into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    let b = browser("viewer");
+    let list = get(&e.app, "/dags/fan/runs/r1/tasks/each", Some(&b)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    for m in 0..3 {
+        assert!(list.body.contains(&format!(r#"data-map-index="{m}""#)));
+    }
+    let one = get(&e.app, "/dags/fan/runs/r1/tasks/each?map_index=2", Some(&b)).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert!(one.body.contains("map index 2"));
+    assert!(one.body.contains("No try has started yet."));
+    let none = get(&e.app, "/dags/fan/runs/r1/tasks/each?map_index=7", Some(&b)).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+}
