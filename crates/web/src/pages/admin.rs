@@ -204,12 +204,14 @@ pub struct KeyQuery {
     key: String,
 }
 
+/// The create or edit form; `masked` is the API's masked text of a stored value that may not
+/// be shown (then the field starts empty and the masked text is shown beside it).
 fn variable_form(
     web: &WebState,
     session: &Session,
     headers: &HeaderMap,
     editing: bool,
-    masked: bool,
+    masked: Option<&str>,
     form: &VariableForm,
     error: Option<&str>,
 ) -> Response {
@@ -222,7 +224,8 @@ fn variable_form(
         context! {
             title => if editing { format!("Edit variable {}", form.key) } else { "New variable".into() },
             editing => editing,
-            masked => masked,
+            masked => masked.is_some(),
+            masked_value => masked,
             key => form.key,
             value => form.value,
             description => form.description,
@@ -242,7 +245,7 @@ async fn variable_new(
         &session,
         &headers,
         false,
-        false,
+        None,
         &VariableForm::default(),
         None,
     ))
@@ -268,7 +271,7 @@ async fn variable_create(
             &format!("variable {} created", form.key.trim()),
         ),
         Err((status, detail)) => with_status(
-            variable_form(&web, &session, &headers, false, false, &form, Some(&detail)),
+            variable_form(&web, &session, &headers, false, None, &form, Some(&detail)),
             status,
         ),
     })
@@ -287,11 +290,11 @@ async fn variable_edit(
 ) -> Result<Response, UiError> {
     require(&session, Resource::Variable, Access::Write)?;
     let v = api_call::get(&web, &session, &format!("/variables/{}", seg(&q.key))).await?;
-    let masked = is_masked(&v["value"]);
+    let masked = is_masked(&v["value"]).then(|| v["value"].as_str().unwrap_or_default());
     let form = VariableForm {
         key: q.key,
         // A masked value is never put in the form: an empty field keeps the stored one.
-        value: if masked {
+        value: if masked.is_some() {
             String::new()
         } else {
             v["value"].as_str().unwrap_or_default().to_string()
@@ -316,8 +319,9 @@ async fn variable_update(
         Ok(v) => v,
         Err((_, detail)) => return Ok(render::flash_redirect(&web, "/variables", false, &detail)),
     };
-    let masked = is_masked(&current["value"]);
-    let keep_value = masked && form.value.is_empty();
+    let masked =
+        is_masked(&current["value"]).then(|| current["value"].as_str().unwrap_or_default());
+    let keep_value = masked.is_some() && form.value.is_empty();
     let mask = if keep_value {
         "?update_mask=description"
     } else {
@@ -345,7 +349,7 @@ async fn variable_update(
         ),
         Err((status, detail)) => {
             let shown = VariableForm {
-                value: if masked {
+                value: if masked.is_some() {
                     String::new()
                 } else {
                     form.value.clone()

@@ -128,6 +128,16 @@ async fn variables_search_pages_and_keys_with_slashes() {
     let edit = get(&e.app, "/variables/edit?key=path%2Fto%20x", Some(&op)).await;
     assert_eq!(edit.status, StatusCode::OK, "{}", edit.body);
     assert!(edit.body.contains(">deep</textarea>"));
+    e.store.set_variable("a+b&c#d", "odd", None).await.unwrap();
+    let odd = get(&e.app, "/variables?search=%2Bb%26", Some(&op)).await;
+    assert!(
+        odd.body
+            .contains("href=\"/variables/edit?key=a%2Bb%26c%23d\""),
+        "{}",
+        odd.body
+    );
+    let edit = get(&e.app, "/variables/edit?key=a%2Bb%26c%23d", Some(&op)).await;
+    assert!(edit.body.contains(">odd</textarea>"));
     let done = post(&e.app, "/variables/delete", &op, &[("key", "path/to x")]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
     assert!(e.store.get_variable("path/to x").await.unwrap().is_none());
@@ -152,10 +162,12 @@ async fn sensitive_values_stay_masked_and_an_empty_field_keeps_them() {
     let edit = get(&e.app, "/variables/edit?key=db_password", Some(&op)).await;
     assert!(!edit.body.contains(secret));
     assert!(
-        !edit.body.contains("***"),
-        "a masked value is not put in the form"
+        edit.body
+            .contains("aria-describedby=\"value-help\"></textarea>"),
+        "a masked value is not put in the form: {}",
+        edit.body
     );
-    assert!(edit.body.contains("leave empty to keep"));
+    assert!(edit.body.contains("<pre class=\"masked\">***</pre>"));
     // Empty value: the description changes, the value stays.
     post(
         &e.app,
@@ -181,6 +193,35 @@ async fn sensitive_values_stay_masked_and_an_empty_field_keeps_them() {
     .await;
     let stored = e.store.get_variable("db_password").await.unwrap().unwrap();
     assert_eq!(stored.value, "new-one");
+
+    // Inside JSON only the sensitive keys are masked; the rest is shown beside the form.
+    let json_value = r#"{"user": "etl", "password": "pw-in-json-123"}"#;
+    post(
+        &e.app,
+        "/variables/new",
+        &op,
+        &[("key", "settings"), ("value", json_value)],
+    )
+    .await;
+    let edit = get(&e.app, "/variables/edit?key=settings", Some(&op)).await;
+    assert!(!edit.body.contains("pw-in-json-123"));
+    assert!(edit.body.contains("etl") && edit.body.contains("***"));
+    post(
+        &e.app,
+        "/variables/edit",
+        &op,
+        &[("key", "settings"), ("value", ""), ("description", "x")],
+    )
+    .await;
+    let stored = e.store.get_variable("settings").await.unwrap().unwrap();
+    assert_eq!(stored.value, json_value);
+    for page in ["/variables", "/variables/edit?key=settings", "/audit-log"] {
+        let html = get(&e.app, page, Some(&op)).await.body;
+        assert!(
+            !html.contains(secret) && !html.contains("pw-in-json-123"),
+            "{page}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -636,6 +677,22 @@ async fn a_post_without_the_csrf_token_is_refused() {
         let page = post(&e.app, path, &op, &f).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
     }
+    // No token field at all, as another site's form would post.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/users")
+        .header("host", "ui.test")
+        .header(axum::http::header::COOKIE, &browser("admin").cookie)
+        .header(
+            axum::http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(axum::body::Body::from(
+            "username=mallory&role=admin&password=x",
+        ))
+        .unwrap();
+    assert_eq!(send(&e.app, req).await.status, StatusCode::FORBIDDEN);
+    assert!(e.store.get_user("mallory").await.unwrap().is_none());
     assert!(e.store.get_variable("x").await.unwrap().is_none());
     assert!(e.store.get_pool("p").await.unwrap().is_none());
     assert!(e.store.list_connections().await.unwrap().is_empty());
