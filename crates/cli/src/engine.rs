@@ -155,6 +155,9 @@ async fn run_service(
     store: DynStore,
     api: Option<tokio::net::TcpListener>,
 ) -> Result<()> {
+    let mut cfg = cfg;
+    crate::cmd_task_execute::execution_api_url_for(&mut cfg, api.as_ref());
+    let task_token_secret = crate::cmd_task_execute::task_token_secret(&cfg)?;
     let shutdown = shutdown_signal();
     let api = match api {
         Some(listener) => Some(crate::cmd_api::spawn(
@@ -188,6 +191,10 @@ async fn run_service(
         process_dags: true,
         take_lease: true,
     });
+    let scheduler = match task_token_secret {
+        Some(secret) => scheduler.with_task_token_secret(secret),
+        None => scheduler,
+    };
     if let Some((listener, threshold)) = health {
         let heartbeat = scheduler.heartbeat();
         tokio::spawn(updraft_scheduler::health::serve(

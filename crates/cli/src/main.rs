@@ -7,6 +7,7 @@ mod cmd_admin;
 mod cmd_api;
 mod cmd_connections;
 mod cmd_dags;
+mod cmd_task_execute;
 mod cmd_tasks;
 mod cmd_users;
 mod dates;
@@ -68,6 +69,9 @@ enum Command {
     /// Manage task instances.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Run one task try as a worker of the Task Execution API.
+    #[command(subcommand)]
+    Task(cmd_task_execute::TaskCommand),
     /// Manage variables.
     #[command(subcommand)]
     Variables(VariablesCommand),
@@ -455,6 +459,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Db(c) => cmd_admin::db(cfg, c).await.map(ok),
         Command::Dags(c) => cmd_dags::run(cfg, c).await,
         Command::Tasks(c) => cmd_tasks::run(cfg, c).await,
+        Command::Task(c) => cmd_task_execute::run(cfg, c).await,
         Command::Variables(c) => cmd_admin::variables(cfg, c).await.map(ok),
         Command::Pools(c) => cmd_admin::pools(cfg, c).await.map(ok),
         Command::Connections(c) => cmd_connections::run(cfg, c).await.map(ok),

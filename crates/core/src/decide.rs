@@ -119,6 +119,9 @@ pub enum TryResult {
     Failed,
     /// Failed with retries disabled for this try (e.g. marked failed by a user).
     FailedNoRetry,
+    /// The task asked to run again at this time without using up a try (a sensor in
+    /// reschedule mode, Airflow's `up_for_reschedule`).
+    Reschedule(DateTime<Utc>),
 }
 
 /// Things the engine wants woken up for.
@@ -252,14 +255,17 @@ impl Engine {
                 TaskState::Scheduled => {
                     self.candidates.insert(candidate(&run, i));
                 }
-                TaskState::UpForRetry => {
+                TaskState::UpForRetry | TaskState::UpForReschedule => {
                     if let Some(at) = ti.next_retry_at {
                         self.pending.timers.push((at, Timer::Retry((pk, i))));
                     }
                 }
                 _ => {}
             }
-            if ti.state == TaskState::None || ti.state == TaskState::UpForRetry {
+            if matches!(
+                ti.state,
+                TaskState::None | TaskState::UpForRetry | TaskState::UpForReschedule
+            ) {
                 self.dirty.insert((pk, run.dag.topo_pos[i]));
             }
         }
@@ -343,8 +349,22 @@ impl Engine {
         let target = match result {
             TryResult::Success => TaskState::Success,
             TryResult::Skipped => TaskState::Skipped,
-            TryResult::Failed if ti.try_number <= ti.max_tries => TaskState::UpForRetry,
-            TryResult::Failed | TryResult::FailedNoRetry => TaskState::Failed,
+            TryResult::Reschedule(at) if ti.state == TaskState::Running => {
+                self.set_state(key, TaskState::UpForReschedule, now);
+                self.ti_mut(key).next_retry_at = Some(at);
+                if at <= now {
+                    self.mark_dirty(key);
+                } else {
+                    self.pending.timers.push((at, Timer::Retry(key)));
+                }
+                return true;
+            }
+            TryResult::Failed | TryResult::Reschedule(_) if ti.try_number <= ti.max_tries => {
+                TaskState::UpForRetry
+            }
+            TryResult::Failed | TryResult::FailedNoRetry | TryResult::Reschedule(_) => {
+                TaskState::Failed
+            }
         };
         if target == TaskState::UpForRetry {
             let task = &run.dag.spec.tasks[key.1];
@@ -387,7 +407,7 @@ impl Engine {
         match timer {
             Timer::Retry(key) => {
                 if let Some(ti) = self.ti(key)
-                    && ti.state == TaskState::UpForRetry
+                    && matches!(ti.state, TaskState::UpForRetry | TaskState::UpForReschedule)
                 {
                     self.mark_dirty(key);
                 }
@@ -422,7 +442,10 @@ impl Engine {
     fn mark_run_dirty(&mut self, pk: RunPk) {
         if let Some(run) = self.runs.get(&pk) {
             for (i, ti) in run.tis.iter().enumerate() {
-                if matches!(ti.state, TaskState::None | TaskState::UpForRetry) {
+                if matches!(
+                    ti.state,
+                    TaskState::None | TaskState::UpForRetry | TaskState::UpForReschedule
+                ) {
                     self.dirty.insert((pk, run.dag.topo_pos[i]));
                 }
             }
@@ -473,7 +496,10 @@ impl Engine {
                 ti.end_date = None;
                 ti.next_retry_at = None;
             }
-            s if s.is_terminal() || s == TaskState::UpForRetry => {
+            s if s.is_terminal()
+                || s == TaskState::UpForRetry
+                || s == TaskState::UpForReschedule =>
+            {
                 if ti.start_date.is_none() {
                     ti.start_date = Some(now);
                 }
@@ -481,7 +507,7 @@ impl Engine {
             }
             _ => {}
         }
-        if to != TaskState::UpForRetry {
+        if to != TaskState::UpForRetry && to != TaskState::UpForReschedule {
             ti.next_retry_at = None;
         }
         let (pool, slots) = (ti.pool.clone(), ti.pool_slots);
@@ -604,6 +630,15 @@ impl Engine {
                     let old = ti.clone();
                     self.pending.archive.push((key, old));
                     self.set_state(key, TaskState::Scheduled, now);
+                }
+                return;
+            }
+            TaskState::UpForReschedule => {
+                if ti.next_retry_at.is_none_or(|at| at <= now) {
+                    // The same try runs again: queueing counts it once more, so take it back.
+                    self.set_state(key, TaskState::Scheduled, now);
+                    let ti = self.ti_mut(key);
+                    ti.try_number = ti.try_number.saturating_sub(1);
                 }
                 return;
             }

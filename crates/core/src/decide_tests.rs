@@ -325,6 +325,36 @@ fn retries_wait_for_the_delay_then_run_a_new_try() {
 }
 
 #[test]
+fn a_reschedule_runs_the_same_try_again_at_its_time() {
+    let spec = dag("sensor", vec![bash("a", &[]), bash("b", &["a"])]);
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    let key = h.key(1, "a");
+    let at = t0() + ChronoDuration::seconds(30);
+    h.finish(1, "a", TryResult::Reschedule(at));
+    let step = h.step().clone();
+    assert_eq!(h.state(1, "a"), TaskState::UpForReschedule);
+    assert_eq!(h.state(1, "b"), TaskState::None);
+    assert_eq!(step.timers, vec![(at, Timer::Retry(key))]);
+    assert_eq!(h.engine.ti(key).unwrap().next_retry_at, Some(at));
+    h.advance(10);
+    h.fire_due_timers(&step.timers);
+    h.step();
+    assert!(h.dispatched().is_empty());
+    h.advance(20);
+    h.fire_due_timers(&step.timers);
+    let again = h.step().clone();
+    assert_eq!(h.dispatched(), ["a"]);
+    // Same try, nothing archived: a reschedule uses up no try.
+    assert_eq!(h.engine.ti(key).unwrap().try_number, 1);
+    assert!(again.archive.is_empty());
+    h.finish(1, "a", TryResult::Success);
+    h.step();
+    assert_eq!(h.dispatched(), ["b"]);
+}
+
+#[test]
 fn exponential_backoff_grows_and_is_capped() {
     let mut a = bash("a", &[]);
     a.retries = 5;

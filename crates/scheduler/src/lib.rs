@@ -9,5 +9,6 @@ mod rows;
 pub mod runtime;
 pub mod task_test;
 pub mod trigger;
+pub mod workload;
 
 pub use runtime::{Mode, Scheduler, SchedulerOptions, Summary};

@@ -71,6 +71,17 @@ pub struct Summary {
 pub struct Scheduler {
     opts: SchedulerOptions,
     heartbeat: crate::health::Heartbeat,
+    /// Signs task-try tokens under `core.executor = "local_api"` (the API server's secret).
+    task_token_secret: Option<Vec<u8>>,
+}
+
+/// What dispatching a try as `updraft task execute` needs (`core.executor = "local_api"`).
+struct ApiDispatch {
+    secret: Vec<u8>,
+    /// The `updraft` binary the workers run.
+    exe: std::path::PathBuf,
+    url: String,
+    token_lifetime: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,6 +121,11 @@ struct Loop {
     /// Executor events applied since the last commit, re-applied to runs reloaded after a
     /// stale write so no report is lost.
     uncommitted: Vec<Event>,
+    /// Task-try reports (Execution API) applied since the last commit, by (ti, try), with their
+    /// run: deleted from the store in the commit that records their effect.
+    consumed_reports: HashMap<(Uuid, u32), RunPk>,
+    /// Set when tries run as `updraft task execute` workers that report through the API.
+    api: Option<ApiDispatch>,
     pending_xcoms: Vec<XCom>,
     summary: Summary,
     /// A store call failed; nothing is decided until a resync succeeds.
@@ -124,7 +140,15 @@ impl Scheduler {
         Scheduler {
             opts,
             heartbeat: crate::health::Heartbeat::new(),
+            task_token_secret: None,
         }
+    }
+
+    /// The secret that signs task-try tokens (the API server's `api.secret_key`); needed when
+    /// `core.executor = "local_api"`.
+    pub fn with_task_token_secret(mut self, secret: Vec<u8>) -> Self {
+        self.task_token_secret = Some(secret);
+        self
     }
 
     /// The loop's liveness, renewed on every iteration (and while standing by for the lease).
@@ -143,6 +167,20 @@ impl Scheduler {
             process_dags,
             take_lease,
         } = self.opts;
+        // `dags test` and backfills run their tries in this process's executor.
+        let api = if config.core.executor == "local_api" && mode == Mode::Service {
+            let secret = self.task_token_secret.context(
+                "core.executor = \"local_api\" needs the API server's token secret to sign task tokens",
+            )?;
+            Some(ApiDispatch {
+                secret,
+                exe: std::env::current_exe().context("cannot find the updraft binary")?,
+                url: config.execution_api_url(),
+                token_lifetime: config.execution_api.jwt_expiration_time.as_secs().max(1) as i64,
+            })
+        } else {
+            None
+        };
         let holder = format!("{hostname}:{}:{}", std::process::id(), Uuid::now_v7());
         if take_lease {
             wait_for_lease(&store, &holder, &hostname, &mut shutdown, &heartbeat).await?;
@@ -175,6 +213,8 @@ impl Scheduler {
             executor: executor.clone(),
             draining: false,
             uncommitted: Vec::new(),
+            consumed_reports: HashMap::new(),
+            api,
             pending_xcoms: Vec::new(),
             summary: Summary::default(),
             resync_pending: false,
@@ -468,6 +508,7 @@ impl Loop {
             self.drop_run(pk, false);
         }
         self.inbox_cursor = cursor;
+        self.consumed_reports.clear();
         self.load_runs(runs).await?;
         let events = std::mem::take(&mut self.uncommitted);
         for ev in &events {
@@ -624,6 +665,8 @@ impl Loop {
             let tis = tis_by_run.remove(&run.id).unwrap_or_default();
             self.install_run(run, tis).await?;
         }
+        let reports = self.store.task_reports_of_runs(&pks).await?;
+        self.apply_reports(reports);
         Ok(())
     }
 
@@ -704,6 +747,10 @@ impl Loop {
                 pid_start_ticks,
                 at,
             } => {
+                if self.api.is_some() {
+                    // The worker itself enters `running` through the Execution API.
+                    return;
+                }
                 let Some(&key) = self.ti_index.get(&task.ti_id) else {
                     return;
                 };
@@ -723,6 +770,20 @@ impl Loop {
                 let Some(&key) = self.ti_index.get(&task.ti_id) else {
                     return;
                 };
+                if self.api.is_some() && *outcome != Outcome::Killed {
+                    // A worker's exit is no report: a try that entered `running` ends by the
+                    // report it sent, or by the heartbeat timeout if it sent none. A worker
+                    // that exits before entering `running` failed its try.
+                    if self
+                        .engine
+                        .ti(key)
+                        .is_some_and(|t| t.state == TaskState::Queued)
+                    {
+                        self.engine
+                            .on_finished(key, task.try_number, TryResult::Failed, *at);
+                    }
+                    return;
+                }
                 let result = match outcome {
                     Outcome::Success => TryResult::Success,
                     Outcome::Skipped { .. } => TryResult::Skipped,
@@ -829,11 +890,51 @@ impl Loop {
                 }
             }
         }
+        self.consumed_reports.retain(|_, run| *run != pk);
         match run {
-            Some(run) if !run.state.is_finished() => self.install_run(run, fresh).await?,
+            Some(run) if !run.state.is_finished() => {
+                self.install_run(run, fresh).await?;
+                let reports = self.store.task_reports_of_runs(&[pk]).await?;
+                self.apply_reports(reports);
+            }
             _ => self.drop_run(pk, false),
         }
         Ok(())
+    }
+
+    /// Applies how tries ended as their workers reported through the Execution API, exactly
+    /// like executor reports: the same checks (a report of another try, or of a try no longer
+    /// running, changes nothing), retries and downstream release. Each report is deleted in the
+    /// commit that records its effect, or that finds it obsolete.
+    fn apply_reports(&mut self, reports: Vec<updraft_store::TaskReport>) {
+        for report in reports {
+            let Some(&key) = self.ti_index.get(&report.ti_id) else {
+                continue;
+            };
+            if self
+                .consumed_reports
+                .insert((report.ti_id, report.try_number), key.0)
+                .is_some()
+            {
+                continue;
+            }
+            let result = match report.state {
+                TaskState::Success => TryResult::Success,
+                TaskState::Skipped => TryResult::Skipped,
+                // The worker decided no retry is due (Airflow's `failed`, e.g. AirflowFailException).
+                TaskState::Failed => TryResult::FailedNoRetry,
+                TaskState::UpForReschedule => match report.reschedule_date {
+                    Some(at) => TryResult::Reschedule(at),
+                    None => TryResult::Failed,
+                },
+                _ => TryResult::Failed,
+            };
+            let accepted =
+                self.engine
+                    .on_finished(key, report.try_number, result, report.at.min(Utc::now()));
+            debug!(ti_id = %report.ti_id, try_number = report.try_number, state = %report.state,
+                accepted, "task try report applied");
+        }
     }
 
     // ---- timers -------------------------------------------------------------------------------
@@ -988,6 +1089,34 @@ impl Loop {
                 }
             }
         }
+        if !zombies.is_empty() {
+            // A worker that reports through the Execution API heartbeats there: its latest
+            // heartbeat is in the database, not in this loop's copy of the row.
+            let mut pks: Vec<RunPk> = zombies.iter().map(|z| z.0.0).collect();
+            pks.sort_unstable();
+            pks.dedup();
+            let fresh = match self.store.task_instances_of_runs(&pks).await {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    warn!(error = %e, "cannot read task heartbeats; zombie check postponed");
+                    return;
+                }
+            };
+            let beats: HashMap<Uuid, Option<DateTime<Utc>>> = fresh
+                .into_iter()
+                .map(|t| (t.id, t.last_heartbeat_at))
+                .collect();
+            zombies.retain_mut(|(key, _, row)| {
+                let Some(beat) = beats.get(&row.id).copied().flatten() else {
+                    return true;
+                };
+                if let Some(rows) = self.rows.get_mut(&key.0) {
+                    rows.tis[key.1].last_heartbeat_at = Some(beat);
+                }
+                row.last_heartbeat_at = Some(beat);
+                now - beat > timeout
+            });
+        }
         for (key, try_number, row) in zombies {
             warn!(dag_id = %row.dag_id, run_id = %row.run_id, task_id = %row.task_id,
                 "zombie task: the executor no longer runs it; failing this try");
@@ -1069,7 +1198,8 @@ impl Loop {
             && changed_runs.is_empty()
             && dispatch.is_empty()
             && kill.is_empty()
-            && self.pending_xcoms.is_empty();
+            && self.pending_xcoms.is_empty()
+            && self.consumed_reports.is_empty();
         if nothing {
             self.uncommitted.clear();
             return Ok(false);
@@ -1150,6 +1280,7 @@ impl Loop {
         }
         batch.rendered = rendered;
         batch.xcoms = fresh_xcoms;
+        batch.consumed_reports = self.consumed_reports.keys().copied().collect();
 
         let stale = self.apply_with_retry(&mut batch).await?;
         if !stale.is_empty() {
@@ -1171,6 +1302,9 @@ impl Loop {
             }
         }
         self.uncommitted.clear();
+        for consumed in &batch.consumed_reports {
+            self.consumed_reports.remove(consumed);
+        }
 
         // Committed: now the world may hear about it.
         for row in &batch.task_instances {
@@ -1189,6 +1323,10 @@ impl Loop {
             if stale.contains(&self.ti_index.get(&task.ti_id).map_or(-1, |k| k.0)) {
                 continue;
             }
+            let command = match &self.api {
+                Some(api) => self.worker_command(api, &task, &command),
+                None => command,
+            };
             self.executor.submit(task, command);
         }
         for key in kill {
@@ -1250,6 +1388,7 @@ impl Loop {
                     batch.rendered.retain(|r| !in_drop(&r.ti_id));
                     batch.clear_xcoms_of.retain(|id| !in_drop(id));
                     batch.xcoms.retain(|x| !in_drop(&x.ti_id));
+                    batch.consumed_reports.retain(|(id, _)| !in_drop(id));
                     stale.extend(pks);
                     if drop.is_empty() {
                         anyhow::bail!("store reported a stale write without naming runs");
@@ -1283,6 +1422,44 @@ pub(crate) fn iso(dt: DateTime<Utc>) -> String {
 
 // Access for the dispatch step.
 impl Loop {
+    /// The `updraft task execute` command of a try, with its workload and a fresh token.
+    fn worker_command(
+        &self,
+        api: &ApiDispatch,
+        task: &updraft_executor::TaskTry,
+        command: &updraft_executor::Command,
+    ) -> updraft_executor::Command {
+        let fileloc = self
+            .ti_index
+            .get(&task.ti_id)
+            .and_then(|k| self.engine.run(k.0))
+            .map(|r| r.dag.spec.fileloc.clone())
+            .unwrap_or_default();
+        let token = updraft_crypto::task_token::issue(
+            &api.secret,
+            &task.ti_id.to_string(),
+            task.try_number,
+            api.token_lifetime,
+            Utc::now().timestamp(),
+        );
+        let workload = crate::workload::Workload::new(
+            task,
+            command,
+            &fileloc,
+            &self.cfg.core.dags_folder,
+            &api.url,
+            token,
+        );
+        crate::workload::worker_command(
+            &api.exe,
+            &workload,
+            (
+                crate::recovery::TRY_MARKER_ENV,
+                crate::recovery::try_marker(task.ti_id, task.try_number),
+            ),
+        )
+    }
+
     pub(crate) fn parts_for_dispatch(
         &self,
         key: TiKey,
