@@ -131,14 +131,14 @@ async fn spec_of_run(web: &WebState, run: &DagRun, latest: DagSpec) -> Result<Da
         .unwrap_or(latest))
 }
 
-/// Task ids in topological order (the spec's order among equals), then any task only the
-/// instances know (removed from the DAG since), sorted.
+/// Task ids in topological order, taking among the tasks that are ready the one listed first
+/// in the DAG file (so the order reads like the file where dependencies allow), then any task
+/// only the instances know (removed from the DAG since), sorted.
 fn task_order(spec: &DagSpec, tis: &[TaskInstance]) -> Vec<String> {
     let mut ids: Vec<String> = match Graph::build(&spec.tasks) {
-        Ok(g) => g
-            .topo
-            .iter()
-            .map(|&i| spec.tasks[i].task_id.clone())
+        Ok(g) => stable_topo(&g.upstream, &g.downstream)
+            .into_iter()
+            .map(|i| spec.tasks[i].task_id.clone())
             .collect(),
         Err(_) => spec.tasks.iter().map(|t| t.task_id.clone()).collect(),
     };
@@ -152,6 +152,28 @@ fn task_order(spec: &DagSpec, tis: &[TaskInstance]) -> Vec<String> {
     extra.dedup();
     ids.extend(extra);
     ids
+}
+
+/// Kahn's algorithm with the ready tasks in a min-heap by index.
+fn stable_topo(upstream: &[Vec<usize>], downstream: &[Vec<usize>]) -> Vec<usize> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut indegree: Vec<usize> = upstream.iter().map(Vec::len).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..upstream.len())
+        .filter(|&i| indegree[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut out = Vec::with_capacity(upstream.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        out.push(i);
+        for &d in &downstream[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    out
 }
 
 /// How urgent a state is when several mapped instances share one cell: the most urgent wins.
@@ -1102,6 +1124,31 @@ mod tests {
         single.add(&ti("t", -1, TaskState::Queued));
         assert_eq!(single.state, Some(TaskState::Queued));
         assert_eq!(single.title("t", "r"), "t in r: queued");
+    }
+
+    #[test]
+    fn tasks_are_ordered_topologically_in_file_order() {
+        use updraft_core::model::{Operator, TaskSpec};
+        let task = |id: &str, up: &[&str]| {
+            let mut t = TaskSpec::new(id, Operator::Empty);
+            t.upstream = up.iter().map(|u| u.to_string()).collect();
+            t
+        };
+        let spec = DagSpec::new(
+            "d",
+            vec![
+                task("load", &["a", "b"]),
+                task("a", &["extract"]),
+                task("extract", &[]),
+                task("b", &["extract"]),
+                task("cleanup", &[]),
+            ],
+        );
+        let removed = ti("gone", -1, TaskState::Removed);
+        assert_eq!(
+            task_order(&spec, &[removed]),
+            ["extract", "a", "b", "load", "cleanup", "gone"]
+        );
     }
 
     #[test]
