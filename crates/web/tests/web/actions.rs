@@ -712,3 +712,28 @@ async fn the_run_page_carries_the_run_actions_for_writers_only() {
     assert!(!viewer.body.contains("data-action=\"clear-run\""));
     assert!(!viewer.body.contains("/runs/r1/state"));
 }
+
+#[tokio::test]
+async fn a_dag_without_params_still_has_conf_and_unknown_dags_are_404() {
+    let e = env().await;
+    let b = browser("user");
+    let page = get(&e.app, "/dags/gamma/trigger", Some(&b)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("This DAG has no params."));
+    let done = post(
+        &e.app,
+        "/dags/gamma/trigger",
+        &b,
+        &[("conf", r#"{"free": "form"}"#)],
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(runs_of(&e, "gamma").await[0].conf, json!({"free": "form"}));
+    // A paused DAG says its run will wait.
+    let paused = get(&e.app, "/dags/alpha/trigger", Some(&b)).await;
+    assert!(paused.body.contains("This DAG is paused"));
+    let missing = get(&e.app, "/dags/nope/trigger", Some(&b)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let missing = post(&e.app, "/dags/nope/trigger", &b, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
