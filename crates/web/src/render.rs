@@ -48,6 +48,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runs.html", include_str!("../templates/runs.html")),
     ("audit_log.html", include_str!("../templates/audit_log.html")),
     ("health.html", include_str!("../templates/health.html")),
+    ("health_status.html", include_str!("../templates/health_status.html")),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

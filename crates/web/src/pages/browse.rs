@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{Days, NaiveDate, Utc};
 use minijinja::context;
@@ -226,10 +226,19 @@ async fn audit_log(
     ))
 }
 
+#[derive(Deserialize, Default)]
+pub struct FragmentQuery {
+    #[serde(default)]
+    fragment: Option<String>,
+}
+
+/// `/health`; with `?fragment=1` only the status cards, which the page refreshes every few
+/// seconds.
 async fn health(
     State(web): State<WebState>,
     session: Session,
     headers: HeaderMap,
+    Query(q): Query<FragmentQuery>,
 ) -> Result<Response, UiError> {
     let body: Value = api_call::get(&web, &session, "/monitor/health").await?;
     // Who holds the scheduler's lease (the active scheduler, or the last one when it expired);
@@ -248,21 +257,25 @@ async fn health(
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| (Utc::now() - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0);
+    let ctx = context! {
+        title => "Health",
+        metadatabase => body["metadatabase"]["status"],
+        scheduler => body["scheduler"]["status"],
+        heartbeat => heartbeat,
+        heartbeat_age => age.map(|a| a.max(0.0)),
+        lease_holder => holder,
+        checked_at => Utc::now().to_rfc3339(),
+    };
+    if q.fragment.is_some() {
+        return Ok(render::render("health_status.html", ctx).into_response());
+    }
     Ok(render::page(
         &web,
         &session,
         &headers,
         "health.html",
         "health",
-        context! {
-            title => "Health",
-            metadatabase => body["metadatabase"]["status"],
-            scheduler => body["scheduler"]["status"],
-            heartbeat => heartbeat,
-            heartbeat_age => age.map(|a| a.max(0.0)),
-            lease_holder => holder,
-            checked_at => Utc::now().to_rfc3339(),
-        },
+        ctx,
     ))
 }
 

@@ -799,6 +799,32 @@ async fn health_shows_the_database_and_the_schedulers_heartbeat() {
     assert!(page.body.contains("host-a:4242"));
     let beat = now.format("%Y-%m-%d %H:%M").to_string();
     assert!(page.body.contains(&beat), "{beat} in {}", page.body);
+    // The cards refresh themselves from a fragment of the same page.
+    assert!(page.body.contains("data-refresh=\"/health?fragment=1\""));
+    let fragment = get(&e.app, "/health?fragment=1", Some(&b)).await;
+    assert_eq!(fragment.status, StatusCode::OK);
+    assert!(
+        fragment
+            .body
+            .trim_start()
+            .starts_with("<div class=\"health-grid\"")
+    );
+    assert!(!fragment.body.contains("<html"));
+    assert!(fragment.body.contains("host-a:4242") && fragment.body.contains(&beat));
+    assert!(
+        e.store
+            .release_lease("scheduler", "host-a:4242")
+            .await
+            .is_ok()
+    );
+    let after = get(&e.app, "/health?fragment=1", Some(&b)).await;
+    assert!(
+        after
+            .body
+            .contains("data-component=\"scheduler\">unhealthy"),
+        "{}",
+        after.body
+    );
 }
 
 #[tokio::test]
