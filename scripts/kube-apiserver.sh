@@ -38,7 +38,8 @@ apt_install() {
     $SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "$@" >/dev/null
 }
 
-built() { [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "$VERSION_WANTED"; }
+# (no `| grep -q`: an early grep exit would fail the pipeline under pipefail)
+built() { [ -x "$BIN" ] && [[ "$("$BIN" --version 2>/dev/null)" == *"$VERSION_WANTED"* ]]; }
 
 build() {
     mkdir -p "$K8S"
