@@ -279,7 +279,7 @@ fn workloads(docs: &[Yaml]) -> Vec<&Yaml> {
 // ---- lint and render ---------------------------------------------------------------------
 
 #[test]
-fn lint_strict_with_helm_4_and_helm_3() {
+fn lint_strict_with_helm_4_and_helm_3_and_notes_render() {
     let Some(helms) = helms() else { return };
     for (label, helm) in &helms {
         for (name, values) in VALUES {
@@ -288,6 +288,18 @@ fn lint_strict_with_helm_4_and_helm_3() {
             let out = must(&format!("{label} lint {name}"), run(helm, &args, None));
             assert!(out.contains("0 chart(s) failed"), "{label} {name}: {out}");
         }
+    }
+    // NOTES.txt renders for every values file (Helm 4 renders it without a cluster)
+    for (name, values) in VALUES {
+        let mut args = vec!["install", "t", ".", "--dry-run=client", "--namespace", "ns"];
+        args.extend(values_args(*values));
+        let out = must(
+            &format!("helm 4 install --dry-run {name}"),
+            run(&helms[0].1, &args, None),
+        );
+        let notes = &out[out.find("NOTES:").expect("NOTES are printed")..];
+        assert!(notes.contains("Log in as `admin`"), "{name}: {notes}");
+        assert!(notes.contains("/auth/token"), "{name}: {notes}");
     }
 }
 
