@@ -1244,3 +1244,222 @@ fn dags_from_the_chart_configmap_are_found_once_and_run() {
     assert_eq!(ids, ["hello"], "{list}");
     home.run(&["dags", "test", "hello"]).ok();
 }
+
+// ---- the rendered pods, run as local processes -------------------------------------------
+
+/// A process started from a rendered container; killed when dropped.
+struct PodProcess {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request on a fresh connection: status and body, or `None` if nobody listens.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_string()))
+}
+
+/// The environment a rendered container gets, with Secrets resolved from the render and the
+/// pod's volumes and database replaced by local ones.
+fn pod_env(docs: &[Yaml], c: &Yaml, local: &BTreeMap<&str, String>) -> Vec<(String, String)> {
+    env_of(c)
+        .into_iter()
+        .map(|(var, e)| {
+            let value = if let Some(v) = local.get(var.as_str()) {
+                v.clone()
+            } else if let Some(v) = e["value"].as_str() {
+                v.to_string()
+            } else {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                secret_value(docs, s(&r["name"]), s(&r["key"]))
+            };
+            (var, value)
+        })
+        .collect()
+}
+
+/// Runs a rendered container's command and args with `env`; `updraft` resolves to this
+/// repository's binary.
+fn start_container(c: &Yaml, env: &[(String, String)], log: PathBuf) -> PodProcess {
+    let mut argv: Vec<String> = seq(&c["command"])
+        .iter()
+        .chain(c["args"].as_sequence().into_iter().flatten())
+        .map(|a| s(a).to_string())
+        .collect();
+    if argv[0] == "updraft" {
+        argv[0] = env!("CARGO_BIN_EXE_updraft").to_string();
+    }
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_updraft")).parent().unwrap();
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+    PodProcess { child, log }
+}
+
+fn run_to_completion(c: &Yaml, env: &[(String, String)], log: PathBuf) {
+    let mut p = start_container(c, env, log);
+    let status = p.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "init container {} failed:\n{}",
+        s(&c["name"]),
+        std::fs::read_to_string(&p.log).unwrap_or_default()
+    );
+}
+
+/// Polls a rendered httpGet probe until it answers 200.
+fn probe_until_ok(p: &mut PodProcess, c: &Yaml, probe: &str, port: u16) -> String {
+    let path = s(&c[probe]["httpGet"]["path"]).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = http(port, "GET", &path, "") {
+            return body;
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!(
+                "{} exited ({status}) before its {probe} passed:\n{}",
+                s(&c["name"]),
+                std::fs::read_to_string(&p.log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{probe} {path} of {} never answered 200:\n{}",
+            s(&c["name"]),
+            std::fs::read_to_string(&p.log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn container_port(c: &Yaml, name: &str) -> u16 {
+    seq(&c["ports"])
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no port {name}")) as u16
+}
+
+/// The scheduler and API server pods of the default render, played as local processes with
+/// their rendered commands, init containers, environment and generated Secrets (one SQLite
+/// database stands in for the bundled PostgreSQL): the init containers migrate and create the
+/// admin, both probes answer 200 on the rendered paths and ports, and the admin logs in with
+/// the password from the rendered Secret.
+#[test]
+fn rendered_pods_start_pass_their_probes_and_the_admin_logs_in() {
+    let Some(helms) = helms() else { return };
+    let health_port = free_port();
+    let api_port = free_port();
+    let d = docs(&render(
+        &helms[0].1,
+        None,
+        &["--set", &format!("scheduler.healthCheckPort={health_port}")],
+    ));
+    let root = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/metadata.db", root.path().display());
+    let mut pods = Vec::new();
+    for (deployment, main) in [
+        ("t-updraft-scheduler", "scheduler"),
+        ("t-updraft-api-server", "api-server"),
+    ] {
+        let w = get(&d, "Deployment", deployment);
+        let dir = root.path().join(main);
+        for sub in ["home", "dags", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let local: BTreeMap<&str, String> = [
+            ("UPDRAFT__DATABASE__URL", db.clone()),
+            ("UPDRAFT_HOME", dir.join("home").display().to_string()),
+            (
+                "UPDRAFT__CORE__DAGS_FOLDER",
+                dir.join("dags").display().to_string(),
+            ),
+            (
+                "UPDRAFT__LOGGING__BASE_LOG_FOLDER",
+                dir.join("logs").display().to_string(),
+            ),
+            // the API server's container port, mapped to a free one here
+            ("UPDRAFT__API__PORT", api_port.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        for init in seq(&w["spec"]["template"]["spec"]["initContainers"]) {
+            let env = pod_env(&d, init, &local);
+            run_to_completion(init, &env, dir.join(format!("{}.log", s(&init["name"]))));
+        }
+        let c = container(w, main);
+        let env = pod_env(&d, c, &local);
+        pods.push((c, start_container(c, &env, dir.join(format!("{main}.log")))));
+    }
+    let (sched, mut sched_proc) = pods.remove(0);
+    let (api, mut api_proc) = pods.remove(0);
+    assert_eq!(container_port(sched, "health"), health_port);
+    assert_eq!(container_port(api, "api"), 8080);
+    for probe in ["startupProbe", "livenessProbe"] {
+        let body = probe_until_ok(&mut sched_proc, sched, probe, health_port);
+        assert!(body.contains("\"status\":\"healthy\""), "{body}");
+    }
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let body = probe_until_ok(&mut api_proc, api, probe, api_port);
+        assert!(body.contains("metadatabase"), "{body}");
+    }
+    let password = secret_value(&d, "t-updraft-admin-password", "password");
+    let login = format!(r#"{{"username": "admin", "password": "{password}"}}"#);
+    let (status, body) = http(api_port, "POST", "/auth/token", &login).expect("the API answers");
+    assert!(
+        status == 200 || status == 201,
+        "login failed ({status}): {body}"
+    );
+    let token: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        token["access_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    let wrong = login.replace(&password, "wrong");
+    assert_eq!(
+        http(api_port, "POST", "/auth/token", &wrong).unwrap().0,
+        401
+    );
+}
