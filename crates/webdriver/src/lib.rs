@@ -7,6 +7,7 @@
 //! The client speaks HTTP/1.1 over a plain `TcpStream` (one connection per command, loopback
 //! only), so it adds no HTTP or async stack to the build.
 
+pub mod demo;
 mod http;
 mod standalone;
 

@@ -95,6 +95,21 @@ impl Standalone {
         format!("{}{}", self.url.trim_end_matches('/'), path)
     }
 
+    /// Signs `browser` in on this server's login form; waits for the page behind it.
+    pub fn sign_in(&self, browser: &crate::Browser, username: &str, password: &str) -> Result<()> {
+        let wait = Duration::from_secs(30);
+        browser.goto(&self.at("/login"))?;
+        let user = browser.wait_for("input#username", wait)?;
+        user.clear()?;
+        user.send_keys(username)?;
+        browser.find("input#password")?.send_keys(password)?;
+        browser
+            .find("form.login-form button[type=submit]")?
+            .click()?;
+        browser.wait_for_url("the page after signing in", wait, |u| !u.contains("/login"))?;
+        Ok(())
+    }
+
     /// What standalone has written to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.home.join("standalone.log")).unwrap_or_default()
