@@ -1463,3 +1463,34 @@ fn rendered_pods_start_pass_their_probes_and_the_admin_logs_in() {
         401
     );
 }
+
+/// `executor: local_api` points the task workers at the api-server Service's Task Execution API,
+/// with options the binary accepts.
+#[test]
+fn local_api_executor_reaches_the_api_server_service() {
+    let Some(helms) = helms() else { return };
+    let d = docs(&render(&helms[0].1, None, &["--set", "executor=local_api"]));
+    let c = container(get(&d, "Deployment", "t-updraft-scheduler"), "scheduler");
+    let env = env_of(c);
+    assert_eq!(env["UPDRAFT__CORE__EXECUTOR"]["value"], "local_api");
+    assert_eq!(
+        env["UPDRAFT__CORE__EXECUTION_API_SERVER_URL"]["value"],
+        "http://t-updraft-api-server:8080/execution"
+    );
+    let svc = get(&d, "Service", "t-updraft-api-server");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+    let mut home = Home::new();
+    for var in [
+        "UPDRAFT__CORE__EXECUTOR",
+        "UPDRAFT__CORE__EXECUTION_API_SERVER_URL",
+    ] {
+        home = home.with_env(var, s(&env[var]["value"]));
+    }
+    let out = home
+        .run(&["config", "get", "core", "execution_api_server_url"])
+        .ok();
+    assert_eq!(
+        out.stdout.trim(),
+        "http://t-updraft-api-server:8080/execution"
+    );
+}
