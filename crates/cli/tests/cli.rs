@@ -1002,3 +1002,6 @@ mod browser;
 
 #[path = "cli/helm_chart.rs"]
 mod helm_chart;
+
+#[path = "cli/execution_api.rs"]
+mod execution_api;

@@ -126,6 +126,10 @@ struct Loop {
     consumed_reports: HashMap<(Uuid, u32), RunPk>,
     /// Set when tries run as `updraft task execute` workers that report through the API.
     api: Option<ApiDispatch>,
+    /// Tries whose previous try's worker had reported its end but not exited yet when they
+    /// were dispatched (the executor runs one try per task instance at a time): started when
+    /// that worker's exit is reported.
+    deferred_submits: HashMap<Uuid, (updraft_executor::TaskTry, updraft_executor::Command)>,
     pending_xcoms: Vec<XCom>,
     summary: Summary,
     /// A store call failed; nothing is decided until a resync succeeds.
@@ -215,6 +219,7 @@ impl Scheduler {
             uncommitted: Vec::new(),
             consumed_reports: HashMap::new(),
             api,
+            deferred_submits: HashMap::new(),
             pending_xcoms: Vec::new(),
             summary: Summary::default(),
             resync_pending: false,
@@ -736,6 +741,11 @@ impl Loop {
 
     fn on_executor_event(&mut self, ev: Event) {
         self.apply_executor_event(&ev);
+        if let Event::Finished { task, .. } = &ev
+            && let Some((next, command)) = self.deferred_submits.remove(&task.ti_id)
+        {
+            self.executor.submit(next, command);
+        }
         self.uncommitted.push(ev);
     }
 
@@ -1120,6 +1130,9 @@ impl Loop {
         for (key, try_number, row) in zombies {
             warn!(dag_id = %row.dag_id, run_id = %row.run_id, task_id = %row.task_id,
                 "zombie task: the executor no longer runs it; failing this try");
+            // A worker killed with SIGKILL cannot take its task down with it: whatever of the
+            // try still runs on this host goes before the try is retried.
+            crate::recovery::kill_leftovers(std::slice::from_ref(&row), &self.hostname);
             crate::recovery::note_in_log(
                 &self.cfg,
                 &row,
@@ -1324,13 +1337,27 @@ impl Loop {
                 continue;
             }
             let command = match &self.api {
-                Some(api) => self.worker_command(api, &task, &command),
+                Some(api) => {
+                    let command = self.worker_command(api, &task, &command);
+                    if self
+                        .executor
+                        .running()
+                        .iter()
+                        .any(|t| t.ti_id == task.ti_id)
+                    {
+                        // The previous try's worker reported its end and is still exiting.
+                        self.deferred_submits.insert(task.ti_id, (task, command));
+                        continue;
+                    }
+                    command
+                }
                 None => command,
             };
             self.executor.submit(task, command);
         }
         for key in kill {
             if let Some(rows) = self.rows.get(&key.0) {
+                self.deferred_submits.remove(&rows.tis[key.1].id);
                 self.executor.kill(rows.tis[key.1].id);
             }
         }

@@ -1,0 +1,342 @@
+//! `core.executor = "local_api"` end to end: `standalone` (scheduler and API server) runs every
+//! try as `updraft task execute`, which talks only to the Task Execution API. A DAG runs green
+//! with a failing task retried, on SQLite and PostgreSQL; a worker killed in the middle of its
+//! task is found by the heartbeat timeout and its try retried, with its log up to the kill kept.
+
+use super::*;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+const FLOW: &str = r#"dag_id: flow
+schedule: null
+tasks:
+  - task_id: extract
+    bash_command: echo extracting
+  - task_id: flaky
+    upstream: [extract]
+    retries: 1
+    retry_delay: 0
+    bash_command: 'if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then echo first try fails; exit 1; fi; echo second try works'
+  - task_id: load
+    upstream: [flaky]
+    bash_command: 'echo "loading after {{ ti.try_number }}"'
+"#;
+
+const SLOW: &str = r#"dag_id: slow
+schedule: null
+tasks:
+  - task_id: sleeper
+    retries: 1
+    retry_delay: 0
+    bash_command: 'echo "started try $AIRFLOW_CTX_TRY_NUMBER"; if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then sleep 120; fi; echo finished'
+"#;
+
+/// `updraft standalone` with the `local_api` executor, killed when dropped.
+struct Standalone {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn api_home() -> Home {
+    Home::new()
+        .with_env("UPDRAFT__CORE__EXECUTOR", "local_api")
+        .with_env("UPDRAFT__CORE__LOAD_EXAMPLES", "false")
+        .with_env("UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION", "false")
+        .with_env("UPDRAFT__SCHEDULER__TASK_HEARTBEAT_TIMEOUT", "4s")
+        .with_env("UPDRAFT__SCHEDULER__DAG_DIR_LIST_INTERVAL", "1s")
+}
+
+fn start(home: &Home) -> Standalone {
+    let log = home.path().join("standalone.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.arg("standalone")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("UPDRAFT_HOME", home.path())
+        .env("UPDRAFT__API__PORT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    for (k, v) in &home.env {
+        cmd.env(k, v);
+    }
+    Standalone {
+        child: cmd.spawn().expect("spawn updraft standalone"),
+        log,
+    }
+}
+
+fn wait<T: std::fmt::Debug>(
+    what: &str,
+    s: &Standalone,
+    limit: Duration,
+    mut probe: impl FnMut() -> (bool, T),
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (done, seen) = probe();
+        if done {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+            panic!("timed out waiting for {what}; last seen: {seen:?}\nstandalone log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn states(home: &Home, dag_id: &str, run_id: &str) -> Vec<Value> {
+    let out = home.run(&["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"]);
+    if out.code != 0 {
+        return Vec::new();
+    }
+    out.json().as_array().cloned().unwrap_or_default()
+}
+
+fn task<'a>(states: &'a [Value], task_id: &str) -> &'a Value {
+    states
+        .iter()
+        .find(|t| t["task_id"] == task_id)
+        .unwrap_or_else(|| panic!("no task {task_id} in {states:?}"))
+}
+
+fn run_state(home: &Home, dag_id: &str, run_id: &str) -> String {
+    let out = home.run(&["dags", "list-runs", dag_id, "-o", "json"]);
+    if out.code != 0 {
+        return String::new();
+    }
+    out.json()
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["run_id"] == run_id).cloned())
+        .and_then(|r| r["state"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn trigger(home: &Home, s: &Standalone, dag_id: &str) -> String {
+    wait(
+        &format!("{dag_id} to be parsed"),
+        s,
+        Duration::from_secs(60),
+        || {
+            let out = home.run(&["dags", "list", "-o", "json"]);
+            let found = out.code == 0
+                && out
+                    .json()
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d["dag_id"] == dag_id));
+            (found, out.code)
+        },
+    );
+    home.run(&["dags", "trigger", dag_id])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+fn log_of(home: &Home, dag_id: &str, run_id: &str, task_id: &str, attempt: u32) -> String {
+    let path = home
+        .path()
+        .join("logs")
+        .join(format!("dag_id={dag_id}"))
+        .join(format!("run_id={run_id}"))
+        .join(format!("task_id={task_id}"))
+        .join(format!("attempt={attempt}.log"));
+    std::fs::read_to_string(&path).unwrap_or_default()
+}
+
+/// The `flow` DAG: every try goes through `task execute` and the API; `flaky` fails its first
+/// try and succeeds on the retry.
+fn flow_runs_green(home: &Home) {
+    home.dag("flow.yaml", FLOW);
+    let s = start(home);
+    let run_id = trigger(home, &s, "flow");
+    let state = wait("flow to finish", &s, Duration::from_secs(90), || {
+        let st = run_state(home, "flow", &run_id);
+        (st == "success" || st == "failed", st)
+    });
+    let tis = states(home, "flow", &run_id);
+    assert_eq!(
+        state,
+        "success",
+        "{tis:?}\nflaky 1:\n{}\nflaky 2:\n{}\nstandalone:\n{}",
+        log_of(home, "flow", &run_id, "flaky", 1),
+        log_of(home, "flow", &run_id, "flaky", 2),
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+    assert_eq!(task(&tis, "extract")["state"], "success");
+    assert_eq!(task(&tis, "flaky")["state"], "success");
+    assert_eq!(task(&tis, "flaky")["try_number"], 2);
+    assert_eq!(task(&tis, "load")["state"], "success");
+
+    // The worker wrote each try's log in Airflow's layout, task output included.
+    let first = log_of(home, "flow", &run_id, "flaky", 1);
+    assert!(first.contains("updraft.task_runner"), "{first}");
+    assert!(first.contains("first try fails"), "{first}");
+    assert!(
+        first.contains("reported the try as up_for_retry"),
+        "{first}"
+    );
+    let second = log_of(home, "flow", &run_id, "flaky", 2);
+    assert!(second.contains("second try works"), "{second}");
+    assert!(second.contains("reported the try as success"), "{second}");
+    let load = log_of(home, "flow", &run_id, "load", 1);
+    assert!(load.contains("loading after 1"), "{load}");
+    // The token never reaches the log or the task's environment.
+    assert!(!first.contains("UPDRAFT_TASK_WORKLOAD"));
+
+    // The XCom the worker pushed through the API.
+    let xcoms = home
+        .run(&["tasks", "logs", "flow", &run_id, "extract", "--raw"])
+        .ok();
+    assert!(xcoms.stdout.contains("extracting"));
+    let server = std::fs::read_to_string(&s.log).unwrap_or_default();
+    assert!(
+        server.contains("/execution/xcoms/flow/") && server.contains("status=201"),
+        "{server}"
+    );
+    assert!(server.contains("/execution/task-instances/"), "{server}");
+}
+
+#[test]
+fn local_api_runs_a_dag_through_task_execute() {
+    flow_runs_green(&api_home());
+}
+
+#[test]
+fn local_api_runs_a_dag_through_task_execute_on_postgres() {
+    let Some(url) = postgres_schema_url("flow") else {
+        return;
+    };
+    let home = api_home().with_env("UPDRAFT__DATABASE__URL", &url);
+    home.run(&["db", "migrate"]).ok();
+    flow_runs_green(&home);
+}
+
+/// Pids of `updraft task execute` workers of this home.
+fn workers_of(home: &Home) -> Vec<i32> {
+    let mut out = Vec::new();
+    let marker = format!("UPDRAFT_HOME={}", home.path().display());
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains("task execute") {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&environ)
+            .split('\0')
+            .any(|kv| kv == marker)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_worker_is_found_by_the_heartbeat_timeout_and_retried() {
+    killed_worker_is_retried(api_home());
+}
+
+#[test]
+fn a_killed_worker_is_found_by_the_heartbeat_timeout_and_retried_on_postgres() {
+    let Some(url) = postgres_schema_url("kill") else {
+        return;
+    };
+    let home = api_home().with_env("UPDRAFT__DATABASE__URL", &url);
+    home.run(&["db", "migrate"]).ok();
+    killed_worker_is_retried(home);
+}
+
+fn killed_worker_is_retried(home: Home) {
+    home.dag("slow.yaml", SLOW);
+    let s = start(&home);
+    let run_id = trigger(&home, &s, "slow");
+    wait("the first try to run", &s, Duration::from_secs(60), || {
+        let tis = states(&home, "slow", &run_id);
+        let running = tis
+            .iter()
+            .any(|t| t["state"] == "running" && t["try_number"] == 1);
+        let log = log_of(&home, "slow", &run_id, "sleeper", 1);
+        (running && log.contains("started try 1"), tis)
+    });
+    let workers = workers_of(&home);
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    // SAFETY: kill(2) on a pid this test found and owns; no memory involved.
+    assert_eq!(unsafe { libc::kill(workers[0], libc::SIGKILL) }, 0);
+
+    // No heartbeat arrives any more: the scheduler fails the try after the timeout, and the
+    // retry runs to success.
+    let state = wait("the retry to finish", &s, Duration::from_secs(90), || {
+        let st = run_state(&home, "slow", &run_id);
+        (st == "success" || st == "failed", st)
+    });
+    let tis = states(&home, "slow", &run_id);
+    assert_eq!(state, "success", "{tis:?}");
+    assert_eq!(task(&tis, "sleeper")["try_number"], 2);
+    let first = log_of(&home, "slow", &run_id, "sleeper", 1);
+    assert!(
+        first.contains("started try 1"),
+        "the log up to the kill is kept: {first}"
+    );
+    assert!(first.contains("zombie"), "{first}");
+    assert!(!first.contains(r#""event":"finished""#), "{first}");
+    let second = log_of(&home, "slow", &run_id, "sleeper", 2);
+    assert!(
+        second.contains("started try 2") && second.contains(r#""event":"finished""#),
+        "{second}"
+    );
+    // The killed try's task did not outlive its worker.
+    let sleepers = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let env = String::from_utf8_lossy(&environ);
+            env.contains("AIRFLOW_CTX_DAG_ID=slow")
+                && env.contains(&format!("UPDRAFT_HOME={}", home.path().display()))
+        })
+        .count();
+    assert_eq!(sleepers, 0);
+}
+
+/// A fresh schema on the test PostgreSQL server, as a `database.url`.
+fn postgres_schema_url(name: &str) -> Option<String> {
+    let base = std::env::var("UPDRAFT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("updraft_exec_api_{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            base.as_str(),
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        ])
+        .output();
+    match created {
+        Ok(out) if out.status.success() => {}
+        other => {
+            let msg = format!("postgres tests need psql and PostgreSQL at {base}: {other:?}");
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
