@@ -281,4 +281,65 @@ mod tests {
         tx.send(true).unwrap();
         running.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn a_standby_scheduler_keeps_beating_while_another_holds_the_lease() {
+        use crate::runtime::{LEASE_NAME, LEASE_TTL};
+        use crate::{Mode, Scheduler, SchedulerOptions};
+        use updraft_store::testing::{Backend, TestDb};
+
+        let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+        db.store.migrate().await.unwrap();
+        // another host's scheduler is active
+        assert!(
+            db.store
+                .acquire_lease(LEASE_NAME, "other-host:1:x", LEASE_TTL, chrono::Utc::now())
+                .await
+                .unwrap()
+        );
+        let home = tempfile::tempdir().unwrap();
+        let mut cfg = updraft_config::Config::with_defaults(home.path().to_path_buf());
+        cfg.database.url = db.url().to_string();
+        let scheduler = Scheduler::new(SchedulerOptions {
+            store: db.store.clone(),
+            config: cfg,
+            hostname: "test-host".into(),
+            mode: Mode::Service,
+            process_dags: false,
+            take_lease: true,
+        });
+        let hb = scheduler.heartbeat();
+        let stale = Instant::now()
+            .checked_sub(Duration::from_secs(60))
+            .expect("the clock is past one minute");
+        hb.beat_at(stale);
+        let (tx, rx) = watch::channel(false);
+        let running = tokio::spawn(scheduler.run(rx));
+        // the first attempt beats at once; the retries every two seconds beat again
+        let mut beats = Vec::new();
+        let waited = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut last = stale;
+            while beats.len() < 2 {
+                let now = hb.last();
+                if now != last {
+                    beats.push(now);
+                    last = now;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the standby scheduler stopped beating: {beats:?}"
+        );
+        assert_eq!(
+            db.store.lease_holder(LEASE_NAME).await.unwrap().as_deref(),
+            Some("other-host:1:x"),
+            "the standby must not take a live lease"
+        );
+        tx.send(true).unwrap();
+        // standing by ends with an error when shut down
+        assert!(running.await.unwrap().is_err());
+    }
 }
