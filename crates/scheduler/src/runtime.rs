@@ -451,6 +451,15 @@ impl Loop {
             let Some(&key) = self.ti_index.get(&ti.id) else {
                 continue;
             };
+            if !self
+                .engine
+                .ti(key)
+                .is_some_and(|t| t.state == ti.state && t.try_number == ti.try_number)
+            {
+                // Its worker reported the end through the Execution API while no scheduler
+                // ran: that report, applied when the run was loaded, decided the try.
+                continue;
+            }
             match ti.state {
                 TaskState::Queued => {
                     self.engine.requeue(key, now);

@@ -56,3 +56,28 @@ mod pgbouncer {
         scenarios::database_outage_loses_nothing(Backend::PgBouncer).await;
     }
 }
+
+#[path = "scheduler/task_reports.rs"]
+mod task_reports;
+
+/// Reports of the Task Execution API, on every backend.
+mod reports {
+    use super::task_reports;
+    use updraft_store::testing::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_sent_while_no_scheduler_runs_is_applied_once_on_start_sqlite() {
+        task_reports::a_report_sent_while_no_scheduler_runs_is_applied_once_on_start(
+            Backend::Sqlite,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_sent_while_no_scheduler_runs_is_applied_once_on_start_postgres() {
+        task_reports::a_report_sent_while_no_scheduler_runs_is_applied_once_on_start(
+            Backend::Postgres,
+        )
+        .await;
+    }
+}
