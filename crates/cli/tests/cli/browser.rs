@@ -401,43 +401,92 @@ fn viewer_finds_no_actions_and_forged_actions_are_refused() {
     ui.sign_in("vera", "viewer-password-1");
     assert!(ui.ok(ui.wait_for("header .who").text()).contains("vera"));
     wait_for_dag(&ui, "browser_check");
+    // Something to look at, made outside the UI: an unpaused DAG with one green run.
+    ui.ok(ui.s.updraft_ok(&["dags", "unpause", "browser_check"]));
+    let run_id = ui
+        .ok(ui
+            .s
+            .updraft_ok(&["dags", "trigger", "browser_check", "-l", "2024-01-02"]))
+        .trim()
+        .to_string();
+    ui.ok(ui
+        .b
+        .wait("the CLI-triggered run to succeed", RUN_WAIT, |_| {
+            let done = runs_of(&ui, "browser_check")
+                .iter()
+                .any(|r| r["run_id"] == run_id.as_str() && r["state"] == "success");
+            if !done {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(done.then_some(()))
+        }));
+    let run_page = format!("/dags/browser_check/runs/{}", enc(&run_id));
+    let ti_page = format!("{run_page}/tasks/say");
 
-    // No switch, trigger button or any other action on the DAG list: the state is shown as text.
+    // No switch, trigger button or any other action anywhere a viewer can go; what the
+    // viewer may read is there.
+    let no_actions = |what: &str| {
+        assert_eq!(ui.count("[data-action]"), 0, "action buttons on {what}");
+        assert_eq!(ui.count("a[href$='/trigger']"), 0, "trigger link on {what}");
+        assert_eq!(
+            ui.count("main form[method=post]"),
+            0,
+            "a POST form on {what}"
+        );
+    };
     ui.go("/dags");
-    ui.wait_for("tr[data-dag-id=browser_check] span.toggle.off");
-    assert_eq!(
-        ui.count("[data-action]"),
-        0,
-        "action buttons shown to a viewer"
-    );
-    assert_eq!(
-        ui.count("a[href$='/trigger']"),
-        0,
-        "trigger shown to a viewer"
-    );
-    assert_eq!(ui.count("table.dags form[method=post]"), 0);
+    ui.wait_for("tr[data-dag-id=browser_check] span.toggle.on");
+    no_actions("the DAG list");
+    ui.go("/dags/browser_check");
+    ui.wait_for("table.grid a.cell.state-success");
+    no_actions("the grid");
+    ui.go(&run_page);
+    ui.wait_for("table.run-details");
+    no_actions("the run page");
+    ui.go(&ti_page);
+    let log = ui.ok(ui.wait_for("#log-lines").text());
+    assert!(log.contains("hello from the browser test"), "{log}");
+    no_actions("the task instance page");
+    for admin_page in ["/variables", "/connections", "/users"] {
+        assert_eq!(
+            ui.count(&format!("header nav a[href='{admin_page}']")),
+            0,
+            "{admin_page} in a viewer's menu"
+        );
+    }
+    let (status, _) = ui.fetch("/users", serde_json::json!({}));
+    assert_eq!(status, 403, "the users page for a viewer");
 
     // Forged actions with the viewer's own valid CSRF token: refused, nothing changes.
     let csrf = ui.csrf();
     assert!(!csrf.is_empty());
-    let (status, text) = ui.fetch(
-        "/dags/browser_check/pause",
-        post_init(&form_body(&[("paused", "false"), ("csrf_token", &csrf)])),
+    let refused = |path: &str, fields: &[(&str, &str)]| {
+        let mut fields = fields.to_vec();
+        fields.push(("csrf_token", &csrf));
+        let (status, text) = ui.fetch(path, post_init(&form_body(&fields)));
+        assert!(
+            status == 403 || text.contains("flash-error"),
+            "POST {path} as a viewer was not refused: {status}\n{text}"
+        );
+    };
+    refused("/dags/browser_check/pause", &[("paused", "true")]);
+    refused("/dags/browser_check/trigger", &[("param.greeting", "x")]);
+    refused(
+        &format!("{run_page}/tasks/say/clear"),
+        &[("downstream", "true"), ("confirm", "1")],
     );
-    assert!(
-        status == 403 || text.contains("flash-error"),
-        "unpausing as a viewer was not refused: {status}\n{text}"
+    refused(&format!("{run_page}/state"), &[("state", "failed")]);
+    ui.go(&ti_page);
+    ui.wait_for("table.tries");
+    assert_eq!(
+        ui.count("table.tries tr[data-try]"),
+        1,
+        "a forged clear made a try"
     );
-    let (status, text) = ui.fetch(
-        "/dags/browser_check/trigger",
-        post_init(&form_body(&[
-            ("param.greeting", "x"),
-            ("csrf_token", &csrf),
-        ])),
-    );
-    assert!(
-        status == 403 || text.contains("flash-error"),
-        "triggering as a viewer was not refused: {status}\n{text}"
+    assert_eq!(
+        ui.count("table.tries tr[data-try='1'] .state-success"),
+        1,
+        "a forged clear changed the task"
     );
     ui.go("/dags/browser_check/trigger");
     assert_eq!(
@@ -446,11 +495,14 @@ fn viewer_finds_no_actions_and_forged_actions_are_refused() {
         "the trigger form is shown to a viewer"
     );
     ui.go("/dags");
-    ui.wait_for("tr[data-dag-id=browser_check] span.toggle.off");
-    assert!(
-        runs_of(&ui, "browser_check").is_empty(),
-        "a viewer's forged trigger made a run"
+    ui.wait_for("tr[data-dag-id=browser_check] span.toggle.on");
+    let runs = runs_of(&ui, "browser_check");
+    assert_eq!(
+        runs.len(),
+        1,
+        "a viewer's forged trigger made a run: {runs:?}"
     );
+    assert_eq!(runs[0]["state"], "success", "{runs:?}");
     let dags = ui.ok(ui.s.updraft_ok(&["dags", "list", "-o", "json"]));
     let dags: Value = serde_json::from_str(&dags).unwrap();
     let dag = dags
@@ -460,7 +512,7 @@ fn viewer_finds_no_actions_and_forged_actions_are_refused() {
         .find(|d| d["dag_id"] == "browser_check")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(dag["is_paused"], true, "{dag}");
+    assert_eq!(dag["is_paused"], false, "{dag}");
 
     // Signing out ends the session: the next page asks to sign in again.
     ui.click("header form.who button[type=submit]");
