@@ -33,8 +33,9 @@ use uuid::Uuid;
 
 use crate::AppState;
 
-/// The `Airflow-API-Version` dates this server answers, oldest first. A request without the
-/// header, or with a later date (a newer client), is served the latest.
+/// The `Airflow-API-Version` dates this server answers (Airflow's version bundle up to the
+/// Task SDK of the 3.3 line), oldest first. A request without the header, or with a later date
+/// (a newer client), is served the latest; a date between two versions gets the older one.
 pub const API_VERSIONS: &[&str] = &[
     "2025-04-11",
     "2025-04-28",
@@ -43,10 +44,21 @@ pub const API_VERSIONS: &[&str] = &[
     "2025-09-23",
     "2025-10-27",
     "2025-11-05",
-    "2025-11-07",
-    "2025-12-08",
-    "2026-03-31",
+    "2026-04-06",
+    "2026-06-30",
 ];
+
+/// The version a request is served, for handlers whose answer depends on it (clients validate
+/// some models strictly: a field their version does not know is an error there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServedVersion(pub &'static str);
+
+impl ServedVersion {
+    /// Whether the client's version includes the change made in `version`.
+    pub(crate) fn at_least(self, version: &str) -> bool {
+        self.0 >= version
+    }
+}
 
 const VERSION_HEADER: &str = "airflow-api-version";
 const CORRELATION_HEADER: &str = "correlation-id";
@@ -106,6 +118,7 @@ async fn envelope(
         },
     };
     request.extensions_mut().insert(check.clone());
+    request.extensions_mut().insert(ServedVersion(served));
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(VERSION_HEADER, HeaderValue::from_static(served));

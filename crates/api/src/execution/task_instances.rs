@@ -17,7 +17,9 @@ use updraft_store::{
 };
 use uuid::Uuid;
 
-use super::{ExecError, TaskToken, body, query_int, query_list, query_one, ti_not_found};
+use super::{
+    ExecError, ServedVersion, TaskToken, body, query_int, query_list, query_one, ti_not_found,
+};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -66,6 +68,13 @@ async fn ti_run(
 ) -> Result<Response, ExecError> {
     let id = ti_id(&id)?;
     token.own_ti(&state, id).await?;
+    let version = request
+        .extensions()
+        .get::<ServedVersion>()
+        .copied()
+        .unwrap_or(ServedVersion(
+            super::API_VERSIONS[super::API_VERSIONS.len() - 1],
+        ));
     let payload: EnterRunning = body(request, &state).await?;
     if payload.state != "running" {
         return Err(ExecError::Api(crate::Error::validation(
@@ -97,12 +106,19 @@ async fn ti_run(
             ));
         }
     };
-    let context = run_context(&state, &ti).await?;
+    let context = run_context(&state, &ti, version).await?;
     Ok(axum::Json(context).into_response())
 }
 
-/// Airflow's `TIRunContext` for a try that now runs.
-async fn run_context(state: &AppState, ti: &TaskInstance) -> Result<Value, ExecError> {
+/// Airflow's `TIRunContext` for a try that now runs, in the shape of the client's version: its
+/// `DagRun` model forbids fields it does not know, so `state` (2025-08-10) and
+/// `triggering_user_name` (2025-11-05) go only to clients that have them, and optional fields
+/// added later are left out.
+async fn run_context(
+    state: &AppState,
+    ti: &TaskInstance,
+    version: ServedVersion,
+) -> Result<Value, ExecError> {
     let page = state
         .store
         .query_runs(&RunQuery {
@@ -124,29 +140,32 @@ async fn run_context(state: &AppState, ti: &TaskInstance) -> Result<Value, ExecE
         .filter(|x| x.task_id == ti.task_id && x.map_index == ti.map_index)
         .map(|x| x.key)
         .collect();
+    let mut dag_run = json!({
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "logical_date": run.logical_date,
+        "data_interval_start": run.data_interval_start,
+        "data_interval_end": run.data_interval_end,
+        "run_after": run.run_after,
+        "start_date": run.start_date.unwrap_or(run.run_after),
+        "end_date": run.end_date,
+        "clear_number": 0,
+        "run_type": run.run_type.as_str(),
+        "conf": run.conf,
+        "consumed_asset_events": [],
+    });
+    if version.at_least("2025-08-10") {
+        dag_run["state"] = json!(run.state.as_str());
+    }
+    if version.at_least("2025-11-05") {
+        dag_run["triggering_user_name"] = json!(row.triggering_user_name);
+    }
     Ok(json!({
-        "dag_run": {
-            "dag_id": run.dag_id,
-            "run_id": run.run_id,
-            "logical_date": run.logical_date,
-            "data_interval_start": run.data_interval_start,
-            "data_interval_end": run.data_interval_end,
-            "run_after": run.run_after,
-            "start_date": run.start_date.unwrap_or(run.run_after),
-            "end_date": run.end_date,
-            "clear_number": 0,
-            "run_type": run.run_type.as_str(),
-            "state": run.state.as_str(),
-            "conf": run.conf,
-            "triggering_user_name": row.triggering_user_name,
-            "consumed_asset_events": [],
-            "partition_key": null,
-        },
+        "dag_run": dag_run,
         "task_reschedule_count": 0,
         "max_tries": ti.max_tries,
         "variables": [],
         "connections": [],
-        "upstream_map_indexes": null,
         "next_method": null,
         "next_kwargs": null,
         "xcom_keys_to_clear": xcom_keys,

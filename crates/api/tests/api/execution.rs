@@ -945,3 +945,86 @@ async fn skip_downstream_skips_only_what_has_not_started() {
     );
     assert_eq!(state_of(&env, &c).await, TaskState::Queued);
 }
+
+/// The run context keeps to the fields of the client's version: the Task SDK's `DagRun` model
+/// refuses fields it does not know.
+#[tokio::test]
+async fn the_run_context_has_the_shape_of_the_client_version() {
+    let env = env().await;
+    let tis = flow_run(&env, "r1", 0, 0).await;
+    for (version, has_state, has_user) in [
+        ("2025-04-28", false, false),
+        ("2025-08-10", true, false),
+        ("2026-06-30", true, true),
+    ] {
+        let ti = by_task(&tis, "a");
+        // a fresh queued try each time
+        let mut t = env
+            .store
+            .get_task_instance_by_id(ti.id)
+            .await
+            .unwrap()
+            .unwrap();
+        t.state = TaskState::Queued;
+        t.try_number += 1;
+        env.store
+            .apply(&Batch {
+                task_instances: vec![t.clone()],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        let req = Request::builder()
+            .method("PATCH")
+            .uri(format!("/execution/task-instances/{}/run", ti.id))
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", task_token(&t, t.try_number)),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Airflow-API-Version", version)
+            .body(Body::from(run_body(5).to_string()))
+            .unwrap();
+        let res = app(env.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{version}");
+        assert_eq!(res.headers()["airflow-api-version"], version);
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let ctx: Value = serde_json::from_slice(&bytes).unwrap();
+        let run = ctx["dag_run"].as_object().unwrap();
+        assert_eq!(run.contains_key("state"), has_state, "{version}: {ctx}");
+        assert_eq!(
+            run.contains_key("triggering_user_name"),
+            has_user,
+            "{version}: {ctx}"
+        );
+        for field in [
+            "dag_id",
+            "run_id",
+            "run_after",
+            "start_date",
+            "run_type",
+            "conf",
+            "consumed_asset_events",
+        ] {
+            assert!(run.contains_key(field), "{version}: {field} missing");
+        }
+        assert!(!run.contains_key("partition_key") && !run.contains_key("team_name"));
+        // back to queued for the next version: the try ends as failed
+        let mut done = env
+            .store
+            .get_task_instance_by_id(ti.id)
+            .await
+            .unwrap()
+            .unwrap();
+        done.state = TaskState::Failed;
+        env.store
+            .apply(&Batch {
+                task_instances: vec![done],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+    }
+}
