@@ -211,6 +211,10 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
     let Some(ui) = Ui::start(&home) else { return };
     home.dag("browser_check.yaml", BROWSER_DAG);
 
+    // Standalone printed both the URL and the password it generated.
+    let printed = ui.s.log();
+    assert!(printed.contains(&ui.s.url), "{printed}");
+    assert!(printed.contains(&ui.s.password), "{printed}");
     // The printed URL sends an anonymous visitor to the login form.
     ui.ok(ui.b.goto(&ui.s.url));
     ui.wait_for("input#username");
