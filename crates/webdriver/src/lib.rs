@@ -308,6 +308,27 @@ impl Browser {
         )
     }
 
+    /// The text of the open `alert`/`confirm` dialog, or an error when none is open.
+    pub fn alert_text(&self) -> Result<String> {
+        Ok(self
+            .cmd("GET", "/alert/text", None)?
+            .as_str()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    /// Presses OK on the open dialog.
+    pub fn accept_alert(&self) -> Result<()> {
+        self.cmd("POST", "/alert/accept", None)?;
+        Ok(())
+    }
+
+    /// Presses Cancel on the open dialog.
+    pub fn dismiss_alert(&self) -> Result<()> {
+        self.cmd("POST", "/alert/dismiss", None)?;
+        Ok(())
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Result<Vec<u8>> {
         let v = self.cmd("GET", "/screenshot", None)?;

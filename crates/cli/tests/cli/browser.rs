@@ -541,3 +541,53 @@ impl Ui {
         assert!(self.path().starts_with("/login"), "{}", self.path());
     }
 }
+
+#[test]
+fn admin_creates_and_deletes_a_variable_through_the_forms() {
+    let home = Home::new();
+    let Some(ui) = Ui::start(&home) else { return };
+    ui.go("/variables");
+    ui.wait_for("input#username");
+    ui.sign_in("admin", &ui.s.password);
+    assert!(
+        ui.path().starts_with("/variables"),
+        "back where the login began: {}",
+        ui.path()
+    );
+
+    // Create: the form's value is stored as typed, and shown escaped.
+    let value = "s3://bucket/<raw>&\"quoted\"";
+    ui.click("a[href='/variables/new']");
+    ui.type_into("form input[name=key]", "browser_var");
+    ui.type_into("form textarea[name=value]", value);
+    ui.type_into("form input[name=description]", "made in a browser");
+    ui.click("form button.primary");
+    let row = ui.wait_for("tr[data-key=browser_var]");
+    let text = ui.ok(row.text());
+    assert!(text.contains(value), "{text}");
+    let stored = ui.ok(ui.s.updraft_ok(&["variables", "get", "browser_var"]));
+    assert_eq!(stored.trim_end(), value);
+
+    // Delete asks first: Cancel keeps the variable, OK deletes it.
+    let delete = "tr[data-key=browser_var] button.danger";
+    ui.click(delete);
+    let question = ui.ok(ui
+        .b
+        .wait("the confirmation", WAIT, |b| Ok(b.alert_text().ok())));
+    assert!(question.contains("browser_var"), "{question}");
+    ui.ok(ui.b.dismiss_alert());
+    ui.wait_for("tr[data-key=browser_var]");
+    ui.ok(ui.s.updraft_ok(&["variables", "get", "browser_var"]));
+    ui.click(delete);
+    ui.ok(ui
+        .b
+        .wait("the confirmation", WAIT, |b| Ok(b.alert_text().ok())));
+    ui.ok(ui.b.accept_alert());
+    ui.ok(ui.b.wait("the row to go", WAIT, |b| {
+        Ok(b.find_all("tr[data-key=browser_var]")?
+            .is_empty()
+            .then_some(()))
+    }));
+    let out = ui.ok(ui.s.updraft(&["variables", "get", "browser_var"]));
+    assert!(!out.status.success(), "the variable is still stored");
+}
