@@ -54,6 +54,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "revoked_session",
         sql: include_str!("../migrations/sqlite/0007_revoked_session.sql"),
     },
+    Migration {
+        version: 8,
+        name: "dag_run_latest_scheduled",
+        sql: include_str!("../migrations/sqlite/0008_dag_run_latest_scheduled.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -91,6 +96,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "revoked_session",
         sql: include_str!("../migrations/postgres/0007_revoked_session.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "dag_run_latest_scheduled",
+        sql: include_str!("../migrations/postgres/0008_dag_run_latest_scheduled.sql"),
     },
 ];
 

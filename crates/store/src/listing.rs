@@ -184,11 +184,16 @@ pub(crate) fn dag_filter_from(cond: &str, order: &str) -> &'static str {
 /// `$n+1`/`$n+2` are the limit and offset after the filter's `n` parameters.
 pub(crate) fn dag_page_sql(f: &DagFilter, dialect: Dialect, cond: &str, n: usize) -> String {
     let order = dag_order(f);
+    // The page's ids drive the joins (one index probe per row for each), rather than an
+    // `IN (page)` that PostgreSQL answers by scanning every DAG for a hash join.
+    let joins = dag_page_from(dialect)
+        .strip_prefix("dag d ")
+        .expect("the page's FROM starts with the dag table");
     format!(
-        "SELECT {} FROM {} WHERE d.dag_id IN (SELECT d.dag_id FROM {} \
-         {cond} {order} LIMIT ${} OFFSET ${}) {order}",
+        "SELECT {} FROM (SELECT d.dag_id AS page_dag_id FROM {} \
+         {cond} {order} LIMIT ${} OFFSET ${}) p JOIN dag d ON d.dag_id = p.page_dag_id {joins} \
+         {order}",
         dag_page_cols(),
-        dag_page_from(dialect),
         dag_filter_from(cond, &order),
         n + 1,
         n + 2
@@ -253,12 +258,14 @@ pub(crate) fn dag_where(f: &DagFilter, dialect: Dialect) -> Builder {
 pub(crate) fn dag_order(f: &DagFilter) -> String {
     let mut parts: Vec<String> = Vec::new();
     for (key, desc) in &f.order_by {
-        let col = match key {
-            DagSortKey::DagId => "d.dag_id",
-            DagSortKey::LastRunState => LAST_RUN_STATE,
-            DagSortKey::LastRunStartDate => LAST_RUN_START,
-        };
-        parts.push(direction(col, *desc));
+        parts.push(match key {
+            // Never NULL: a plain direction lets the primary key's index give the order, where
+            // a `NULLS FIRST` would make PostgreSQL sort every DAG for each page.
+            DagSortKey::DagId if *desc => "d.dag_id DESC".to_string(),
+            DagSortKey::DagId => "d.dag_id ASC".to_string(),
+            DagSortKey::LastRunState => direction(LAST_RUN_STATE, *desc),
+            DagSortKey::LastRunStartDate => direction(LAST_RUN_START, *desc),
+        });
     }
     if !f.order_by.iter().any(|(k, _)| *k == DagSortKey::DagId) {
         parts.push("d.dag_id".into());
