@@ -111,9 +111,9 @@ async fn ti_run(
 }
 
 /// Airflow's `TIRunContext` for a try that now runs, in the shape of the client's version: its
-/// `DagRun` model forbids fields it does not know, so `state` (2025-08-10) and
-/// `triggering_user_name` (2025-11-05) go only to clients that have them, and optional fields
-/// added later are left out.
+/// `DagRun` model forbids fields it does not know, so `state` (2025-08-10),
+/// `triggering_user_name` (2025-11-05), `partition_key` (required from 2026-04-06) and `note`
+/// (2026-04-06) go only to clients that have them; other optional fields are left out.
 async fn run_context(
     state: &AppState,
     ti: &TaskInstance,
@@ -159,6 +159,11 @@ async fn run_context(
     }
     if version.at_least("2025-11-05") {
         dag_run["triggering_user_name"] = json!(row.triggering_user_name);
+    }
+    if version.at_least("2026-04-06") {
+        // Required (nullable) from this version on.
+        dag_run["partition_key"] = Value::Null;
+        dag_run["note"] = json!(run.note);
     }
     Ok(json!({
         "dag_run": dag_run,

@@ -952,10 +952,11 @@ async fn skip_downstream_skips_only_what_has_not_started() {
 async fn the_run_context_has_the_shape_of_the_client_version() {
     let env = env().await;
     let tis = flow_run(&env, "r1", 0, 0).await;
-    for (version, has_state, has_user) in [
-        ("2025-04-28", false, false),
-        ("2025-08-10", true, false),
-        ("2026-06-30", true, true),
+    for (version, has_state, has_user, has_partition) in [
+        ("2025-04-28", false, false, false),
+        ("2025-08-10", true, false, false),
+        ("2025-11-05", true, true, false),
+        ("2026-06-30", true, true, true),
     ] {
         let ti = by_task(&tis, "a");
         // a fresh queued try each time
@@ -1010,7 +1011,12 @@ async fn the_run_context_has_the_shape_of_the_client_version() {
         ] {
             assert!(run.contains_key(field), "{version}: {field} missing");
         }
-        assert!(!run.contains_key("partition_key") && !run.contains_key("team_name"));
+        assert_eq!(
+            run.contains_key("partition_key"),
+            has_partition,
+            "{version}"
+        );
+        assert!(!run.contains_key("team_name"));
         // back to queued for the next version: the try ends as failed
         let mut done = env
             .store
