@@ -2,7 +2,8 @@
 //! standalone` on 127.0.0.1: sign in with the printed password, filter the DAG list, unpause
 //! with the switch, trigger with a param from the form, watch the grid turn green, read a task
 //! log, clear a task and see its second try; a viewer finds no action buttons and its forged
-//! action POST is refused; a POST without a CSRF token is rejected.
+//! action POST is refused; a POST without a CSRF token is rejected; an admin creates and
+//! deletes a variable through the forms and the confirmation dialog.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/browser.sh installs them; scripts/test.sh
 //! runs it). Without them the tests skip with a notice, except in CI, where they fail.
@@ -16,7 +17,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// How long a run of a few `echo` tasks may take from trigger to success.
 const RUN_WAIT: Duration = Duration::from_secs(120);
 
-/// A DAG of our own: a tag no example has, a param, two quick tasks.
+/// A DAG of our own: a tag no example has, a param, two quick tasks. `say` waits until the
+/// file `$HOME/release_say` exists (the test's home), so a test can look at a running task.
 const BROWSER_DAG: &str = "\
 dag_id: browser_check
 description: Two echo tasks for the browser tests
@@ -28,9 +30,13 @@ params:
     default: hello
     type: string
     description: What the first task prints
+default_args:
+  execution_timeout: 3m
 tasks:
   - task_id: say
-    bash_command: echo \"{{ params.greeting }} from the browser test\"
+    bash_command: |
+      while [ ! -f \"$HOME/release_say\" ]; do sleep 0.2; done
+      echo \"{{ params.greeting }} from the browser test\"
   - task_id: after
     upstream: say
     bash_command: echo done
@@ -290,14 +296,39 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
         "{url} is not the page of {run_id}"
     );
 
-    // The grid turns green by itself (its live fragment refreshes; no reload here).
+    // The grid shows `say` running (it waits for its release file), then turns green by
+    // itself once released: its live fragment is replaced in place, the page never reloads.
     ui.go("/dags/browser_check");
-    ui.wait_for("table.grid, .grid-live");
+    ui.ok(ui.b.wait("`say` running on the grid", RUN_WAIT, |b| {
+        let running = !b
+            .find_all("table.grid a.cell.state-running[href*='/tasks/say']")?
+            .is_empty();
+        if !running {
+            b.goto(&ui.s.at("/dags/browser_check"))?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(running.then_some(()))
+    }));
+    assert_eq!(ui.count("table.grid a.run-bar.state-success"), 0);
+    ui.ok(ui.b.execute(
+        "window.notReloaded = true; document.querySelector('.grid-live').dataset.old = '1';",
+        vec![],
+    ));
+    std::fs::write(home.path().join("release_say"), "").unwrap();
     ui.ok(ui.b.wait("the grid to turn green", RUN_WAIT, |b| {
         let cells = b.find_all("table.grid a.cell.state-success")?;
         let runs = b.find_all("table.grid a.run-bar.state-success")?;
         Ok((cells.len() == 2 && runs.len() == 1).then_some(()))
     }));
+    let same_page = ui.ok(ui.b.execute(
+        "return [window.notReloaded === true, document.querySelectorAll('.grid-live[data-old]').length];",
+        vec![],
+    ));
+    assert_eq!(
+        same_page,
+        serde_json::json!([true, 0]),
+        "[same page, stale grids]"
+    );
 
     // A cell opens its task instance; the log shows what the task printed with the param.
     ui.click("table.grid a.cell[href*='/tasks/say']");
@@ -386,6 +417,7 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
 fn viewer_finds_no_actions_and_forged_actions_are_refused() {
     let home = Home::new();
     let Some(ui) = Ui::start(&home) else { return };
+    home.write("release_say", "");
     home.dag("browser_check.yaml", BROWSER_DAG);
     ui.ok(ui.s.updraft_ok(&[
         "users",
