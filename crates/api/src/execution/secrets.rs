@@ -2,18 +2,19 @@
 //! secrets. Values go through `updraft-secrets`: encrypted at rest, decrypted for the task.
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ExecError, TaskToken, body};
+use super::{ExecError, TaskToken, body, query_int, query_one};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/variables/keys", get(get_variable_keys))
         .route(
             "/variables/{*key}",
             get(get_variable).put(put_variable).delete(delete_variable),
@@ -54,6 +55,30 @@ struct VariableBody {
     #[serde(alias = "val")]
     value: Option<String>,
     description: Option<String>,
+}
+
+/// `GET /variables/keys?prefix=&limit=&offset=` → `{"keys", "total_entries"}`: stored keys in
+/// order (a variable named `keys` is shadowed by this route, as in Airflow).
+async fn get_variable_keys(
+    State(state): State<AppState>,
+    _token: TaskToken,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ExecError> {
+    let prefix = query_one(&q, "prefix").unwrap_or("");
+    let limit = query_int(&q, "limit")?.unwrap_or(1000).max(0) as usize;
+    let offset = query_int(&q, "offset")?.unwrap_or(0).max(0) as usize;
+    let mut keys: Vec<String> = state
+        .store
+        .list_variables()
+        .await?
+        .into_iter()
+        .map(|v| v.key)
+        .filter(|k| k.starts_with(prefix))
+        .collect();
+    keys.sort();
+    let total = keys.len();
+    let page: Vec<String> = keys.into_iter().skip(offset).take(limit).collect();
+    Ok(axum::Json(json!({"keys": page, "total_entries": total})).into_response())
 }
 
 /// `PUT /variables/{key}` `{"value", "description"}`: stored encrypted when a key is set.

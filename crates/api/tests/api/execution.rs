@@ -728,6 +728,28 @@ async fn variables_are_encrypted_at_rest_and_clear_for_the_task() {
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(env.store.get_variable("api_key").await.unwrap().is_none());
+
+    for key in ["team_a_1", "team_a_2", "team_b_1"] {
+        let (s, _) = call(
+            &env.state,
+            "PUT",
+            &format!("/execution/variables/{key}"),
+            Some(&token),
+            Some(json!({"val": key})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (s, body) = call(
+        &env.state,
+        "GET",
+        "/execution/variables/keys?prefix=team_a&limit=1&offset=1",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, json!({"keys": ["team_a_2"], "total_entries": 2}));
 }
 
 #[tokio::test]

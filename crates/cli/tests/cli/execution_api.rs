@@ -340,3 +340,130 @@ fn postgres_schema_url(name: &str) -> Option<String> {
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
+
+/// The stock Airflow Task SDK client (`airflow.sdk.api.client`, validating every answer with its
+/// own models) against a real `api-server`. Needs a Python with `apache-airflow-task-sdk` in
+/// `UPDRAFT_TEST_TASK_SDK_PYTHON`; `scripts/task-sdk-check.sh` installs one and runs this test.
+#[test]
+fn the_stock_task_sdk_client_drives_the_execution_api() {
+    let Some(python) = std::env::var_os("UPDRAFT_TEST_TASK_SDK_PYTHON") else {
+        eprintln!("SKIPPED: set UPDRAFT_TEST_TASK_SDK_PYTHON (scripts/task-sdk-check.sh does)");
+        return;
+    };
+    const SECRET: &str = "task-sdk-check-secret-0123456789abcdef";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = Home::new()
+        .with_env("UPDRAFT__CORE__LOAD_EXAMPLES", "false")
+        .with_env("UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION", "false")
+        .with_env("UPDRAFT__API__SECRET_KEY", SECRET)
+        .with_env("UPDRAFT__API__PORT", &port.to_string());
+    home.dag(
+        "sdk.yaml",
+        "dag_id: sdk\ntasks:\n  - {task_id: a, bash_command: 'echo a'}\n  - {task_id: b, upstream: [a], bash_command: 'echo b'}\n",
+    );
+    home.run(&["db", "migrate"]).ok();
+    home.run(&["dags", "list"]).ok();
+    let run_id = home
+        .run(&["dags", "trigger", "sdk"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    home.run(&["variables", "set", "greeting", "hello"]).ok();
+    home.run(&[
+        "connections",
+        "add",
+        "warehouse",
+        "--conn-uri",
+        "postgres://ann:p%40ss@db:5432/sales",
+    ])
+    .ok();
+
+    // What a scheduler's step would have written: try 1 of `a` queued.
+    let url = format!("sqlite://{}", home.path().join("updraft.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (store, a) = rt.block_on(async {
+        let store = updraft_store::connect(&url).await.unwrap();
+        let mut a = store
+            .get_task_instance("sdk", &run_id, "a", -1)
+            .await
+            .unwrap()
+            .unwrap();
+        a.state = updraft_core::TaskState::Queued;
+        a.try_number = 1;
+        store
+            .apply(&updraft_store::Batch {
+                task_instances: vec![a.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (store, a)
+    });
+
+    let log = home.path().join("api-server.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.arg("api-server")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("UPDRAFT_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    for (k, v) in &home.env {
+        cmd.env(k, v);
+    }
+    let server = Standalone {
+        child: cmd.spawn().unwrap(),
+        log: log.clone(),
+    };
+    wait("the api server", &server, Duration::from_secs(30), || {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        (up, up)
+    });
+
+    let token = updraft_crypto::task_token::issue(
+        SECRET.as_bytes(),
+        &a.id.to_string(),
+        1,
+        600,
+        chrono::Utc::now().timestamp(),
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/task_sdk_client.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/execution/"))
+        .arg(&token)
+        .arg(a.id.to_string())
+        .arg("sdk")
+        .arg(&run_id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Task SDK client failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // What the SDK's calls left for the scheduler and the task's readers.
+    rt.block_on(async {
+        let reports = store.task_reports_of_runs(&[a.run_pk]).await.unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].state, updraft_core::TaskState::Success);
+        let b = store
+            .get_task_instance("sdk", &run_id, "b", -1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.state, updraft_core::TaskState::Skipped);
+        assert!(store.get_variable("from_sdk").await.unwrap().is_some());
+    });
+    drop(server);
+}
