@@ -94,6 +94,20 @@ fn link(url: String) -> Value {
     Value::from_safe_string(url.replace('&', "&amp;"))
 }
 
+/// Appends `text` to `out` escaped for HTML text and quoted attribute values.
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+}
+
 /// The store is read directly only after the role check the API would make.
 fn require_dag_read(session: &Session) -> Result<(), UiError> {
     if session.role >= required_role(Resource::Dag, Access::Read) {
@@ -268,22 +282,6 @@ struct GridRun {
     label: String,
 }
 
-#[derive(Serialize)]
-struct GridCell {
-    /// Empty when the task has no instance in that run.
-    state: &'static str,
-    href: Option<Value>,
-    title: String,
-    mapped: u32,
-}
-
-#[derive(Serialize)]
-struct GridRow {
-    task_id: String,
-    mapped: bool,
-    cells: Vec<GridCell>,
-}
-
 #[derive(Deserialize, Default)]
 pub struct GridQuery {
     #[serde(default)]
@@ -395,37 +393,47 @@ async fn build_grid(
             }
         })
         .collect();
-    let rows: Vec<GridRow> = order
+    // The body (runs × tasks cells, 10,000 for 100 × 100) is written here rather than by the
+    // template engine: one pass, each id encoded once, every text escaped by `escape_into`.
+    let run_prefix: Vec<String> = runs
         .iter()
-        .zip(cells)
-        .zip(mapped_rows)
-        .map(|((task_id, row), mapped)| GridRow {
-            cells: row
-                .iter()
-                .zip(&runs)
-                .map(|(cell, run)| match cell.state {
-                    None => GridCell {
-                        state: "",
-                        href: None,
-                        title: String::new(),
-                        mapped: 0,
-                    },
-                    Some(state) => GridCell {
-                        state: state.as_str(),
-                        href: Some(link(ti_path(dag_id, &run.run_id, task_id, cell.map_index))),
-                        title: cell.title(task_id, &run.run_id),
-                        mapped: cell.mapped_total,
-                    },
-                })
-                .collect(),
-            task_id: task_id.clone(),
-            mapped,
-        })
+        .map(|r| format!("{}/tasks/", run_path(dag_id, &r.run_id)))
         .collect();
+    let mut body = String::with_capacity(order.len() * (runs.len() * 200 + 80));
+    for ((task_id, row), mapped) in order.iter().zip(&cells).zip(&mapped_rows) {
+        let encoded = url_encode(task_id);
+        body.push_str("<tr><th scope=\"row\">");
+        escape_into(&mut body, task_id);
+        if *mapped {
+            body.push_str(" <small>[ ]</small>");
+        }
+        body.push_str("</th>");
+        for ((cell, run), prefix) in row.iter().zip(&runs).zip(&run_prefix) {
+            let Some(state) = cell.state else {
+                body.push_str("<td></td>");
+                continue;
+            };
+            body.push_str("<td><a class=\"cell state-");
+            body.push_str(state.as_str());
+            if cell.mapped_total > 0 {
+                body.push_str(" mapped");
+            }
+            body.push_str("\" href=\"");
+            body.push_str(prefix);
+            body.push_str(&encoded);
+            if cell.map_index >= 0 {
+                body.push_str(&format!("?map_index={}", cell.map_index));
+            }
+            body.push_str("\" title=\"");
+            escape_into(&mut body, &cell.title(task_id, &run.run_id));
+            body.push_str("\"></a></td>");
+        }
+        body.push_str("</tr>\n");
+    }
     Ok(context! {
         dag_id => dag_id,
         runs => grid_runs,
-        rows => rows,
+        body => Value::from_safe_string(body),
         live => live,
         interval => REFRESH_MS,
         refresh => link(format!("{}?runs={count}&fragment=1", dag_path(dag_id))),
@@ -1148,6 +1156,16 @@ mod tests {
         assert_eq!(
             task_order(&spec, &[removed]),
             ["extract", "a", "b", "load", "cleanup", "gone"]
+        );
+    }
+
+    #[test]
+    fn text_is_escaped_for_html() {
+        let mut out = String::new();
+        escape_into(&mut out, "<a href=\"x\">'&'</a>");
+        assert_eq!(
+            out,
+            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
         );
     }
 

@@ -624,3 +624,41 @@ async fn viewers_see_everything_but_no_action_buttons() {
     assert!(run.body.contains("data-action=\"clear-run\""));
     assert!(run.body.contains("data-action=\"run-note\""));
 }
+
+#[tokio::test]
+async fn grid_cells_escape_task_and_run_ids() {
+    let e = env().await;
+    let mut spec = DagSpec::new("esc", vec![TaskSpec::new("t<b>\"x'", Operator::Empty)]);
+    spec.owner = "o".into();
+    e.store.upsert_dag(&spec, false).await.unwrap();
+    let at = day(1);
+    e.store
+        .create_run(NewRun {
+            dag_id: "esc".into(),
+            run_id: "manual__<i>&".into(),
+            run_type: RunType::Manual,
+            logical_date: Some(at),
+            data_interval_start: Some(at),
+            data_interval_end: Some(at),
+            run_after: at,
+            conf: json!({}),
+            dag_version: 1,
+            triggered_by: "test".into(),
+            queued_at: at,
+            note: None,
+            triggering_user_name: None,
+            tasks: vec![new_ti("t<b>\"x'", -1)],
+        })
+        .await
+        .unwrap();
+    let page = get(&e.app, "/dags/esc", Some(&browser("viewer"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("<b>") && !page.body.contains("<i>"));
+    assert!(
+        page.body
+            .contains("<th scope=\"row\">t&lt;b&gt;&quot;x&#x27;</th>")
+    );
+    assert!(page.body.contains(
+        "href=\"/dags/esc/runs/manual__%3Ci%3E%26/tasks/t%3Cb%3E%22x%27\" title=\"t&lt;b&gt;&quot;x&#x27; in manual__&lt;i&gt;&amp;: none\""
+    ), "{}", page.body);
+}
