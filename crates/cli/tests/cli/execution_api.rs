@@ -467,3 +467,150 @@ fn the_stock_task_sdk_client_drives_the_execution_api() {
     });
     drop(server);
 }
+
+/// `updraft task execute --workload FILE` by hand, against an `api-server` and with a database
+/// URL that leads nowhere (the worker never opens the database): the try runs and streams its
+/// log; when the task instance is marked failed meanwhile, the next heartbeat is refused and
+/// the worker stops the task and reports nothing.
+#[test]
+fn a_worker_stops_its_task_when_a_heartbeat_is_refused() {
+    const SECRET: &str = "task-execute-check-secret-0123456789abcdef";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = Home::new()
+        .with_env("UPDRAFT__CORE__LOAD_EXAMPLES", "false")
+        .with_env("UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION", "false")
+        .with_env("UPDRAFT__API__SECRET_KEY", SECRET)
+        .with_env("UPDRAFT__API__PORT", &port.to_string());
+    home.dag(
+        "manual.yaml",
+        "dag_id: manual\ntasks:\n  - {task_id: a, bash_command: 'true'}\n",
+    );
+    home.run(&["db", "migrate"]).ok();
+    home.run(&["dags", "list"]).ok();
+    let run_id = home
+        .run(&["dags", "trigger", "manual"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let url = format!("sqlite://{}", home.path().join("updraft.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (store, a) = rt.block_on(async {
+        let store = updraft_store::connect(&url).await.unwrap();
+        let mut a = store
+            .get_task_instance("manual", &run_id, "a", -1)
+            .await
+            .unwrap()
+            .unwrap();
+        a.state = updraft_core::TaskState::Queued;
+        a.try_number = 1;
+        store
+            .apply(&updraft_store::Batch {
+                task_instances: vec![a.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (store, a)
+    });
+    let log = home.path().join("api-server.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.arg("api-server")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("UPDRAFT_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    for (k, v) in &home.env {
+        cmd.env(k, v);
+    }
+    let server = Standalone {
+        child: cmd.spawn().unwrap(),
+        log,
+    };
+    wait("the api server", &server, Duration::from_secs(30), || {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        (up, up)
+    });
+
+    let token = updraft_crypto::task_token::issue(
+        SECRET.as_bytes(),
+        &a.id.to_string(),
+        1,
+        600,
+        chrono::Utc::now().timestamp(),
+    );
+    let workload = serde_json::json!({
+        "type": "ExecuteTask",
+        "ti": {"id": a.id, "dag_id": "manual", "run_id": run_id, "task_id": "a", "try_number": 1},
+        "dag_rel_path": "manual.yaml",
+        "bundle_info": {"name": "dags-folder", "version": null},
+        "log_path": format!("dag_id=manual/run_id={run_id}/task_id=a/attempt=1.log"),
+        "token": token,
+        "api_url": format!("http://127.0.0.1:{port}/execution"),
+        "command": {"bash_command": "echo started; sleep 60; echo never"},
+    });
+    let file = home.write("workload.json", &workload.to_string());
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(["task", "execute", "--workload"])
+        .arg(&file)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("UPDRAFT_HOME", home.path())
+        // Nothing answers here: a worker that opened the database would fail.
+        .env(
+            "UPDRAFT__DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let task_log = || log_of(&home, "manual", &run_id, "a", 1);
+    wait(
+        "the task to start",
+        &server,
+        Duration::from_secs(30),
+        || {
+            let text = task_log();
+            (text.contains(r#""event":"started""#), text)
+        },
+    );
+    let row = rt
+        .block_on(store.get_task_instance_by_id(a.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, updraft_core::TaskState::Running);
+
+    let began = Instant::now();
+    rt.block_on(store.set_task_state("manual", &run_id, "a", -1, updraft_core::TaskState::Failed))
+        .unwrap();
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the worker did not stop:\n{}",
+            task_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1));
+    let text = task_log();
+    assert!(text.contains("stopping the task"), "{text}");
+    assert!(text.contains("not_running"), "{text}");
+    assert!(!text.contains(r#""event":"never""#), "{text}");
+    let reports = rt
+        .block_on(store.task_reports_of_runs(&[a.run_pk]))
+        .unwrap();
+    assert!(reports.is_empty(), "{reports:?}");
+}
