@@ -1,9 +1,9 @@
 //! First paint of the web UI's main pages in headless Chromium on loopback: a standalone with
 //! the demo data ([`updraft_webdriver::demo`]), each page loaded `--rounds` times after one
-//! warm-up load (browser cache warm, as for a user moving between pages). Per page it prints
-//! the medians and maxima of the server's answer time (request sent → first byte,
-//! Navigation Timing), first paint and first contentful paint (Paint Timing), and the load
-//! event, all in milliseconds from the start of the navigation.
+//! warm-up load, first with the browser cache warm (as for a user moving between pages), then
+//! with the cache disabled. Per page it prints the medians and maxima of the server's answer
+//! time (request sent → first byte, Navigation Timing), first paint and first contentful paint
+//! (Paint Timing), and the load event, all in milliseconds from the start of the navigation.
 //!
 //!   ui-bench --updraft target/release/updraft [--rounds 15] [--json bench/ui-last-run.json]
 //!
@@ -99,13 +99,47 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("health", "/health".into()),
     ];
 
+    // Warm: styles and script from the browser cache, as when moving between pages. Cold: the
+    // cache disabled, every load fetches the page's CSS and script again.
+    let (warm, worst_warm) = measure(&browser, &server, &pages, rounds, "warm cache")?;
+    browser.cdp("Network.enable", json!({}))?;
+    browser.cdp("Network.setCacheDisabled", json!({"cacheDisabled": true}))?;
+    let (cold, worst_cold) = measure(&browser, &server, &pages, rounds, "cache disabled")?;
+    println!(
+        "worst median first contentful paint: {worst_warm:.1} ms warm, {worst_cold:.1} ms cold \
+         (target: first paint <= 300 ms on loopback)"
+    );
+    if let Some(file) = json_out {
+        let doc = json!({
+            "when": unix_now(),
+            "rounds": rounds,
+            "chromium": browser_version(),
+            "warm": warm,
+            "cold": cold,
+        });
+        std::fs::write(&file, serde_json::to_string_pretty(&doc)? + "\n")?;
+        eprintln!("ui-bench: wrote {}", file.display());
+    }
+    Ok(())
+}
+
+/// Loads every page `rounds` times after one warm-up load; prints a table and returns its rows
+/// and the worst median first contentful paint.
+fn measure(
+    browser: &Browser,
+    server: &Standalone,
+    pages: &[(&str, String)],
+    rounds: usize,
+    label: &str,
+) -> Result<(Vec<Value>, f64), Box<dyn std::error::Error>> {
+    println!("{label}:");
     println!(
         "{:<14} {:>15} {:>15} {:>15} {:>15} {:>8}",
         "page (ms)", "server med/max", "FP med/max", "FCP med/max", "load med/max", "KB"
     );
     let mut report = Vec::new();
     let mut worst_fcp = 0f64;
-    for (name, path) in &pages {
+    for (name, path) in pages {
         let url = server.at(path);
         let mut samples: Vec<Value> = Vec::new();
         for round in 0..=rounds {
@@ -150,20 +184,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("{:<14} {} {:>8.1}", name, cells.join(" "), kb);
         report.push(row);
     }
-    println!(
-        "worst median first contentful paint: {worst_fcp:.1} ms (target: first paint <= 300 ms on loopback)"
-    );
-    if let Some(file) = json_out {
-        let doc = json!({
-            "when": unix_now(),
-            "rounds": rounds,
-            "chromium": browser_version(),
-            "pages": report,
-        });
-        std::fs::write(&file, serde_json::to_string_pretty(&doc)? + "\n")?;
-        eprintln!("ui-bench: wrote {}", file.display());
-    }
-    Ok(())
+    Ok((report, worst_fcp))
 }
 
 fn round1(x: f64) -> Value {
