@@ -23,6 +23,19 @@ use serde_json::{Value, json};
 /// The key W3C WebDriver uses for element references.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// Installed before any script of a page runs; collects what a user would only see in the
+/// browser's console.
+const RECORD_ERRORS: &str = "
+window.__updraftPageErrors = [];
+document.addEventListener('securitypolicyviolation', e => window.__updraftPageErrors.push(
+  'CSP ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline') + ' at ' +
+  (e.sourceFile || '') + ':' + e.lineNumber + ' ' + (e.sample || '')));
+window.addEventListener('error', e => window.__updraftPageErrors.push(
+  'error ' + e.message + ' at ' + (e.filename || '') + ':' + (e.lineno || '')));
+window.addEventListener('unhandledrejection', e => window.__updraftPageErrors.push(
+  'unhandled rejection ' + e.reason));
+";
+
 /// Everything that can go wrong talking to the browser, with enough context to act on.
 #[derive(Debug)]
 pub struct Error(pub String);
@@ -327,6 +340,29 @@ impl Browser {
     pub fn dismiss_alert(&self) -> Result<()> {
         self.cmd("POST", "/alert/dismiss", None)?;
         Ok(())
+    }
+
+    /// From the next navigation on, every page records its Content-Security-Policy violations,
+    /// uncaught script errors and unhandled promise rejections; read them with
+    /// [`Browser::page_errors`].
+    pub fn record_page_errors(&self) -> Result<()> {
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": RECORD_ERRORS}),
+        )?;
+        Ok(())
+    }
+
+    /// What the current page recorded since it loaded (see [`Browser::record_page_errors`]).
+    pub fn page_errors(&self) -> Result<Vec<String>> {
+        let v = self.execute("return window.__updraftPageErrors || null;", vec![])?;
+        let Some(list) = v.as_array() else {
+            return err("this page does not record errors (call record_page_errors first)");
+        };
+        Ok(list
+            .iter()
+            .map(|e| e.as_str().unwrap_or_default().to_string())
+            .collect())
     }
 
     /// A PNG of the viewport.

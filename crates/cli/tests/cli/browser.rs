@@ -3,7 +3,8 @@
 //! with the switch, trigger with a param from the form, watch the grid turn green, read a task
 //! log, clear a task and see its second try; a viewer finds no action buttons and its forged
 //! action POST is refused; a POST without a CSRF token is rejected; an admin creates and
-//! deletes a variable through the forms and the confirmation dialog.
+//! deletes a variable through the forms and the confirmation dialog; no page an admin reaches
+//! violates the Content-Security-Policy or throws a script error.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/browser.sh installs them; scripts/test.sh
 //! runs it). Without them the tests skip with a notice, except in CI, where they fail.
@@ -64,6 +65,7 @@ impl Ui {
         let s = Standalone::start(Path::new(env!("CARGO_BIN_EXE_updraft")), home.path(), &[])
             .unwrap_or_else(|e| panic!("{e}"));
         let b = Browser::launch(&Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        b.record_page_errors().unwrap_or_else(|e| panic!("{e}"));
         Some(Ui { b, s })
     }
 
@@ -381,6 +383,52 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
         let cells = b.find_all("table.grid a.cell.state-success")?;
         Ok((cells.len() == 2).then_some(()))
     }));
+
+    // Every page an admin reaches renders without a Content-Security-Policy violation or a
+    // script error (only a real browser enforces the policy and runs the scripts).
+    let run_page = format!("/dags/browser_check/runs/{}", enc(&run_id));
+    let pages = [
+        "/dags".to_string(),
+        "/import-errors".into(),
+        "/dags/browser_check".into(),
+        "/dags/browser_check/graph".into(),
+        "/dags/browser_check/runs".into(),
+        "/dags/browser_check/details".into(),
+        "/dags/browser_check/code".into(),
+        run_page.clone(),
+        format!("{run_page}/tasks/say"),
+        "/dags/browser_check/trigger".into(),
+        "/runs".into(),
+        "/variables".into(),
+        "/variables/new".into(),
+        "/connections".into(),
+        "/connections/new".into(),
+        "/pools".into(),
+        "/pools/new".into(),
+        "/users".into(),
+        "/audit-log".into(),
+        "/health".into(),
+    ];
+    for page in &pages {
+        ui.go(page);
+        ui.wait_for("main#main");
+        assert!(
+            ui.path().starts_with(page.as_str()),
+            "{page} went to {}",
+            ui.path()
+        );
+        // Let queued events (violation reports are asynchronous) run before reading them.
+        ui.ok(ui.b.execute_async(
+            "const done = arguments[0]; requestAnimationFrame(() => setTimeout(done, 0));",
+            vec![],
+        ));
+        let errors = ui.ok(ui.b.page_errors());
+        if !errors.is_empty() {
+            ui.fail(&format!(
+                "{page} reported errors in the browser: {errors:#?}"
+            ));
+        }
+    }
 
     // A POST without the CSRF token is refused, even for an admin, and changes nothing; the
     // same POST with the page's token (as a header) goes through.
