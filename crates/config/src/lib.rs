@@ -30,6 +30,7 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub api: Api,
     pub execution_api: ExecutionApi,
+    pub python: Python,
     /// Where each option that is not at its default was set.
     origins: BTreeMap<(&'static str, &'static str), Origin>,
 }
@@ -96,6 +97,17 @@ pub const SECRET_OPTIONS: &[(&str, &str)] = &[("core", "fernet_key"), ("api", "s
 pub struct ExecutionApi {
     /// Lifetime of a task-try token; refreshed by the server before it runs out.
     pub jwt_expiration_time: Duration,
+}
+
+/// The user's Python environment, which parses `*.py` DAG files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Python {
+    /// Interpreter of an environment holding `apache-airflow-core` and the Task SDK (3.3 line).
+    pub executable: String,
+    /// How long importing one DAG file may take (Airflow's `core.dagbag_import_timeout`).
+    pub dagbag_import_timeout: Duration,
+    /// Address-space limit of a parser process, in MiB.
+    pub parse_memory_limit_mb: u64,
 }
 
 /// The REST API server (`updraft api-server`, and `standalone`).
@@ -871,6 +883,44 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         get: |c| fmt_duration(c.execution_api.jwt_expiration_time),
     },
+    // ---- python ---------------------------------------------------------------------------
+    OptionDef {
+        section: "python",
+        key: "executable",
+        kind: Kind::String,
+        description: "Python interpreter that parses `*.py` DAG files; its environment must hold `apache-airflow-core`, `apache-airflow-task-sdk` and the providers the DAGs import (the 3.3 line). A name is looked up on `PATH`.",
+        set: |c, v| {
+            let exe = v.text("a path or command name (string)")?.trim();
+            if exe.is_empty() {
+                return Err("must not be empty".into());
+            }
+            c.python.executable = exe.to_string();
+            Ok(())
+        },
+        get: |c| c.python.executable.clone(),
+    },
+    OptionDef {
+        section: "python",
+        key: "dagbag_import_timeout",
+        kind: Kind::Duration,
+        description: "How long importing one Python DAG file may take; a file still importing then is killed (with every process it started) and gets an import error.",
+        set: |c, v| {
+            c.python.dagbag_import_timeout = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.python.dagbag_import_timeout),
+    },
+    OptionDef {
+        section: "python",
+        key: "parse_memory_limit_mb",
+        kind: Kind::Integer,
+        description: "Address-space limit (MiB) of a process parsing a Python DAG file; a file allocating more gets an import error.",
+        set: |c, v| {
+            c.python.parse_memory_limit_mb = v.integer(64, 1 << 20)?;
+            Ok(())
+        },
+        get: |c| c.python.parse_memory_limit_mb.to_string(),
+    },
 ];
 
 /// `"a, b,,c"` → `["a", "b", "c"]`.
@@ -980,6 +1030,11 @@ impl Config {
             },
             execution_api: ExecutionApi {
                 jwt_expiration_time: Duration::from_secs(600),
+            },
+            python: Python {
+                executable: "python3".into(),
+                dagbag_import_timeout: Duration::from_secs(30),
+                parse_memory_limit_mb: 4096,
             },
             home,
             origins: BTreeMap::new(),
