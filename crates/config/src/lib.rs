@@ -605,7 +605,11 @@ pub static OPTIONS: &[OptionDef] = &[
         kind: Kind::String,
         description: "URL of the Task Execution API that task workers call. Empty: `http://{api.host}:{api.port}/execution` (a host of `0.0.0.0` becomes `127.0.0.1`).",
         set: |c, v| {
-            c.core.execution_api_server_url = v.text("a URL (string)")?.trim().trim_end_matches('/').to_string();
+            c.core.execution_api_server_url = v
+                .text("a URL (string)")?
+                .trim()
+                .trim_end_matches('/')
+                .to_string();
             Ok(())
         },
         get: |c| c.core.execution_api_server_url.clone(),
