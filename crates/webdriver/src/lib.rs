@@ -23,6 +23,13 @@ use serde_json::{Value, json};
 /// The key W3C WebDriver uses for element references.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// W3C WebDriver codes of special keys, for [`Browser::press`] and [`Element::send_keys`].
+pub mod keys {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+    pub const SPACE: &str = "\u{E00D}";
+}
+
 /// Installed before any script of a page runs; collects what a user would only see in the
 /// browser's console.
 const RECORD_ERRORS: &str = "
@@ -363,6 +370,23 @@ impl Browser {
             .iter()
             .map(|e| e.as_str().unwrap_or_default().to_string())
             .collect())
+    }
+
+    /// Types `keys` on the keyboard into whatever has the focus (W3C key codes such as
+    /// [`keys::TAB`] and [`keys::ENTER`] work too).
+    pub fn press(&self, keys: &str) -> Result<()> {
+        let mut actions = Vec::new();
+        for c in keys.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )?;
+        self.cmd("DELETE", "/actions", None)?;
+        Ok(())
     }
 
     /// A PNG of the viewport.

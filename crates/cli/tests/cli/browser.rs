@@ -671,3 +671,89 @@ fn admin_creates_and_deletes_a_variable_through_the_forms() {
     let out = ui.ok(ui.s.updraft(&["variables", "get", "browser_var"]));
     assert!(!out.status.success(), "the variable is still stored");
 }
+
+#[test]
+fn keyboard_only_sign_in_and_switch_and_a_narrow_window() {
+    use updraft_webdriver::keys::{ENTER, SPACE, TAB};
+    let home = Home::new();
+    let Some(ui) = Ui::start(&home) else { return };
+    home.dag("browser_check.yaml", BROWSER_DAG);
+
+    // The login form has the focus on arrival: type, Tab, type, Enter.
+    ui.go("/dags");
+    ui.wait_for("input#username");
+    ui.ok(ui.b.press("admin"));
+    ui.ok(ui.b.press(TAB));
+    ui.ok(ui.b.press(&ui.s.password));
+    ui.ok(ui.b.press(ENTER));
+    ui.ok(ui
+        .b
+        .wait_for_url("the page after signing in", WAIT, |u| !u.contains("/login")));
+    wait_for_dag(&ui, "browser_check");
+
+    // The first Tab reaches the skip link; Tabs reach the pause switch and Space flips it.
+    ui.go("/dags?tag=e2e");
+    ui.wait_for("tr[data-dag-id=browser_check]");
+    ui.ok(ui.b.press(TAB));
+    let focused = |css: &str| -> bool {
+        ui.ok(ui.b.execute(
+            "return document.activeElement !== null && document.activeElement.matches(arguments[0]);",
+            vec![Value::from(css)],
+        )) == Value::Bool(true)
+    };
+    assert!(
+        focused("a.skip"),
+        "the first Tab does not reach the skip link"
+    );
+    let switch = "tr[data-dag-id=browser_check] button[data-action=pause]";
+    let mut tabs = 1;
+    while !focused(switch) {
+        assert!(tabs < 80, "80 Tabs did not reach the pause switch");
+        ui.ok(ui.b.press(TAB));
+        tabs += 1;
+    }
+    ui.ok(ui.b.press(SPACE));
+    let flash = ui.flash();
+    assert!(flash.contains("browser_check unpaused"), "{flash}");
+
+    // A phone-sized window: no page scrolls sideways as a whole (wide tables scroll inside
+    // their own box).
+    ui.ok(ui.b.set_window_size(390, 844));
+    for page in [
+        "/dags",
+        "/dags/browser_check",
+        "/dags/browser_check/graph",
+        "/dags/browser_check/runs",
+        "/dags/browser_check/details",
+        "/dags/browser_check/trigger",
+        "/variables",
+        "/connections",
+        "/pools",
+        "/users",
+        "/audit-log",
+        "/health",
+    ] {
+        ui.go(page);
+        ui.wait_for("main#main");
+        let widths = ui.ok(ui.b.execute(
+            "const d = document.documentElement; return [d.scrollWidth, d.clientWidth];",
+            vec![],
+        ));
+        let (scroll, client) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+        if scroll > client + 1 {
+            // Name the outermost elements that stick out, to say what to fix.
+            let culprits = ui.ok(ui.b.execute(
+                "const w = document.documentElement.clientWidth; const out = [];
+                 for (const e of document.querySelectorAll('body *')) {
+                   const r = e.getBoundingClientRect();
+                   const free = ['absolute', 'fixed'].includes(getComputedStyle(e).position);
+                   if (r.right > w + 1 && (free || !(e.parentElement && e.parentElement.getBoundingClientRect().right > w + 1)))
+                     out.push(e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).split(' ').join('.') : '') + ' right=' + Math.round(r.right));
+                 }
+                 return out.slice(0, 10);",
+                vec![],
+            ));
+            panic!("{page} is {scroll}px wide in a {client}px window; sticking out: {culprits}");
+        }
+    }
+}
