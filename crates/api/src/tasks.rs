@@ -71,6 +71,7 @@ fn operator_facts(op: &Operator) -> (&'static str, &'static str, Vec<&'static st
             "#f0ede4",
             vec!["bash_command", "env", "cwd"],
         ),
+        Operator::Sdk(_) => ("airflow.sdk", "#ffefeb", vec![]),
     }
 }
 

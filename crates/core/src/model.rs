@@ -259,6 +259,7 @@ impl TaskSpec {
         match self.operator {
             Operator::Empty => "EmptyOperator",
             Operator::Bash(_) => "BashOperator",
+            Operator::Sdk(_) => "SdkTask",
         }
     }
 }
@@ -269,6 +270,32 @@ pub enum Operator {
     /// Completed by the scheduler itself, without starting a process.
     Empty,
     Bash(BashSpec),
+    /// A task of a Python DAG file that only the Task SDK can run (a `@task` function, a
+    /// `PythonOperator`, any other operator class, or a mapped task).
+    Sdk(SdkSpec),
+}
+
+/// What Updraft keeps of a Python task that the Task SDK runs: the operator class (the SDK
+/// re-imports the DAG file for the rest), its templated fields and its mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SdkSpec {
+    /// Operator class name, e.g. `_PythonDecoratedOperator`, `PythonOperator`.
+    pub task_type: String,
+    /// Module of the class, e.g. `airflow.providers.standard.operators.python`.
+    #[serde(default)]
+    pub task_module: String,
+    /// The decorator or custom name shown for the operator (`@task`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_name: Option<String>,
+    /// Values of the operator's `template_fields`, as Airflow serialized them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_fields: BTreeMap<String, serde_json::Value>,
+    /// A mapped task (`expand`/`partial`): its map indexes come from `expand_input` at run time.
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub is_mapped: bool,
+    /// Airflow's serialized expand input (`dict-of-lists`, `list-of-dicts`, XCom references).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_input: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@
 
 mod dag;
 mod params;
+pub mod python;
 mod scan;
 mod schedule;
 mod yaml;

@@ -431,7 +431,7 @@ impl Object for Task {
             let t = s.task()?;
             let bash = match &t.operator {
                 updraft_core::Operator::Bash(b) => Some(b),
-                updraft_core::Operator::Empty => None,
+                updraft_core::Operator::Empty | updraft_core::Operator::Sdk(_) => None,
             };
             let downstream = || -> Vec<String> {
                 let mut v: Vec<String> = c

@@ -1,0 +1,3 @@
+# airflow dag
+import sys
+sys.exit(3)

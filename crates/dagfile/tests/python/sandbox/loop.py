@@ -1,0 +1,3 @@
+# an airflow dag that never finishes importing
+while True:
+    pass

@@ -1,0 +1,4 @@
+# airflow dag
+x = []
+while True:
+    x.append(bytearray(10_000_000))

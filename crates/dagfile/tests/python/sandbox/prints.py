@@ -1,0 +1,3 @@
+# airflow dag
+for i in range(100000):
+    print("x" * 100)

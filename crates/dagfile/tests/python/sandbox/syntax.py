@@ -1,0 +1,4 @@
+# airflow dag
+from airflow.sdk import DAG
+with DAG("s" 
+  x = 1
