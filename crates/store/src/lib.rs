@@ -281,6 +281,9 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_runs(&self, dag_ids: &[String], per_dag: i64) -> Result<Vec<DagRun>>;
     /// How many task instances of each run are in each state.
     async fn task_state_counts(&self, run_pks: &[i64]) -> Result<Vec<TaskStateCount>>;
+    /// The grid's view of the task instances of many runs (by run row id): state, try and
+    /// duration only, ordered by run, task and map index.
+    async fn task_cells(&self, run_pks: &[i64]) -> Result<Vec<TaskCell>>;
     /// Versions of a DAG, oldest first.
     async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>>;
     /// Stores the source of the file a DAG version was parsed from (replacing an earlier one);

@@ -377,6 +377,17 @@ pub(crate) fn task_state_count<R: crate::common::Get>(
     })
 }
 
+pub(crate) fn task_cell<R: crate::common::Get>(r: &R) -> crate::Result<crate::TaskCell> {
+    Ok(crate::TaskCell {
+        run_pk: r.int("run_pk")?,
+        task_id: r.text("task_id")?,
+        map_index: r.i32("map_index")?,
+        state: crate::common::task_state(&r.text("state")?)?,
+        try_number: u32::try_from(r.i32("try_number")?).unwrap_or(0),
+        duration: r.f64_opt("duration")?,
+    })
+}
+
 pub(crate) fn run_count<R: crate::common::Get>(r: &R) -> crate::Result<crate::RunCount> {
     let state = r.text("state")?;
     Ok(crate::RunCount {

@@ -2418,6 +2418,25 @@ impl Store for PgStore {
         })
     }
 
+    async fn task_cells(&self, run_pks: &[i64]) -> Result<Vec<crate::TaskCell>> {
+        if run_pks.is_empty() {
+            return Ok(Vec::new());
+        }
+        read!(self, tx, {
+            self.q(
+                "SELECT run_pk, task_id, map_index, state, try_number, duration \
+               FROM task_instance WHERE run_pk = ANY($1) ORDER BY run_pk, task_id, map_index",
+            )
+            .bind(run_pks)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(listing::task_cell)
+            .collect()
+        })
+    }
+
     async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>> {
         read!(self, tx, {
             self.q(

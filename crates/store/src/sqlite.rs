@@ -1940,6 +1940,24 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn task_cells(&self, run_pks: &[i64]) -> Result<Vec<crate::TaskCell>> {
+        if run_pks.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "SELECT run_pk, task_id, map_index, state, try_number, duration FROM task_instance \
+             WHERE run_pk IN (SELECT value FROM json_each($1)) \
+             ORDER BY run_pk, task_id, map_index",
+        )
+        .bind(json_list(run_pks))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(listing::task_cell)
+        .collect()
+    }
+
     async fn list_dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionInfo>> {
         sqlx::query(
             "SELECT dag_id, version, created_at FROM dag_version WHERE dag_id = $1 \

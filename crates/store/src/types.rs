@@ -678,6 +678,17 @@ pub struct DagCode {
     pub source: String,
 }
 
+/// What a grid cell shows of one task instance (a compact row for many runs at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskCell {
+    pub run_pk: i64,
+    pub task_id: String,
+    pub map_index: i32,
+    pub state: TaskState,
+    pub try_number: u32,
+    pub duration: Option<f64>,
+}
+
 /// Task instances of one run in one state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskStateCount {

@@ -71,6 +71,7 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     xcom_create_update_delete,
     clear_task_instances_by_id,
     page_totals_at_the_edges,
+    task_cells_of_many_runs,
     task_try_start_heartbeat_and_report,
     task_report_survives_a_stale_apply,
     rendered_fields_set_by_a_worker,

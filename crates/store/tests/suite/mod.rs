@@ -77,6 +77,7 @@ macro_rules! store_test_suite {
             clear_task_instances_by_id,
             page_totals_at_the_edges,
             recent_runs_and_task_state_counts,
+            task_cells_of_many_runs,
             revoked_sessions_expire,
             task_try_start_heartbeat_and_report,
             task_report_survives_a_stale_apply,
@@ -3107,6 +3108,66 @@ pub async fn recent_runs_and_task_state_counts(h: &Harness) {
     got.sort_by_key(|(pk, state, _)| (*pk, state.as_str()));
     assert_eq!(got, expected);
     assert!(s.task_state_counts(&[]).await.unwrap().is_empty());
+}
+
+pub async fn task_cells_of_many_runs(h: &Harness) {
+    let s = h.migrated().await.as_ref();
+    s.upsert_dag(&dag("alpha", &["a", "b"]), false)
+        .await
+        .unwrap();
+    let r1 = s
+        .create_run(new_run("alpha", "r1", Some(t(0)), &["b", "a"]))
+        .await
+        .unwrap();
+    let r2 = s
+        .create_run(new_run("alpha", "r2", Some(t(10)), &["a", "b"]))
+        .await
+        .unwrap();
+    s.create_run(new_run("alpha", "other", Some(t(20)), &["a"]))
+        .await
+        .unwrap();
+    let mut ti = s
+        .get_task_instance("alpha", "r2", "b", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    ti.state = TaskState::Success;
+    ti.try_number = 2;
+    ti.start_date = Some(t(11));
+    ti.end_date = Some(t(14));
+    ti.duration = Some(3.25);
+    s.apply(&Batch {
+        task_instances: vec![ti],
+        ..Batch::default()
+    })
+    .await
+    .unwrap();
+    let cells: Vec<(i64, String, i32, TaskState, u32, Option<f64>)> = s
+        .task_cells(&[r2.id, r1.id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            (
+                c.run_pk,
+                c.task_id,
+                c.map_index,
+                c.state,
+                c.try_number,
+                c.duration,
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            (r1.id, "a".into(), -1, TaskState::None, 0, None),
+            (r1.id, "b".into(), -1, TaskState::None, 0, None),
+            (r2.id, "a".into(), -1, TaskState::None, 0, None),
+            (r2.id, "b".into(), -1, TaskState::Success, 2, Some(3.25)),
+        ]
+    );
+    assert!(s.task_cells(&[]).await.unwrap().is_empty());
 }
 
 pub async fn revoked_sessions_expire(h: &Harness) {

@@ -148,7 +148,7 @@ async fn spec_of_run(web: &WebState, run: &DagRun, latest: DagSpec) -> Result<Da
 /// Task ids in topological order, taking among the tasks that are ready the one listed first
 /// in the DAG file (so the order reads like the file where dependencies allow), then any task
 /// only the instances know (removed from the DAG since), sorted.
-fn task_order(spec: &DagSpec, tis: &[TaskInstance]) -> Vec<String> {
+fn task_order<'a>(spec: &DagSpec, seen: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut ids: Vec<String> = match Graph::build(&spec.tasks) {
         Ok(g) => stable_topo(&g.upstream, &g.downstream)
             .into_iter()
@@ -157,10 +157,9 @@ fn task_order(spec: &DagSpec, tis: &[TaskInstance]) -> Vec<String> {
         Err(_) => spec.tasks.iter().map(|t| t.task_id.clone()).collect(),
     };
     let known: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let mut extra: Vec<String> = tis
-        .iter()
-        .filter(|t| !known.contains(t.task_id.as_str()))
-        .map(|t| t.task_id.clone())
+    let mut extra: Vec<String> = seen
+        .filter(|t| !known.contains(t))
+        .map(String::from)
         .collect();
     extra.sort();
     extra.dedup();
@@ -223,20 +222,30 @@ struct CellAgg {
 
 impl CellAgg {
     fn add(&mut self, ti: &TaskInstance) {
-        if ti.map_index < 0 {
-            self.state = Some(ti.state);
+        self.add_cell(ti.map_index, ti.state, ti.try_number, ti.duration);
+    }
+
+    fn add_cell(
+        &mut self,
+        map_index: i32,
+        state: TaskState,
+        try_number: u32,
+        duration: Option<f64>,
+    ) {
+        if map_index < 0 {
+            self.state = Some(state);
             self.map_index = -1;
-            self.try_number = ti.try_number;
-            self.duration = ti.duration;
+            self.try_number = try_number;
+            self.duration = duration;
             return;
         }
-        if self.mapped_total == 0 || ti.map_index < self.map_index {
-            self.map_index = ti.map_index;
+        if self.mapped_total == 0 || map_index < self.map_index {
+            self.map_index = map_index;
         }
         self.mapped_total += 1;
-        match self.mapped.iter_mut().find(|(s, _)| *s == ti.state) {
+        match self.mapped.iter_mut().find(|(s, _)| *s == state) {
             Some((_, n)) => *n += 1,
-            None => self.mapped.push((ti.state, 1)),
+            None => self.mapped.push((state, 1)),
         }
         let worst = self
             .mapped
@@ -352,9 +361,9 @@ async fn build_grid(
     let tis = if pks.is_empty() {
         Vec::new()
     } else {
-        web.store().task_instances_of_runs(&pks).await?
+        web.store().task_cells(&pks).await?
     };
-    let order = task_order(spec, &tis);
+    let order = task_order(spec, tis.iter().map(|t| t.task_id.as_str()));
     let row_of: HashMap<&str, usize> = order
         .iter()
         .enumerate()
@@ -367,7 +376,7 @@ async fn build_grid(
     let mut mapped_rows = vec![false; order.len()];
     for ti in &tis {
         if let (Some(&r), Some(&c)) = (row_of.get(ti.task_id.as_str()), col_of.get(&ti.run_pk)) {
-            cells[r][c].add(ti);
+            cells[r][c].add_cell(ti.map_index, ti.state, ti.try_number, ti.duration);
             if ti.map_index >= 0 {
                 mapped_rows[r] = true;
             }
@@ -926,7 +935,7 @@ async fn run_page(
         .ok_or_else(|| UiError::NotFound(format!("dag `{dag_id}` has no run `{run_id}`")))?;
     let spec = spec_of_run(&web, &run, latest).await?;
     let mut tis = web.store().list_task_instances(&dag_id, &run_id).await?;
-    let order = task_order(&spec, &tis);
+    let order = task_order(&spec, tis.iter().map(|t| t.task_id.as_str()));
     let rank: HashMap<&str, usize> = order
         .iter()
         .enumerate()
@@ -1154,7 +1163,7 @@ mod tests {
         );
         let removed = ti("gone", -1, TaskState::Removed);
         assert_eq!(
-            task_order(&spec, &[removed]),
+            task_order(&spec, [removed.task_id.as_str()].into_iter()),
             ["extract", "a", "b", "load", "cleanup", "gone"]
         );
     }
