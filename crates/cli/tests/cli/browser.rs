@@ -77,7 +77,26 @@ impl Ui {
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
-        panic!("{msg}\n--- page {url} ---\n{source}\n--- standalone log (tail) ---\n{tail}");
+        // A picture of what the browser showed, kept after the test (CI can upload the folder).
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-failures");
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("browser")
+            .replace("::", "-");
+        let shot = shot.join(format!("{name}.png"));
+        let saved = std::fs::create_dir_all(shot.parent().unwrap()).is_ok()
+            && self
+                .b
+                .screenshot()
+                .is_ok_and(|png| std::fs::write(&shot, png).is_ok());
+        let shot = if saved {
+            format!("screenshot: {}", shot.display())
+        } else {
+            "no screenshot".to_string()
+        };
+        panic!(
+            "{msg}\n{shot}\n--- page {url} ---\n{source}\n--- standalone log (tail) ---\n{tail}"
+        );
     }
 
     fn ok<T>(&self, r: updraft_webdriver::Result<T>) -> T {
