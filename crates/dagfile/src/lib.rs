@@ -82,5 +82,15 @@ pub fn parse_dag_file(file: &str, text: &str, opts: &ParseOptions) -> Result<Vec
 /// on the later file (sorted path order) and only the first one is kept. One bad file never
 /// affects the others.
 pub fn scan_folder(dags_folder: &Path, opts: &ParseOptions) -> FolderScan {
-    scan::scan_folder(dags_folder, opts)
+    scan::scan_folder(dags_folder, opts, None)
+}
+
+/// [`scan_folder`], and `*.py` files too, parsed with the user's Airflow ([`python`]); only
+/// files whose content changed since the last scan in this process start a Python import.
+pub fn scan_folder_with_python(
+    dags_folder: &Path,
+    opts: &ParseOptions,
+    python: &python::PythonOptions,
+) -> FolderScan {
+    scan::scan_folder(dags_folder, opts, Some(python))
 }

@@ -12,8 +12,8 @@ pub struct FolderScan {
     pub dags: Vec<DagSpec>,
     /// One error per file that failed (or lost a DAG id to an earlier file).
     pub errors: Vec<Error>,
-    /// Every `*.yaml`/`*.yml` file seen (not ignored), relative to the folder, `/`-separated,
-    /// sorted. A file listed here without DAGs or errors is empty.
+    /// Every `*.yaml`/`*.yml` file seen (not ignored), and every `*.py` file when Python
+    /// parsing is on, relative to the folder, `/`-separated, sorted. A file listed here without DAGs or errors is empty.
     pub files: Vec<String>,
 }
 
@@ -21,7 +21,11 @@ pub struct FolderScan {
 /// moved over from Airflow keeps excluding what it excluded there.
 const IGNORE_FILES: &[&str] = &[".airflowignore", ".updraftignore"];
 
-pub(crate) fn scan_folder(root: &Path, opts: &ParseOptions) -> FolderScan {
+pub(crate) fn scan_folder(
+    root: &Path,
+    opts: &ParseOptions,
+    python: Option<&crate::python::PythonOptions>,
+) -> FolderScan {
     let mut scan = FolderScan::default();
     let mut files = Vec::new();
     let mut visited = HashSet::new();
@@ -32,10 +36,52 @@ pub(crate) fn scan_folder(root: &Path, opts: &ParseOptions) -> FolderScan {
             message: format!("cannot read DAGs folder `{}`: {e}", root.display()),
         });
     }
+    if python.is_none() {
+        files.retain(|f| !f.ends_with(".py"));
+    }
     files.sort();
+    // Python files are parsed first, together (a pool of interpreters); their DAGs are then
+    // merged in path order with the YAML ones.
+    let mut py_results: HashMap<String, crate::python::FileResult> = match python {
+        Some(py) => crate::python::parse_folder_files(root, &files, py, opts)
+            .into_iter()
+            .collect(),
+        None => HashMap::new(),
+    };
     // dag_id -> (file that defined it first)
     let mut owners: HashMap<String, String> = HashMap::new();
     for rel in &files {
+        if rel.ends_with(".py") {
+            match py_results.remove(rel) {
+                Some(Ok(dags)) => {
+                    let mut clash = None;
+                    for d in dags {
+                        match owners.get(&d.dag_id) {
+                            Some(first) => {
+                                clash.get_or_insert(Error {
+                                    file: rel.clone(),
+                                    line: None,
+                                    message: format!(
+                                        "dag_id `{}` is already defined in `{first}`; this \
+                                         definition is ignored",
+                                        d.dag_id
+                                    ),
+                                });
+                            }
+                            None => {
+                                owners.insert(d.dag_id.clone(), rel.clone());
+                                scan.dags.push(d);
+                            }
+                        }
+                    }
+                    scan.errors.extend(clash);
+                }
+                Some(Err(errs)) => scan.errors.extend(errs),
+                // Not a DAG file (Airflow's safe mode: it mentions neither `airflow` nor `dag`).
+                None => {}
+            }
+            continue;
+        }
         let text = match std::fs::read(root.join(rel)) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
@@ -137,7 +183,9 @@ fn walk(
         }
         if meta.is_dir() {
             walk(&entry.path(), &format!("{rel}/"), &rules, visited, out)?;
-        } else if meta.is_file() && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+        } else if meta.is_file()
+            && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".py"))
+        {
             out.push(rel);
         }
     }

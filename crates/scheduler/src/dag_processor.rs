@@ -1,5 +1,6 @@
 //! Turns the DAGs folder into stored DAG versions and import errors.
 //!
+//! `*.py` files go through the Python parser (`updraft_dagfile::python`) side by side with YAML.
 //! YAML parsing takes microseconds per file, so a full rescan is cheap; it runs at start, every
 //! `scheduler.dag_dir_list_interval`, and before CLI commands that need DAGs. One bad file never
 //! affects another: its error is stored against the file, and the DAGs it defined before keep
@@ -35,12 +36,26 @@ pub fn parse_options(cfg: &Config) -> ParseOptions {
     }
 }
 
-/// Scans the DAGs folder once and writes what changed.
+/// How `*.py` DAG files are parsed (config section `python`).
+pub fn python_options(cfg: &Config) -> updraft_dagfile::python::PythonOptions {
+    updraft_dagfile::python::PythonOptions {
+        executable: cfg.python.executable.clone(),
+        import_timeout: cfg.python.dagbag_import_timeout,
+        memory_limit_mb: cfg.python.parse_memory_limit_mb,
+        ..Default::default()
+    }
+}
+
+/// Scans the DAGs folder once and writes what changed. Python files are parsed only when their
+/// content changed since the last scan of this process.
 pub async fn sync_once(store: &DynStore, cfg: &Config) -> anyhow::Result<SyncReport> {
     let folder = cfg.core.dags_folder.clone();
     let opts = parse_options(cfg);
-    let scan: FolderScan =
-        tokio::task::spawn_blocking(move || updraft_dagfile::scan_folder(&folder, &opts)).await?;
+    let python = python_options(cfg);
+    let scan: FolderScan = tokio::task::spawn_blocking(move || {
+        updraft_dagfile::scan_folder_with_python(&folder, &opts, &python)
+    })
+    .await?;
     apply_scan(
         store,
         scan,
@@ -186,5 +201,89 @@ mod tests {
             v1
         );
         assert_eq!(db.store.get_dag_code("b", 2).await.unwrap(), None);
+    }
+
+    /// The Airflow environment of `scripts/airflow-python.sh`; skips without it, except under
+    /// `CI=true`.
+    fn test_python() -> Option<String> {
+        match std::env::var("UPDRAFT_TEST_PYTHON") {
+            Ok(p) if !p.is_empty() => Some(p),
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("UPDRAFT_TEST_PYTHON is not set (run scripts/airflow-python.sh)")
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn python_dags_beside_yaml_and_a_broken_file_keeps_its_last_good_version() {
+        let Some(python) = test_python() else {
+            eprintln!("skipping: UPDRAFT_TEST_PYTHON is not set");
+            return;
+        };
+        let db = TestDb::sqlite().await;
+        db.store.migrate().await.unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut cfg = Config::with_defaults(home.path().to_path_buf());
+        cfg.core.dags_folder = home.path().join("dags");
+        cfg.python.executable = python;
+        let dags = &cfg.core.dags_folder;
+        std::fs::create_dir_all(dags).unwrap();
+        std::fs::write(
+            dags.join("y.yaml"),
+            "dag_id: y\ntasks:\n  - task_id: t\n    bash_command: echo 1\n",
+        )
+        .unwrap();
+        // not a DAG file (Airflow's safe mode): never imported, no error
+        std::fs::write(dags.join("helper.py"), "X = 1\n").unwrap();
+        let good = "from airflow.sdk import DAG\n\
+                    from airflow.providers.standard.operators.bash import BashOperator\n\
+                    with DAG('p', schedule='@daily'):\n    \
+                    BashOperator(task_id='a', bash_command='echo a', retries=2) >> \
+                    BashOperator(task_id='b', bash_command='echo b', trigger_rule='all_done')\n";
+        std::fs::write(dags.join("p.py"), good).unwrap();
+        let report = sync_once(&db.store, &cfg).await.unwrap();
+        assert_eq!(report.errors, Vec::<String>::new());
+        assert_eq!(report.dags, ["p", "y"]);
+        let p = db.store.get_dag("p").await.unwrap().unwrap();
+        assert_eq!((p.fileloc.as_str(), p.version), ("p.py", 1));
+        assert_eq!(p.spec.task("a").unwrap().retries, 2);
+        assert_eq!(p.spec.task("b").unwrap().upstream, ["a"]);
+        assert_eq!(
+            p.spec.task("b").unwrap().trigger_rule,
+            updraft_core::model::TriggerRule::AllDone
+        );
+        let code = db.store.get_dag_code("p", 1).await.unwrap().unwrap();
+        assert_eq!(code.source, good);
+
+        // unchanged: the rescan reuses the last parse and writes nothing
+        let again = sync_once(&db.store, &cfg).await.unwrap();
+        assert!(again.changed.is_empty(), "{again:?}");
+
+        // a syntax error: an import error with its line and traceback; `p` stays at version 1
+        std::fs::write(dags.join("p.py"), "# airflow dag\nx = (\n").unwrap();
+        let report = sync_once(&db.store, &cfg).await.unwrap();
+        assert_eq!(report.errors, ["p.py"]);
+        let errs = db.store.list_import_errors().await.unwrap();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].filename, "p.py");
+        assert_eq!(errs[0].line, Some(2));
+        assert!(
+            errs[0].message.starts_with("SyntaxError"),
+            "{}",
+            errs[0].message
+        );
+        assert!(errs[0].message.contains("Traceback"), "{}", errs[0].message);
+        let p = db.store.get_dag("p").await.unwrap().unwrap();
+        assert!(p.is_active);
+        assert_eq!(p.version, 1);
+        assert!(db.store.get_dag("y").await.unwrap().unwrap().is_active);
+
+        // fixed: the error goes, a new version is stored
+        std::fs::write(dags.join("p.py"), good.replace("echo b", "echo c")).unwrap();
+        let report = sync_once(&db.store, &cfg).await.unwrap();
+        assert!(report.errors.is_empty());
+        assert!(db.store.list_import_errors().await.unwrap().is_empty());
+        assert_eq!(db.store.get_dag("p").await.unwrap().unwrap().version, 2);
     }
 }

@@ -11,11 +11,14 @@ pub mod convert;
 
 use crate::{Error, ParseOptions};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 use updraft_core::DagSpec;
 
@@ -54,6 +57,73 @@ impl Default for PythonOptions {
 /// One file's outcome: its DAGs, or its import errors (a file is all or nothing).
 pub type FileResult = Result<Vec<DagSpec>, Vec<Error>>;
 
+/// Airflow's safe-mode test: a file that mentions neither `airflow` nor `dag` is not a DAG file.
+pub fn might_contain_dag(text: &[u8]) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let has = |w: &[u8]| lower.windows(w.len()).any(|x| x == w);
+    has(b"airflow") && has(b"dag")
+}
+
+/// The helper's answer per file, by folder and file, with the hash of what it was parsed from.
+type Cache = HashMap<(PathBuf, String), (u64, Value)>;
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The `.py` files among `files` that may hold DAGs, parsed; a file whose content (and the
+/// interpreter) is unchanged since its last parse in this process reuses that parse. Files that
+/// cannot hold DAGs are left out of the result.
+pub fn parse_folder_files(
+    folder: &Path,
+    files: &[String],
+    py: &PythonOptions,
+    opts: &ParseOptions,
+) -> Vec<(String, FileResult)> {
+    let mut out = Vec::new();
+    let mut todo: Vec<(String, u64)> = Vec::new();
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = cache.get_or_insert_with(HashMap::new);
+        for f in files.iter().filter(|f| f.ends_with(".py")) {
+            let bytes = match std::fs::read(folder.join(f)) {
+                Ok(b) => b,
+                Err(e) => {
+                    out.push((
+                        f.clone(),
+                        Err(vec![file_error(f, None, format!("cannot read file: {e}"))]),
+                    ));
+                    continue;
+                }
+            };
+            if !might_contain_dag(&bytes) {
+                continue;
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            py.executable.hash(&mut h);
+            let hash = h.finish();
+            match cache.get(&(folder.to_path_buf(), f.clone())) {
+                Some((old, v)) if *old == hash => out.push((f.clone(), file_result(f, v, opts))),
+                _ => todo.push((f.clone(), hash)),
+            }
+        }
+    }
+    if todo.is_empty() {
+        return out;
+    }
+    let names: Vec<String> = todo.iter().map(|(f, _)| f.clone()).collect();
+    let raw = parse_files_raw(folder, &names, py);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    for ((f, hash), (_, v)) in todo.into_iter().zip(raw) {
+        let res = file_result(&f, &v, opts);
+        // Only a real answer is kept; a parser that could not run is retried next scan.
+        if v.get("file").is_some() {
+            cache.insert((folder.to_path_buf(), f.clone()), (hash, v));
+        }
+        out.push((f, res));
+    }
+    out
+}
+
 /// Parses `files` (relative to `folder`) and returns one result per file, in the given order.
 /// A failure of the interpreter itself (missing, Airflow not installed) becomes an import error
 /// of every file it was given, naming the executable.
@@ -63,15 +133,27 @@ pub fn parse_files(
     py: &PythonOptions,
     opts: &ParseOptions,
 ) -> Vec<(String, FileResult)> {
+    parse_files_raw(folder, files, py)
+        .into_iter()
+        .map(|(f, v)| {
+            let r = file_result(&f, &v, opts);
+            (f, r)
+        })
+        .collect()
+}
+
+/// The helper's JSON answer per file; a failure of the helper itself becomes an answer with
+/// one error (and no `file` key).
+fn parse_files_raw(folder: &Path, files: &[String], py: &PythonOptions) -> Vec<(String, Value)> {
     if files.is_empty() {
         return Vec::new();
     }
     let n = py.processes.clamp(1, files.len());
     let chunk = files.len().div_ceil(n);
-    let results: Vec<Vec<(String, FileResult)>> = std::thread::scope(|s| {
+    let results: Vec<Vec<(String, Value)>> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| s.spawn(move || run_parser(folder, part, py, opts)))
+            .map(|part| s.spawn(move || run_parser(folder, part, py)))
             .collect();
         handles
             .into_iter()
@@ -79,6 +161,10 @@ pub fn parse_files(
             .collect()
     });
     results.into_iter().flatten().collect()
+}
+
+fn helper_error(message: String) -> Value {
+    serde_json::json!({"dags": [], "errors": [{"message": message, "traceback": "", "line": null}]})
 }
 
 fn file_error(file: &str, line: Option<u32>, message: String) -> Error {
@@ -97,16 +183,11 @@ fn kill_group(pid: u32) {
     }
 }
 
-fn run_parser(
-    folder: &Path,
-    files: &[String],
-    py: &PythonOptions,
-    opts: &ParseOptions,
-) -> Vec<(String, FileResult)> {
-    let all_fail = |msg: String| -> Vec<(String, FileResult)> {
+fn run_parser(folder: &Path, files: &[String], py: &PythonOptions) -> Vec<(String, Value)> {
+    let all_fail = |msg: String| -> Vec<(String, Value)> {
         files
             .iter()
-            .map(|f| (f.clone(), Err(vec![file_error(f, None, msg.clone())])))
+            .map(|f| (f.clone(), helper_error(msg.clone())))
             .collect()
     };
     let mut cmd = Command::new(&py.executable);
@@ -193,7 +274,7 @@ fn run_parser(
         let Some(expected) = files.get(out.len()) else {
             break;
         };
-        out.push((expected.clone(), file_result(expected, &v, opts)));
+        out.push((expected.clone(), v));
     }
     let _ = child.wait();
     kill_group(pid);
@@ -225,7 +306,7 @@ fn run_parser(
             format!("{why}:\n{tail}")
         };
         for f in &files[out.len()..] {
-            out.push((f.clone(), Err(vec![file_error(f, None, msg.clone())])));
+            out.push((f.clone(), helper_error(msg.clone())));
         }
     }
     out
