@@ -1,7 +1,7 @@
 //! The web UI in a real headless Chromium (through chromedriver) against a real `updraft
 //! standalone` on 127.0.0.1: sign in with the printed password, filter the DAG list, unpause
 //! with the switch, trigger with a param from the form, watch the grid turn green, read a task
-//! log, clear a task and see its second try; a viewer finds no action buttons and its forged
+//! log, clear a task and watch its second try tail its log live; a viewer finds no action buttons and its forged
 //! action POST is refused; a POST without a CSRF token is rejected; an admin creates and
 //! deletes a variable through the forms and the confirmation dialog; no page an admin reaches
 //! violates the Content-Security-Policy or throws a script error.
@@ -180,6 +180,13 @@ impl Ui {
         self.ok(self.wait_for("main[data-csrf]").attr("data-csrf"))
             .unwrap_or_default()
     }
+}
+
+/// Whether a task log holds a line the task printed ending in `text` (not the logged command
+/// that prints it).
+fn task_printed(log: &str, text: &str) -> bool {
+    log.lines()
+        .any(|l| l.trim_end().ends_with(text) && !l.contains("echo"))
 }
 
 /// A form body for `fetch`.
@@ -364,7 +371,7 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
     );
     let log = ui.ok(ui.b.wait("the greeting in the log", WAIT, |b| {
         let text = b.find("#log-lines")?.text()?;
-        Ok(text.contains("Grüße from the browser test").then_some(text))
+        Ok(task_printed(&text, "Grüße from the browser test").then_some(text))
     }));
     assert!(!log.contains("{{"), "the command was rendered: {log}");
     let ti_page = ui.path();
@@ -379,11 +386,44 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
         .collect();
     preview.sort();
     assert_eq!(preview, ["after", "say"], "what the clear would change");
+    // Try 2 will wait for its release file again, to be watched while it runs.
+    let release = home.path().join("release_say");
+    std::fs::remove_file(&release).unwrap();
     ui.click("table.preview ~ form button.primary, form button.primary");
     let flash = ui.flash();
     assert!(!flash.is_empty());
     assert_eq!(ui.count(".flash-error"), 0, "{flash}");
-    // Try 2 runs and succeeds; the page shows it (reloaded while waiting).
+    // The page of the running try tails its log: once released, the greeting appears in place.
+    ui.ok(ui
+        .b
+        .wait("try 2 of `say` running, its log live", RUN_WAIT, |b| {
+            b.goto(&ui.s.at(&ti_page))?;
+            let live = !b.find_all("#log-lines[data-live=true]")?.is_empty()
+                && !b
+                    .find_all("table.tries tr[data-try='2'] .state-running")?
+                    .is_empty();
+            if !live {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(live.then_some(()))
+        }));
+    let before = ui.ok(ui.wait_for("#log-lines").text());
+    assert!(
+        !task_printed(&before, "Grüße from the browser test"),
+        "{before}"
+    );
+    ui.ok(ui.b.execute("window.notReloaded = true;", vec![]));
+    std::fs::write(&release, "").unwrap();
+    ui.ok(ui.b.wait("the greeting in the live log", RUN_WAIT, |b| {
+        let text = b.find("#log-lines")?.text()?;
+        Ok(task_printed(&text, "Grüße from the browser test").then_some(()))
+    }));
+    assert_eq!(
+        ui.ok(ui.b.execute("return window.notReloaded === true;", vec![])),
+        Value::Bool(true),
+        "the page reloaded instead of tailing the log"
+    );
+    // Try 2 succeeds; the page shows it (reloaded while waiting).
     ui.ok(ui.b.wait("try 2 of `say` to succeed", RUN_WAIT, |b| {
         b.goto(&ui.s.at(&ti_page))?;
         let done = !b
@@ -396,7 +436,7 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
     }));
     assert_eq!(ui.count("table.tries tr[data-try]"), 2);
     let log = ui.ok(ui.wait_for("#log-lines").text());
-    assert!(log.contains("Grüße from the browser test"), "{log}");
+    assert!(task_printed(&log, "Grüße from the browser test"), "{log}");
     ui.go("/dags/browser_check");
     ui.ok(ui.b.wait("the grid green after the rerun", RUN_WAIT, |b| {
         let cells = b.find_all("table.grid a.cell.state-success")?;
@@ -548,7 +588,7 @@ fn viewer_finds_no_actions_and_forged_actions_are_refused() {
     no_actions("the run page");
     ui.go(&ti_page);
     let log = ui.ok(ui.wait_for("#log-lines").text());
-    assert!(log.contains("hello from the browser test"), "{log}");
+    assert!(task_printed(&log, "hello from the browser test"), "{log}");
     no_actions("the task instance page");
     for admin_page in ["/variables", "/connections", "/users"] {
         assert_eq!(
