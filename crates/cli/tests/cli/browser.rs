@@ -1,10 +1,11 @@
 //! The web UI in a real headless Chromium (through chromedriver) against a real `updraft
 //! standalone` on 127.0.0.1: sign in with the printed password, filter the DAG list, unpause
 //! with the switch, trigger with a param from the form, watch the grid turn green, read a task
-//! log, clear a task and watch its second try tail its log live; a viewer finds no action buttons and its forged
-//! action POST is refused; a POST without a CSRF token is rejected; an admin creates and
-//! deletes a variable through the forms and the confirmation dialog; no page an admin reaches
-//! violates the Content-Security-Policy or throws a script error.
+//! log, clear a task and watch its second try tail its log live; a viewer finds no action
+//! buttons and its forged action POSTs are refused; a POST without a CSRF token is rejected; an
+//! admin creates and deletes a variable through the forms and the confirmation dialog; no page
+//! violates the Content-Security-Policy or throws a script error; the keyboard alone signs in
+//! and flips a switch; no page scrolls sideways in a phone-sized window.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/browser.sh installs them; scripts/test.sh
 //! runs it). Without them the tests skip with a notice, except in CI, where they fail.
