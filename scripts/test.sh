@@ -13,6 +13,9 @@ eval "export $(scripts/postgres.sh | tail -n 1)"
 eval "export $(scripts/pgbouncer.sh start | tail -n 1)"
 eval "export $(scripts/python-client.sh | tail -n 1)"
 eval "export $(scripts/task-sdk.sh | tail -n 1)"
+# The Airflow 3.3 environment the Python DAG parser tests import DAG files with (about 2 minutes
+# of pip on the first run, cached in ~/.cache/updraft afterwards).
+eval "export $(scripts/airflow-python.sh | tail -n 1)"
 # The chart tests: Helm 4 and 3, kubectl, kubernetes-validate (seconds; cached), and a real
 # kube-apiserver with etcd. The apiserver is built from Debian's source once per machine into
 # ~/.cache/updraft (about 12 minutes on 2 cores, paid by the first run only). Set
