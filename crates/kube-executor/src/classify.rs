@@ -88,7 +88,10 @@ pub enum Outcome {
 /// Classifies a pod object.
 pub fn classify(pod: &Value) -> PodState {
     let status = pod.get("status").unwrap_or(&Value::Null);
-    let phase = status.get("phase").and_then(Value::as_str).unwrap_or("Pending");
+    let phase = status
+        .get("phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
     let worker = worker_status(status);
     let state = worker.and_then(|w| w.get("state"));
     let terminated = state.and_then(|s| s.get("terminated"));
@@ -139,8 +142,10 @@ pub fn classify(pod: &Value) -> PodState {
             let waiting = state.and_then(|s| s.get("waiting"));
             let wreason = str_at(waiting, "reason");
             let problem = match wreason.as_deref() {
-                Some(r @ ("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
-                | "ErrImageNeverPull")) => Some(PendingProblem::ImagePull {
+                Some(
+                    r @ ("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
+                    | "ErrImageNeverPull"),
+                ) => Some(PendingProblem::ImagePull {
                     reason: r.to_string(),
                 }),
                 Some(r @ ("CreateContainerConfigError" | "CreateContainerError")) => {
@@ -327,7 +332,10 @@ mod tests {
         // ContainerCreating is no problem
         let p = pod(json!({"phase": "Pending", "containerStatuses": [
             {"name": "base", "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
-        assert!(matches!(classify(&p), PodState::Pending { problem: None, .. }));
+        assert!(matches!(
+            classify(&p),
+            PodState::Pending { problem: None, .. }
+        ));
     }
 
     #[test]
@@ -402,8 +410,14 @@ mod tests {
                 message: None
             })
         );
-        assert_eq!(d.verdict(&s(Some(PendingProblem::Unschedulable)), secs(19), secs(19)), None);
-        assert!(d.verdict(&s(Some(PendingProblem::Unschedulable)), secs(20), secs(20)).is_some());
+        assert_eq!(
+            d.verdict(&s(Some(PendingProblem::Unschedulable)), secs(19), secs(19)),
+            None
+        );
+        assert!(
+            d.verdict(&s(Some(PendingProblem::Unschedulable)), secs(20), secs(20))
+                .is_some()
+        );
         assert_eq!(d.verdict(&s(None), secs(99), secs(0)), None);
         assert_eq!(
             d.verdict(&s(None), secs(100), secs(0)),

@@ -8,4 +8,11 @@
 //! - [`executor`]: the component: submit, cancel, adopt, one watch per namespace, typed events.
 
 pub mod classify;
+pub mod client;
+pub mod executor;
 pub mod pod;
+
+pub use classify::{Deadlines, FailureReason, Outcome, PendingProblem, PodState};
+pub use client::Client;
+pub use executor::{Event, FoundPod, KubeExecutor, Options, Submission};
+pub use pod::PodConfig;

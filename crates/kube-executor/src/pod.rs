@@ -113,9 +113,8 @@ pub fn pod_name(t: &TaskTry) -> String {
             .collect();
         m.trim_matches('-').to_string()
     };
-    let hash = hex::encode(
-        &Sha256::digest(format!("{}/{}", t.ti_id, t.try_number).as_bytes())[..5],
-    );
+    let hash =
+        hex::encode(&Sha256::digest(format!("{}/{}", t.ti_id, t.try_number).as_bytes())[..5]);
     let mut stem = format!("{}-{}", dns(&t.dag_id), dns(&t.task_id));
     stem.truncate(63 - 11);
     let stem = stem.trim_matches('-');
@@ -134,7 +133,10 @@ pub fn labels(t: &TaskTry, instance: &str) -> Map<String, Value> {
     m.insert(LABEL_TASK_ID.into(), label_value(&t.task_id).into());
     m.insert(LABEL_RUN_ID.into(), label_value(&t.run_id).into());
     m.insert(LABEL_TRY_NUMBER.into(), t.try_number.to_string().into());
-    m.insert(LABEL_MAP_INDEX.into(), label_value(&t.map_index.to_string()).into());
+    m.insert(
+        LABEL_MAP_INDEX.into(),
+        label_value(&t.map_index.to_string()).into(),
+    );
     m.insert(LABEL_TI_ID.into(), t.ti_id.to_string().into());
     m
 }
@@ -356,7 +358,10 @@ mod tests {
         assert_eq!(label_value("load_2"), "load_2");
         let run = label_value("scheduled__2026-01-01T00:00:00+00:00");
         assert!(is_label(&run), "{run}");
-        assert!(run.starts_with("scheduled__2026-01-01T00_00_00_00_00-"), "{run}");
+        assert!(
+            run.starts_with("scheduled__2026-01-01T00_00_00_00_00-"),
+            "{run}"
+        );
         let long = "a".repeat(100);
         let l = label_value(&long);
         assert_eq!(l.len(), 63);
@@ -381,7 +386,10 @@ mod tests {
         let mut weird = t.clone();
         weird.dag_id = "My_DAG.With.Dots".repeat(10);
         let w = pod_name(&weird);
-        assert!(w.len() <= 63 && is_label(&w) && w == w.to_lowercase(), "{w}");
+        assert!(
+            w.len() <= 63 && is_label(&w) && w == w.to_lowercase(),
+            "{w}"
+        );
     }
 
     #[test]
@@ -397,7 +405,10 @@ mod tests {
         assert_eq!(c0["name"], WORKER_CONTAINER);
         assert_eq!(c0["image"], "updraft:1");
         assert_eq!(c0["command"], json!(["updraft", "task", "execute"]));
-        assert_eq!(c0["env"], json!([{"name": WORKLOAD_ENV, "value": r#"{"token":"t"}"#}]));
+        assert_eq!(
+            c0["env"],
+            json!([{"name": WORKLOAD_ENV, "value": r#"{"token":"t"}"#}])
+        );
         let l = &pod["metadata"]["labels"];
         assert_eq!(l[LABEL_TRY_NUMBER], "2");
         assert_eq!(l[LABEL_MAP_INDEX].as_str().unwrap(), label_value("-1"));
@@ -476,7 +487,10 @@ spec:
                 {"name": WORKLOAD_ENV, "value": "{}"}
             ])
         );
-        assert_eq!(base["resources"]["requests"], json!({"cpu": "100m", "memory": "1Gi"}));
+        assert_eq!(
+            base["resources"]["requests"],
+            json!({"cpu": "100m", "memory": "1Gi"})
+        );
         assert_eq!(s["volumes"].as_array().unwrap().len(), 2);
     }
 
