@@ -466,3 +466,123 @@ async fn adoption_after_restart_and_watch_renewals_lose_no_transition() {
     }
     stop.send(true).unwrap();
 }
+
+/// A fake API server for what the real one cannot be made to do on demand: answer 429 and 503.
+/// It answers pod creates with the statuses in `script`, then 201; it counts the requests.
+async fn fake_throttling_apiserver(
+    script: Vec<u16>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let script = script.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // one request: headers, then Content-Length bytes
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    let (code, text) = match script.get(n) {
+                        Some(c) => (
+                            *c,
+                            format!(r#"{{"kind":"Status","code":{c},"message":"scripted {c}"}}"#),
+                        ),
+                        None => (201, String::from_utf8_lossy(&body).into_owned()),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+fn fake_client(server: &str) -> Client {
+    Client::from_kubeconfig_str(
+        &format!(
+            "current-context: f\ncontexts: [{{name: f, context: {{cluster: f, user: f}}}}]\n\
+             clusters: [{{name: f, cluster: {{server: '{server}'}}}}]\nusers: [{{name: f, user: {{token: t}}}}]"
+        ),
+        Path::new("."),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn creates_retry_429_and_5xx_with_backoff_and_give_up_on_4xx() {
+    let (server, count) = fake_throttling_apiserver(vec![429, 503, 500]).await;
+    let (exec, mut rx) = KubeExecutor::new(fake_client(&server), opts("ns", "fake"));
+    let t = task(0);
+    exec.submit(submission(&t));
+    assert!(matches!(next(&mut rx).await, Event::Submitted { task, .. } if task == t));
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "three refusals, then created"
+    );
+
+    let (server, count) = fake_throttling_apiserver(vec![429, 429, 429, 429, 429, 429, 429]).await;
+    let mut o = opts("ns", "fake");
+    o.create_attempts = 3;
+    let (exec, mut rx) = KubeExecutor::new(fake_client(&server), o);
+    exec.submit(submission(&t));
+    match next(&mut rx).await {
+        Event::SubmitFailed { error, .. } => assert!(error.contains("429"), "{error}"),
+        e => panic!("unexpected {e:?}"),
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "gave up after 3 tries"
+    );
+
+    let (server, count) = fake_throttling_apiserver(vec![422]).await;
+    let (exec, mut rx) = KubeExecutor::new(fake_client(&server), opts("ns", "fake"));
+    exec.submit(submission(&t));
+    match next(&mut rx).await {
+        Event::SubmitFailed { error, .. } => assert!(error.contains("422"), "{error}"),
+        e => panic!("unexpected {e:?}"),
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a 422 is not retried"
+    );
+}
