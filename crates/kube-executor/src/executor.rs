@@ -343,11 +343,19 @@ impl KubeExecutor {
                     }
                 }
             };
+            let began = Instant::now();
             let res = tokio::select! {
                 r = step => r,
                 _ = shutdown.changed() => return,
             };
             match res {
+                // a watch the server ends at once, again and again, must not spin
+                Ok(()) if began.elapsed() < Duration::from_secs(1) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.inner.opts.backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
                 Ok(()) => {}
                 Err(Error::Gone) => {
                     tracing::info!("pod watch: resource version too old, relisting");

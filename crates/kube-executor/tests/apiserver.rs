@@ -382,7 +382,7 @@ async fn adoption_after_restart_and_watch_renewals_lose_no_transition() {
 
     // a restarted executor adopts both pods. (A 410 Gone for a too old resourceVersion could
     // not be provoked on the v1.20 test apiserver, even after compacting etcd: its watch cache
-    // serves old positions; the relist on 410 is covered by the unit tests of the client.)
+    // serves old positions; the relist on 410 is tested against a fake server below.)
     let mut o = first;
     o.watch_timeout = Duration::from_secs(1);
     let (exec, mut rx, stop) = start(&c, o).await;
@@ -472,6 +472,21 @@ async fn adoption_after_restart_and_watch_renewals_lose_no_transition() {
 async fn fake_throttling_apiserver(
     script: Vec<u16>,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    fake_apiserver(move |n, _head, body| match script.get(n) {
+        Some(c) => (
+            *c,
+            format!(r#"{{"kind":"Status","code":{c},"message":"scripted {c}"}}"#),
+        ),
+        None => (201, String::from_utf8_lossy(body).into_owned()),
+    })
+    .await
+}
+
+/// A fake API server answering each request (its number, request head, body) with `handler`.
+async fn fake_apiserver(
+    handler: impl Fn(usize, &str, &[u8]) -> (u16, String) + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let handler = std::sync::Arc::new(handler);
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -483,7 +498,7 @@ async fn fake_throttling_apiserver(
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
-            let script = script.clone();
+            let handler = handler.clone();
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -513,13 +528,7 @@ async fn fake_throttling_apiserver(
                     }
                     let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
                     let n = seen.fetch_add(1, Ordering::SeqCst);
-                    let (code, text) = match script.get(n) {
-                        Some(c) => (
-                            *c,
-                            format!(r#"{{"kind":"Status","code":{c},"message":"scripted {c}"}}"#),
-                        ),
-                        None => (201, String::from_utf8_lossy(&body).into_owned()),
-                    };
+                    let (code, text) = handler(n, &head, &body);
                     let resp = format!(
                         "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
                         text.len()
@@ -585,4 +594,41 @@ async fn creates_retry_429_and_5xx_with_backoff_and_give_up_on_4xx() {
         1,
         "a 422 is not retried"
     );
+}
+
+#[tokio::test]
+async fn a_410_gone_watch_event_makes_the_loop_relist() {
+    // the fake server: lists succeed; the first watch answers 200 then an ERROR 410 event (as
+    // a real API server does for a too old resourceVersion); later watches stay quiet
+    let watches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = watches.clone();
+    let (server, _) = fake_apiserver(move |_, head, _| {
+        if head.contains("watch=1") {
+            if w.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return (
+                    200,
+                    r#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 5 (40)"}}"#
+                        .to_string() + "\n",
+                );
+            }
+            return (200, String::new());
+        }
+        (200, r#"{"kind":"PodList","metadata":{"resourceVersion":"40"},"items":[]}"#.into())
+    })
+    .await;
+    let mut o = opts("ns", "fake");
+    o.resume_from = Some("5".into());
+    let (exec, _rx) = KubeExecutor::new(fake_client(&server), o);
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(exec.clone().run(stop_rx));
+    for _ in 0..200 {
+        if exec.lists() >= 1 && watches.load(std::sync::atomic::Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // resumed without listing, got 410, listed, watched again
+    assert_eq!(exec.lists(), 1);
+    assert!(watches.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    stop.send(true).unwrap();
 }
