@@ -176,6 +176,21 @@ impl Ui {
         )
     }
 
+    /// Fails when the current page reported a CSP violation or a script error.
+    fn no_page_errors(&self, what: &str) {
+        // Let queued events (violation reports are asynchronous) run before reading them.
+        self.ok(self.b.execute_async(
+            "const done = arguments[0]; requestAnimationFrame(() => setTimeout(done, 0));",
+            vec![],
+        ));
+        let errors = self.ok(self.b.page_errors());
+        if !errors.is_empty() {
+            self.fail(&format!(
+                "{what} reported errors in the browser: {errors:#?}"
+            ));
+        }
+    }
+
     /// The page's CSRF token (`<main data-csrf>`).
     fn csrf(&self) -> String {
         self.ok(self.wait_for("main[data-csrf]").attr("data-csrf"))
@@ -477,17 +492,7 @@ fn admin_signs_in_filters_unpauses_triggers_and_reruns_a_task() {
             "{page} went to {}",
             ui.path()
         );
-        // Let queued events (violation reports are asynchronous) run before reading them.
-        ui.ok(ui.b.execute_async(
-            "const done = arguments[0]; requestAnimationFrame(() => setTimeout(done, 0));",
-            vec![],
-        ));
-        let errors = ui.ok(ui.b.page_errors());
-        if !errors.is_empty() {
-            ui.fail(&format!(
-                "{page} reported errors in the browser: {errors:#?}"
-            ));
-        }
+        ui.no_page_errors(page);
     }
 
     // A POST without the CSRF token is refused, even for an admin, and changes nothing; the
@@ -577,6 +582,7 @@ fn viewer_finds_no_actions_and_forged_actions_are_refused() {
             0,
             "a POST form on {what}"
         );
+        ui.no_page_errors(what);
     };
     ui.go("/dags");
     ui.wait_for("tr[data-dag-id=browser_check] span.toggle.on");
