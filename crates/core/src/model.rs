@@ -165,6 +165,10 @@ pub struct TaskSpec {
     pub max_active_tis_per_dag: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc_md: Option<String>,
+    /// Airflow's `executor_config`: settings for the executor running the task. Today only
+    /// `pod_override` (a Pod manifest merged into the Kubernetes executor's pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_config: Option<serde_json::Value>,
 }
 
 /// Defaults of `TaskSpec` fields for its compact serialized form.
@@ -252,6 +256,7 @@ impl TaskSpec {
             queue: DEFAULT_QUEUE.into(),
             max_active_tis_per_dag: None,
             doc_md: None,
+            executor_config: None,
         }
     }
 

@@ -56,6 +56,7 @@ const TASK_KEYS: &[&str] = &[
     "queue",
     "max_active_tis_per_dag",
     "doc_md",
+    "executor_config",
     "bash_command",
     "env",
     "append_env",
@@ -367,6 +368,7 @@ struct TaskFields {
     queue: Option<String>,
     max_active_tis_per_dag: Option<Option<u32>>,
     doc_md: Option<Option<String>>,
+    executor_config: Option<serde_json::Value>,
     bash_command: Option<(String, u32)>,
     env: Option<Option<BTreeMap<String, String>>>,
     append_env: Option<bool>,
@@ -465,6 +467,9 @@ impl TaskFields {
         if let Some((l, n)) = field("doc_md") {
             t.doc_md = Some(cx.opt_string(&l, n)?);
         }
+        if let Some((l, n)) = field("executor_config") {
+            t.executor_config = Some(read_executor_config(cx, &l, n)?);
+        }
         if let Some((l, n)) = field("bash_command") {
             let s = cx.string(&l, n)?;
             if s.trim().is_empty() {
@@ -508,6 +513,7 @@ impl TaskFields {
             queue: self.queue.or_else(|| d.queue.clone()),
             max_active_tis_per_dag: self.max_active_tis_per_dag.or(d.max_active_tis_per_dag),
             doc_md: self.doc_md.or_else(|| d.doc_md.clone()),
+            executor_config: self.executor_config.or_else(|| d.executor_config.clone()),
             bash_command: self.bash_command.or_else(|| d.bash_command.clone()),
             env: self.env.or_else(|| d.env.clone()),
             append_env: self.append_env.or(d.append_env),
@@ -981,12 +987,40 @@ fn parse_task(
         queue: merged.queue.unwrap_or_else(|| DEFAULT_QUEUE.into()),
         max_active_tis_per_dag: merged.max_active_tis_per_dag.flatten(),
         doc_md: merged.doc_md.flatten(),
+        executor_config: merged.executor_config,
     };
     let lines = TaskLines {
         task_id: id_node.line,
         upstream: upstream.iter().map(|(_, l)| *l).collect(),
     };
     Ok((task, lines))
+}
+
+/// `executor_config`: a mapping whose only key today is `pod_override`, itself a mapping (a Pod
+/// manifest, merged into the Kubernetes executor's pod).
+fn read_executor_config(cx: &Cx, l: &str, n: &Node) -> Result<serde_json::Value, Error> {
+    let v = params::to_json(cx, l, n)?;
+    let Some(m) = v.as_object() else {
+        return Err(cx.err(
+            n.line,
+            format!("{l} must be a mapping such as `pod_override: {{...}}`"),
+        ));
+    };
+    for (k, val) in m {
+        if k != "pod_override" {
+            return Err(cx.err(
+                n.line,
+                format!("{l}: unknown key `{k}`; the only key is `pod_override`"),
+            ));
+        }
+        if !val.is_object() {
+            return Err(cx.err(
+                n.line,
+                format!("{l}.pod_override must be a mapping (a Pod manifest: `spec: ...`)"),
+            ));
+        }
+    }
+    Ok(v)
 }
 
 fn bash_spec(bash_command: String, t: &TaskFields) -> BashSpec {

@@ -1041,3 +1041,41 @@ fn scan_follows_symlinked_folders_once() {
     assert_eq!(scan.dags.len(), 1);
     assert!(scan.errors.is_empty(), "{:?}", scan.errors);
 }
+
+#[test]
+fn executor_config_pod_override_is_kept_and_defaults_from_default_args() {
+    let dag = parse_one(
+        "dag_id: pods\ndefault_args:\n  executor_config:\n    pod_override:\n      spec: {nodeSelector: {pool: batch}}\ntasks:\n  - task_id: big\n    bash_command: echo hi\n    executor_config:\n      pod_override:\n        spec:\n          containers:\n            - name: base\n              resources: {limits: {memory: 4Gi}}\n  - task_id: plain\n    bash_command: echo hi\n",
+    );
+    let big = dag.tasks.iter().find(|t| t.task_id == "big").unwrap();
+    assert_eq!(
+        big.executor_config,
+        Some(json!({"pod_override": {"spec": {"containers": [
+            {"name": "base", "resources": {"limits": {"memory": "4Gi"}}}]}}}))
+    );
+    let plain = dag.tasks.iter().find(|t| t.task_id == "plain").unwrap();
+    assert_eq!(
+        plain.executor_config,
+        Some(json!({"pod_override": {"spec": {"nodeSelector": {"pool": "batch"}}}}))
+    );
+    assert_eq!(parse_one(MINIMAL).tasks[0].executor_config, None);
+}
+
+#[test]
+fn executor_config_must_be_a_pod_override_mapping() {
+    assert_error(
+        "dag_id: d\ntasks:\n  - task_id: t\n    bash_command: echo\n    executor_config: [1]\n",
+        5,
+        &["executor_config", "mapping"],
+    );
+    assert_error(
+        "dag_id: d\ntasks:\n  - task_id: t\n    bash_command: echo\n    executor_config:\n      KubernetesExecutor: {image: x}\n",
+        6,
+        &["unknown key `KubernetesExecutor`", "pod_override"],
+    );
+    assert_error(
+        "dag_id: d\ntasks:\n  - task_id: t\n    bash_command: echo\n    executor_config:\n      pod_override: yes-please\n",
+        6,
+        &["pod_override must be a mapping"],
+    );
+}
