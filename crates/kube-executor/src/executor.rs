@@ -39,7 +39,8 @@ pub enum Event {
     },
     /// The worker container started: from now on the try counts.
     Started { task: TaskTry },
-    /// The pod ended (or never started in time, or vanished).
+    /// The pod ended (or never started in time, or vanished). `Succeeded` and `Failed` imply the
+    /// worker ran even when no `Started` came first (a pod can finish between two observations).
     Finished { task: TaskTry, outcome: Outcome },
 }
 
@@ -117,7 +118,8 @@ struct Inner {
 struct Tracked {
     task: TaskTry,
     seen: Instant,
-    problem: Option<(PendingProblem, Instant)>,
+    /// The current Pending problem, since when, and Kubernetes' message about it.
+    problem: Option<(PendingProblem, Instant, Option<String>)>,
     /// The resourceVersion the create call returned ("0" for an adopted pod): a pod absent
     /// from a list at a later resourceVersion was deleted.
     created: Option<u64>,
@@ -454,9 +456,11 @@ impl KubeExecutor {
             };
             match state {
                 PodState::Pending { problem, message } => {
-                    let changed = t.problem.as_ref().map(|(p, _)| p) != problem.as_ref();
+                    let changed = t.problem.as_ref().map(|(p, _, _)| p) != problem.as_ref();
                     if changed {
-                        t.problem = problem.clone().map(|p| (p, Instant::now()));
+                        t.problem = problem
+                            .clone()
+                            .map(|p| (p, Instant::now(), message.clone()));
                         if let Some(p) = problem {
                             out.push(Event::PendingProblem {
                                 task: t.task.clone(),
@@ -529,10 +533,13 @@ impl KubeExecutor {
                     continue;
                 }
                 let state = PodState::Pending {
-                    problem: t.problem.as_ref().map(|(p, _)| p.clone()),
-                    message: None,
+                    problem: t.problem.as_ref().map(|(p, _, _)| p.clone()),
+                    message: t.problem.as_ref().and_then(|(_, _, m)| m.clone()),
                 };
-                let problem_for = t.problem.as_ref().map_or(Duration::ZERO, |(_, s)| now - *s);
+                let problem_for = t
+                    .problem
+                    .as_ref()
+                    .map_or(Duration::ZERO, |(_, s, _)| now - *s);
                 if let Some(o) =
                     self.inner
                         .opts

@@ -324,8 +324,12 @@ async fn every_pending_reason_and_failure_is_classified() {
     ] {
         match &outcomes[&ts[i].ti_id] {
             Outcome::NotStarted {
-                problem: Some(p), ..
-            } => assert_eq!(p.reason(), want),
+                problem: Some(p),
+                message: Some(m),
+            } => {
+                assert_eq!(p.reason(), want);
+                assert!(!m.is_empty());
+            }
             o => panic!("try {i}: {o:?}"),
         }
     }
