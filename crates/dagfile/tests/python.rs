@@ -254,16 +254,24 @@ fn sandbox_each_bad_file_is_its_own_clear_import_error() {
     .map(String::from)
     .to_vec();
     let started = Instant::now();
-    let out = python::parse_files(dir.path(), &files, &opts(exe, 5), &ParseOptions::default());
-    assert!(started.elapsed() < Duration::from_secs(90));
+    // Generous enough for a loaded machine (the other files must finish well inside it).
+    let out = python::parse_files(dir.path(), &files, &opts(exe, 12), &ParseOptions::default());
+    assert!(started.elapsed() < Duration::from_secs(120), "{out:?}");
     let get = |f: &str| out.iter().find(|(n, _)| n == f).unwrap().1.clone();
     let err = |f: &str| {
-        let e = get(f).unwrap_err();
+        let e = get(f)
+            .err()
+            .unwrap_or_else(|| panic!("{f} parsed without an error"));
         assert_eq!(e.len(), 1, "{f}: {e:?}");
         assert_eq!(e[0].file, f);
         e[0].clone()
     };
-    assert!(err("loop.py").message.contains("timed out after 5 s"));
+    let lp = err("loop.py");
+    assert!(
+        lp.message.contains("timed out after 12 s"),
+        "{}",
+        lp.message
+    );
     let mem = err("mem.py");
     assert!(
         mem.message.starts_with("MemoryError") || mem.message.contains("memory"),
@@ -288,7 +296,7 @@ fn sandbox_each_bad_file_is_its_own_clear_import_error() {
     assert!(syntax.message.contains("Traceback"), "{}", syntax.message);
     assert_eq!(syntax.line, Some(3));
     // the good file next to them is unaffected
-    let dags = get("classic.py").unwrap();
+    let dags = get("classic.py").unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(dags[0].dag_id, "classic");
     assert_eq!(dags[0].tasks.len(), 3);
 }

@@ -158,6 +158,27 @@ def parse_one(folder, rel, timeout, memory_mb, output_cap, workdir):
                                          "(os._exit, a crash, or the memory limit)")]}
 
 
+def warm_up():
+    """Runs the lazy imports of a parse and a serialization once, before any fork."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+        from airflow.providers.standard.operators.bash import BashOperator
+        from airflow.sdk import DAG, task
+        from airflow.serialization.serialized_objects import DagSerialization
+
+        with tempfile.TemporaryDirectory() as empty:
+            DagBag(dag_folder=empty, bundle_path=empty, safe_mode=True, load_op_links=False)
+        with DAG("updraft_warm_up", schedule=None) as dag:
+            @task
+            def noop():
+                pass
+
+            noop() >> BashOperator(task_id="b", bash_command="true")
+        DagSerialization.to_dict(dag)
+    except Exception:
+        traceback.print_exc()
+
+
 def main():
     folder = os.path.abspath(sys.argv[1])
     timeout = float(sys.argv[2])
@@ -178,6 +199,7 @@ def main():
     import airflow.providers.standard.operators.empty  # noqa: F401
     import airflow.providers.standard.operators.python  # noqa: F401
 
+    warm_up()
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     with tempfile.TemporaryDirectory(prefix="updraft-parse-") as workdir:
