@@ -235,7 +235,14 @@ fn the_corpus_parses_into_the_same_specs_as_the_committed_fixtures() {
 fn sandbox_each_bad_file_is_its_own_clear_import_error() {
     let Some(exe) = test_python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    for f in ["loop.py", "mem.py", "exit.py", "prints.py", "syntax.py"] {
+    for f in [
+        "loop.py",
+        "mem.py",
+        "exit.py",
+        "prints.py",
+        "syntax.py",
+        "cycle.py",
+    ] {
         std::fs::copy(here().join("sandbox").join(f), dir.path().join(f)).unwrap();
     }
     std::fs::copy(
@@ -249,6 +256,7 @@ fn sandbox_each_bad_file_is_its_own_clear_import_error() {
         "exit.py",
         "prints.py",
         "syntax.py",
+        "cycle.py",
         "classic.py",
     ]
     .map(String::from)
@@ -295,6 +303,8 @@ fn sandbox_each_bad_file_is_its_own_clear_import_error() {
     );
     assert!(syntax.message.contains("Traceback"), "{}", syntax.message);
     assert_eq!(syntax.line, Some(3));
+    let cycle = err("cycle.py");
+    assert!(cycle.message.contains("Cycle"), "{}", cycle.message);
     // the good file next to them is unaffected
     let dags = get("classic.py").unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(dags[0].dag_id, "classic");
