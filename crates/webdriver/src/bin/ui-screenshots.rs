@@ -1,5 +1,6 @@
 //! Screenshots of the web UI's main pages for the README and docs: a standalone with the demo
-//! data ([`updraft_webdriver::demo`]), headless Chromium in light mode, one PNG per page.
+//! data ([`updraft_webdriver::demo`]), headless Chromium in light mode, one PNG per page
+//! (1280 px wide, as tall as the content up to 720 px).
 //!
 //!   ui-screenshots --updraft target/debug/updraft --out docs/screenshots
 //!
@@ -8,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde_json::json;
 use updraft_webdriver::{Browser, Options, Standalone, demo};
 
 fn main() {
@@ -103,16 +105,29 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         browser.goto(&server.at(&path))?;
         browser.wait_for("main#main", Duration::from_secs(30))?;
         // Pages whose point is below the fold show it, with a little of what is above.
-        let anchor = match name {
-            "run_gantt" => ".gantt-wrap",
-            "task_log" => ".log-section",
-            _ => "",
+        let (anchor, above) = match name {
+            "run_gantt" => (".gantt-wrap", 60),
+            "task_log" => (".log-section", 140),
+            _ => ("", 0),
         };
+        // Short pages get a shorter picture: the viewport ends a little below the content.
+        // From the top (or from a little above the anchor) to the end of the content.
+        let span = browser.execute(
+            "const a = arguments[0] && document.querySelector(arguments[0]);
+             const top = a ? a.getBoundingClientRect().top + window.scrollY - arguments[1] : 0;
+             return Math.ceil(document.querySelector('main').getBoundingClientRect().bottom + window.scrollY - top);",
+            vec![anchor.into(), above.into()],
+        )?;
+        let height = (span.as_f64().unwrap_or(720.0) as u32 + 24).clamp(360, 720);
+        browser.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )?;
         browser.execute(
             "const a = arguments[0] && document.querySelector(arguments[0]);
-             window.scrollTo(0, a ? Math.max(0, a.getBoundingClientRect().top + window.scrollY - 140) : 0);
+             window.scrollTo(0, a ? Math.max(0, a.getBoundingClientRect().top + window.scrollY - arguments[1]) : 0);
              return document.readyState;",
-            vec![anchor.into()],
+            vec![anchor.into(), above.into()],
         )?;
         let png = browser.screenshot()?;
         let file = out.join(format!("{name}.png"));
