@@ -5,7 +5,8 @@
 //! buttons and its forged action POSTs are refused; a POST without a CSRF token is rejected; an
 //! admin creates and deletes a variable through the forms and the confirmation dialog; no page
 //! violates the Content-Security-Policy or throws a script error; the keyboard alone signs in
-//! and flips a switch; no page scrolls sideways in a phone-sized window.
+//! and flips a switch; no page scrolls sideways in a phone-sized window; dark mode follows the
+//! system setting.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/browser.sh installs them; scripts/test.sh
 //! runs it). Without them the tests skip with a notice, except in CI, where they fail.
@@ -739,7 +740,7 @@ fn admin_creates_and_deletes_a_variable_through_the_forms() {
 }
 
 #[test]
-fn keyboard_only_sign_in_and_switch_and_a_narrow_window() {
+fn keyboard_only_sign_in_and_switch_a_narrow_window_and_dark_mode() {
     use updraft_webdriver::keys::{ENTER, SPACE, TAB};
     let home = Home::new();
     let Some(ui) = Ui::start(&home) else { return };
@@ -822,4 +823,30 @@ fn keyboard_only_sign_in_and_switch_and_a_narrow_window() {
             panic!("{page} is {scroll}px wide in a {client}px window; sticking out: {culprits}");
         }
     }
+
+    // Dark or light follows the system setting.
+    let brightness = |scheme: &str| -> f64 {
+        ui.ok(ui.b.cdp(
+            "Emulation.setEmulatedMedia",
+            serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        ));
+        ui.go("/dags");
+        ui.wait_for("main#main");
+        let rgb = ui.ok(ui.b.execute(
+            "return getComputedStyle(document.body).backgroundColor.match(/\\d+/g).slice(0, 3).map(Number);",
+            vec![],
+        ));
+        let c: Vec<f64> = rgb
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        (0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]) / 255.0
+    };
+    let (light, dark) = (brightness("light"), brightness("dark"));
+    assert!(
+        light > 0.8 && dark < 0.3,
+        "background brightness: light {light}, dark {dark}"
+    );
 }
