@@ -55,10 +55,7 @@ impl WebState {
     pub fn new(api: AppState) -> WebState {
         let api_router = updraft_api::app(api.clone());
         WebState {
-            inner: Arc::new(Inner {
-                api,
-                api_router,
-            }),
+            inner: Arc::new(Inner { api, api_router }),
         }
     }
 

@@ -26,29 +26,71 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("dag_base.html", include_str!("../templates/dag_base.html")),
     ("dag_grid.html", include_str!("../templates/dag_grid.html")),
-    ("dag_grid_table.html", include_str!("../templates/dag_grid_table.html")),
-    ("dag_graph.html", include_str!("../templates/dag_graph.html")),
+    (
+        "dag_grid_table.html",
+        include_str!("../templates/dag_grid_table.html"),
+    ),
+    (
+        "dag_graph.html",
+        include_str!("../templates/dag_graph.html"),
+    ),
     ("dag_runs.html", include_str!("../templates/dag_runs.html")),
-    ("dag_details.html", include_str!("../templates/dag_details.html")),
+    (
+        "dag_details.html",
+        include_str!("../templates/dag_details.html"),
+    ),
     ("dag_code.html", include_str!("../templates/dag_code.html")),
     ("run.html", include_str!("../templates/run.html")),
     ("run_live.html", include_str!("../templates/run_live.html")),
-    ("variables.html", include_str!("../templates/variables.html")),
-    ("variable_form.html", include_str!("../templates/variable_form.html")),
-    ("connections.html", include_str!("../templates/connections.html")),
-    ("connection_form.html", include_str!("../templates/connection_form.html")),
+    (
+        "variables.html",
+        include_str!("../templates/variables.html"),
+    ),
+    (
+        "variable_form.html",
+        include_str!("../templates/variable_form.html"),
+    ),
+    (
+        "connections.html",
+        include_str!("../templates/connections.html"),
+    ),
+    (
+        "connection_form.html",
+        include_str!("../templates/connection_form.html"),
+    ),
     ("pools.html", include_str!("../templates/pools.html")),
-    ("pool_form.html", include_str!("../templates/pool_form.html")),
+    (
+        "pool_form.html",
+        include_str!("../templates/pool_form.html"),
+    ),
     ("trigger.html", include_str!("../templates/trigger.html")),
-    ("action_preview.html", include_str!("../templates/action_preview.html")),
-    ("run_actions.html", include_str!("../templates/run_actions.html")),
-    ("task_instance.html", include_str!("../templates/task_instance.html")),
-    ("task_mapped.html", include_str!("../templates/task_mapped.html")),
+    (
+        "action_preview.html",
+        include_str!("../templates/action_preview.html"),
+    ),
+    (
+        "run_actions.html",
+        include_str!("../templates/run_actions.html"),
+    ),
+    (
+        "task_instance.html",
+        include_str!("../templates/task_instance.html"),
+    ),
+    (
+        "task_mapped.html",
+        include_str!("../templates/task_mapped.html"),
+    ),
     ("users.html", include_str!("../templates/users.html")),
     ("runs.html", include_str!("../templates/runs.html")),
-    ("audit_log.html", include_str!("../templates/audit_log.html")),
+    (
+        "audit_log.html",
+        include_str!("../templates/audit_log.html"),
+    ),
     ("health.html", include_str!("../templates/health.html")),
-    ("health_status.html", include_str!("../templates/health_status.html")),
+    (
+        "health_status.html",
+        include_str!("../templates/health_status.html"),
+    ),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
