@@ -225,11 +225,25 @@ fn clear_flash_cookie() -> HeaderValue {
     HeaderValue::from_static("updraft_flash=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
-/// Percent-encodes everything but unreserved characters (for query values).
+/// Percent-encodes everything but unreserved characters and `/` (for paths and query values
+/// whose slashes may stay readable).
 pub fn url_encode(s: &str) -> String {
+    percent_encode(s, true)
+}
+
+/// Percent-encodes everything but unreserved characters, `/` included: one path segment (an id
+/// in an API path, where a slash would start a new segment).
+pub fn path_segment(s: &str) -> String {
+    percent_encode(s, false)
+}
+
+fn percent_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));

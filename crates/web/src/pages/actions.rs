@@ -18,6 +18,7 @@ use minijinja::context;
 use serde_json::{Map, Value, json};
 use updraft_api::{Access, Resource, required_role};
 
+use super::seg;
 use crate::WebState;
 use crate::api_call;
 use crate::error::UiError;
@@ -43,19 +44,6 @@ pub fn routes() -> Router<WebState> {
             "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/note",
             post(task_note),
         )
-}
-
-/// Percent-encodes one path segment (ids may hold any character but `/`).
-pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The UI page of a run.

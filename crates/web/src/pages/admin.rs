@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use updraft_api::{Access, Resource, required_role};
 
-use super::query_base;
+use super::{PAGE_SIZE, contains_pattern, page_count, query_base, require, seg};
 use crate::WebState;
 use crate::api_call::{self, Answer};
 use crate::error::UiError;
@@ -48,52 +48,10 @@ pub fn routes() -> Router<WebState> {
         .route("/pools/delete", post(pool_delete))
 }
 
-/// Rows per page of the admin lists.
-pub const PAGE_SIZE: i64 = 25;
 /// What the API shows in place of a secret.
 const MASK: &str = "***";
 
 // ---- helpers shared by the admin pages -------------------------------------------------------
-
-/// Percent-encodes everything but unreserved characters, `/` included: one path segment.
-pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// A LIKE pattern matching names that contain `text` literally (`%`, `_` and `\` escaped).
-pub fn contains_pattern(text: &str) -> String {
-    let mut out = String::from("%");
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
-/// 403 unless the session's role may do `access` on `resource`.
-pub fn require(session: &Session, resource: Resource, access: Access) -> Result<(), UiError> {
-    let needed = required_role(resource, access);
-    if session.role >= needed {
-        Ok(())
-    } else {
-        Err(UiError::Forbidden(format!(
-            "this page needs the role `{}`; you have `{}`",
-            needed.as_str(),
-            session.role.as_str()
-        )))
-    }
-}
 
 /// The API's answer to a write: its body, or its error detail to show. A refusal of the role
 /// (403) or of the session (401) is the page's answer instead.
@@ -104,11 +62,6 @@ pub fn outcome(answer: Answer) -> Result<Result<Value, (StatusCode, String)>, Ui
         StatusCode::UNAUTHORIZED => Err(UiError::LoginRequired { next: "/".into() }),
         s => Ok(Err((s, answer.detail()))),
     }
-}
-
-/// The page count of `total` rows.
-pub fn page_count(total: i64) -> i64 {
-    ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1)
 }
 
 /// A page rendered with `status` (a form shown again with the API's error).
@@ -372,28 +325,36 @@ async fn variable_update(
     })
 }
 
+/// Deletes `what` through the API (`DELETE /api/v2{api_path}`) and goes back to `back` with the
+/// outcome as a flash.
+async fn delete_then_back(
+    web: &WebState,
+    session: &Session,
+    api_path: &str,
+    back: &str,
+    what: &str,
+) -> Result<Response, UiError> {
+    let answer = api_call::call(web, session, Method::DELETE, api_path, None).await?;
+    Ok(match outcome(answer)? {
+        Ok(_) => render::flash_redirect(web, back, true, &format!("{what} deleted")),
+        Err((_, detail)) => render::flash_redirect(web, back, false, &detail),
+    })
+}
+
 async fn variable_delete(
     State(web): State<WebState>,
     session: Session,
     axum::Form(q): axum::Form<KeyQuery>,
 ) -> Result<Response, UiError> {
-    let answer = api_call::call(
+    let api_path = format!("/variables/{}", seg(&q.key));
+    delete_then_back(
         &web,
         &session,
-        Method::DELETE,
-        &format!("/variables/{}", seg(&q.key)),
-        None,
+        &api_path,
+        "/variables",
+        &format!("variable {}", q.key),
     )
-    .await?;
-    Ok(match outcome(answer)? {
-        Ok(_) => render::flash_redirect(
-            &web,
-            "/variables",
-            true,
-            &format!("variable {} deleted", q.key),
-        ),
-        Err((_, detail)) => render::flash_redirect(&web, "/variables", false, &detail),
-    })
+    .await
 }
 
 // ---- connections -----------------------------------------------------------------------------
@@ -702,23 +663,15 @@ async fn connection_delete(
     session: Session,
     axum::Form(q): axum::Form<IdQuery>,
 ) -> Result<Response, UiError> {
-    let answer = api_call::call(
+    let api_path = format!("/connections/{}", seg(&q.id));
+    delete_then_back(
         &web,
         &session,
-        Method::DELETE,
-        &format!("/connections/{}", seg(&q.id)),
-        None,
+        &api_path,
+        "/connections",
+        &format!("connection {}", q.id),
     )
-    .await?;
-    Ok(match outcome(answer)? {
-        Ok(_) => render::flash_redirect(
-            &web,
-            "/connections",
-            true,
-            &format!("connection {} deleted", q.id),
-        ),
-        Err((_, detail)) => render::flash_redirect(&web, "/connections", false, &detail),
-    })
+    .await
 }
 
 /// `POST /connections/test`: the stored connection (its masked secrets, which the API's test
@@ -949,18 +902,15 @@ async fn pool_delete(
     session: Session,
     axum::Form(q): axum::Form<NameQuery>,
 ) -> Result<Response, UiError> {
-    let answer = api_call::call(
+    let api_path = format!("/pools/{}", seg(&q.name));
+    delete_then_back(
         &web,
         &session,
-        Method::DELETE,
-        &format!("/pools/{}", seg(&q.name)),
-        None,
+        &api_path,
+        "/pools",
+        &format!("pool {}", q.name),
     )
-    .await?;
-    Ok(match outcome(answer)? {
-        Ok(_) => render::flash_redirect(&web, "/pools", true, &format!("pool {} deleted", q.name)),
-        Err((_, detail)) => render::flash_redirect(&web, "/pools", false, &detail),
-    })
+    .await
 }
 
 #[cfg(test)]

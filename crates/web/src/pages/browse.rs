@@ -12,8 +12,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::admin::{PAGE_SIZE, contains_pattern, page_count, seg};
-use super::query_base;
+use super::{PAGE_SIZE, contains_pattern, page_count, query_base, seg};
 use crate::WebState;
 use crate::api_call;
 use crate::error::UiError;

@@ -21,12 +21,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use updraft_api::{Access, Resource, required_role};
+use updraft_api::{Access, Resource};
 use updraft_core::model::{DagSpec, Graph, TriggerRule};
 use updraft_core::{RunState, TaskState};
 use updraft_store::{DagRun, TaskInstance};
 
-use super::query_base;
+use super::{query_base, require};
 use crate::error::UiError;
 use crate::render::{self, url_encode};
 use crate::session::Session;
@@ -108,17 +108,6 @@ fn escape_into(out: &mut String, text: &str) {
     }
 }
 
-/// The store is read directly only after the role check the API would make.
-fn require_dag_read(session: &Session) -> Result<(), UiError> {
-    if session.role >= required_role(Resource::Dag, Access::Read) {
-        Ok(())
-    } else {
-        Err(UiError::Forbidden(
-            "your role may not read DAGs".to_string(),
-        ))
-    }
-}
-
 /// The DAG as the header shows it (`GET /api/v2/dags/{dag_id}`: 404 for unknown DAGs) and
 /// its latest spec from the store.
 async fn load_dag(
@@ -127,7 +116,8 @@ async fn load_dag(
     dag_id: &str,
 ) -> Result<(serde_json::Value, DagSpec), UiError> {
     let dag = api_call::get(web, session, &format!("/dags/{}", url_encode(dag_id))).await?;
-    require_dag_read(session)?;
+    // The store is read directly only after the role check the API would make.
+    require(session, Resource::Dag, Access::Read)?;
     let record = web
         .store()
         .get_dag(dag_id)

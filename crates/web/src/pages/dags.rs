@@ -13,7 +13,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::query_base;
+use super::{PAGE_SIZE, contains_pattern, page_count, query_base};
 use crate::WebState;
 use crate::api_call;
 use crate::error::UiError;
@@ -27,8 +27,6 @@ pub fn routes() -> Router<WebState> {
         .route("/dags/{dag_id}/pause", post(pause))
 }
 
-/// DAGs per page.
-const PAGE_SIZE: i64 = 25;
 /// Dots in the recent-runs column.
 const RECENT_RUNS: i64 = 10;
 
@@ -56,19 +54,6 @@ pub struct ListQuery {
     page: Option<i64>,
 }
 
-/// Escapes LIKE wildcards typed into the search box, so `a_b` means `a_b`.
-fn like_contains(text: &str) -> String {
-    let mut out = String::from("%");
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 async fn list(
     State(web): State<WebState>,
     session: Session,
@@ -92,7 +77,7 @@ async fn list(
     if !search.is_empty() {
         filters.push_str(&format!(
             "&dag_id_pattern={}",
-            url_encode(&like_contains(search))
+            url_encode(&contains_pattern(search))
         ));
     }
     if !q.tag.is_empty() {
@@ -116,24 +101,23 @@ async fn list(
         ),
     )
     .await?;
-    let count = |paused: &'static str| {
-        let web = web.clone();
-        let session = session.clone();
-        let filters = filters.clone();
-        async move {
+    // The tab counts: the listing already counted the current tab, and every DAG is either
+    // active or paused, so one more count gives all three.
+    let other = if status == "paused" {
+        "&paused=false"
+    } else {
+        "&paused=true"
+    };
+    let (other_count, import_errors, tags) = tokio::try_join!(
+        async {
             api_call::get(
                 &web,
                 &session,
-                &format!("/dags?limit=1&exclude_stale=true{filters}{paused}"),
+                &format!("/dags?limit=1&exclude_stale=true{filters}{other}"),
             )
             .await
             .map(|v| v["total_entries"].as_i64().unwrap_or(0))
-        }
-    };
-    let (all, active, paused_count, import_errors, tags) = tokio::try_join!(
-        count(""),
-        count("&paused=false"),
-        count("&paused=true"),
+        },
         async {
             api_call::get(&web, &session, "/importErrors?limit=1")
                 .await
@@ -144,6 +128,11 @@ async fn list(
 
     let dags: Vec<Value> = listing["dags"].as_array().cloned().unwrap_or_default();
     let total = listing["total_entries"].as_i64().unwrap_or(0);
+    let (all, active, paused_count) = match status.as_str() {
+        "active" => (total + other_count, total, other_count),
+        "paused" => (total + other_count, other_count, total),
+        _ => (total, total - other_count, other_count),
+    };
     let dag_ids: Vec<String> = dags
         .iter()
         .filter_map(|d| d["dag_id"].as_str().map(String::from))
@@ -175,7 +164,7 @@ async fn list(
         }
     }
 
-    let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    let pages = page_count(total);
     let keep = [
         ("search", q.search.as_str()),
         ("tag", q.tag.as_str()),

@@ -9,8 +9,17 @@ mod task_instance;
 mod users;
 
 use axum::Router;
+use updraft_api::{Access, Resource, required_role};
 
 use crate::WebState;
+use crate::error::UiError;
+use crate::session::Session;
+
+/// An id as one segment of a URL path.
+pub use crate::render::path_segment as seg;
+
+/// Rows per page of every list.
+pub const PAGE_SIZE: i64 = 25;
 
 pub fn routes() -> Router<WebState> {
     Router::new()
@@ -33,4 +42,36 @@ pub fn query_base(path: &str, pairs: &[(&str, &str)]) -> String {
         }
     }
     out
+}
+
+/// A LIKE pattern matching names that contain `text` literally (`%`, `_` and `\` escaped).
+pub fn contains_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// 403 unless the session's role may do `access` on `resource`.
+pub fn require(session: &Session, resource: Resource, access: Access) -> Result<(), UiError> {
+    let needed = required_role(resource, access);
+    if session.role >= needed {
+        Ok(())
+    } else {
+        Err(UiError::Forbidden(format!(
+            "this page needs the role `{}`; you have `{}`",
+            needed.as_str(),
+            session.role.as_str()
+        )))
+    }
+}
+
+/// The page count of `total` rows.
+pub fn page_count(total: i64) -> i64 {
+    ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1)
 }

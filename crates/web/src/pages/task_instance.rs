@@ -18,7 +18,8 @@ use serde_json::Value;
 use updraft_api::{Access, Resource, required_role};
 use updraft_store::XComFilter;
 
-use super::actions::{run_page, seg, task_page};
+use super::actions::{run_page, task_page};
+use super::seg;
 use crate::WebState;
 use crate::api_call;
 use crate::error::UiError;

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use updraft_api::{Access, Resource, Role};
 use updraft_store::{NewAuditEvent, NewUser};
 
-use super::admin::{require, with_status};
+use super::admin::with_status;
+use super::require;
 use crate::WebState;
 use crate::error::UiError;
 use crate::render;
