@@ -243,17 +243,22 @@ pub struct RoleForm {
     role: String,
 }
 
-/// Outcome of a change to an existing user: the flash to show.
-fn finish(web: &WebState, result: Result<String, String>) -> Response {
+/// Ends a change to an existing user: writes its event-log row (`fields` plus the outcome's
+/// status) and shows the outcome as a flash on the users page.
+async fn finish(
+    web: &WebState,
+    session: &Session,
+    event: &str,
+    path: &str,
+    mut fields: serde_json::Value,
+    result: Result<String, (u16, String)>,
+) -> Response {
+    fields["status"] = json!(result.as_ref().err().map_or(200, |(s, _)| *s));
+    audit(web, session, event, path, fields).await;
     match result {
         Ok(message) => render::flash_redirect(web, "/users", true, &message),
-        Err(message) => render::flash_redirect(web, "/users", false, &message),
+        Err((_, message)) => render::flash_redirect(web, "/users", false, &message),
     }
-}
-
-/// The status an outcome is logged with.
-fn status_of(result: &Result<String, (u16, String)>) -> u16 {
-    result.as_ref().err().map_or(200, |(s, _)| *s)
 }
 
 /// A store error on an existing user: gone (404) or the page's failure.
@@ -289,7 +294,7 @@ async fn change_role(
             Err(e) => Err(missing(e, &form.username)?),
         }
     };
-    audit(
+    Ok(finish(
         &web,
         &session,
         "patch_user",
@@ -297,12 +302,11 @@ async fn change_role(
         json!({
             "username": form.username,
             "update_mask": ["role"],
-            "role": form.role,
-            "status": status_of(&result),
+            "role": form.role
         }),
+        result,
     )
-    .await;
-    Ok(finish(&web, result.map_err(|(_, m)| m)))
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -327,19 +331,18 @@ async fn reset_password(
             Err(e) => Err(missing(e, &form.username)?),
         }
     };
-    audit(
+    Ok(finish(
         &web,
         &session,
         "patch_user",
         PATH,
         json!({
             "username": form.username,
-            "update_mask": ["password"],
-            "status": status_of(&result),
+            "update_mask": ["password"]
         }),
+        result,
     )
-    .await;
-    Ok(finish(&web, result.map_err(|(_, m)| m)))
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -380,7 +383,7 @@ async fn set_active(
             Err(e) => Err(missing(e, &form.username)?),
         }
     };
-    audit(
+    Ok(finish(
         &web,
         &session,
         "patch_user",
@@ -388,12 +391,11 @@ async fn set_active(
         json!({
             "username": form.username,
             "update_mask": ["active"],
-            "active": form.active,
-            "status": status_of(&result),
+            "active": form.active
         }),
+        result,
     )
-    .await;
-    Ok(finish(&web, result.map_err(|(_, m)| m)))
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -418,13 +420,13 @@ async fn delete(
     } else {
         Err((404, format!("there is no user named `{}`", form.username)))
     };
-    audit(
+    Ok(finish(
         &web,
         &session,
         "delete_user",
         PATH,
-        json!({"username": form.username, "status": status_of(&result)}),
+        json!({"username": form.username}),
+        result,
     )
-    .await;
-    Ok(finish(&web, result.map_err(|(_, m)| m)))
+    .await)
 }
