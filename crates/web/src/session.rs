@@ -51,8 +51,14 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The session id of a validly signed, unexpired session token, without touching the store:
 /// what the CSRF check binds tokens to. [`Session`] also checks the id was not revoked.
 pub fn session_id(web: &WebState, token: &str) -> Option<String> {
+    session_claims(web, token).map(|(_, sid)| sid)
+}
+
+/// The user and session id a validly signed, unexpired session token names.
+fn session_claims(web: &WebState, token: &str) -> Option<(String, String)> {
     let claims = updraft_crypto::jwt::verify(token, web.secret(), Utc::now().timestamp()).ok()?;
-    Some(claims.get("sid")?.as_str()?.to_string())
+    let text = |key: &str| claims.get(key)?.as_str().map(String::from);
+    Some((text("sub")?, text("sid")?))
 }
 
 pub fn csrf_for_session(web: &WebState, sid: &str) -> String {
@@ -84,20 +90,14 @@ impl FromRequestParts<WebState> for Session {
             next: next_of(parts),
         };
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(login)?;
-        let sid = session_id(web, token).ok_or_else(login)?;
+        let (username, sid) = session_claims(web, token).ok_or_else(login)?;
         // Signed out: revoked in the database, so every server replica refuses it.
         if web.store().is_session_revoked(&sid).await? {
             return Err(login());
         }
-        let claims = updraft_crypto::jwt::verify(token, web.secret(), Utc::now().timestamp())
-            .map_err(|_| login())?;
-        let username = claims
-            .get("sub")
-            .and_then(|v| v.as_str())
-            .ok_or_else(login)?;
         let user = web
             .store()
-            .get_user(username)
+            .get_user(&username)
             .await?
             .filter(|u| u.active)
             .ok_or_else(login)?;
