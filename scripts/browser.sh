@@ -27,9 +27,9 @@ CHROMIUM="${UPDRAFT_CHROMIUM:-$(find_first chromium chromium-browser || true)}"
 if [ -z "$DRIVER" ] || [ -z "$CHROMIUM" ] || [ ! -x "$DRIVER" ] || [ ! -x "$CHROMIUM" ]; then
     log "installing chromium and chromium-driver"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >&2 \
-        || { $SUDO apt-get update -qq >&2 \
-            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >&2; }
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >&2 \
+        || { $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 \
+            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >&2; }
     DRIVER=$(find_first chromedriver)
     CHROMIUM=$(find_first chromium chromium-browser)
 fi

@@ -25,8 +25,8 @@ need() {
     local tool=$1 package=$2
     if ! command -v "$tool" >/dev/null 2>&1; then
         log "installing $package"
-        $SUDO apt-get update -qq
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+        $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$package" >/dev/null
     fi
 }
 

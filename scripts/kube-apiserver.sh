@@ -34,8 +34,8 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 log() { echo "kube-apiserver.sh: $*" >&2; }
 
 apt_install() {
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "$@" >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 # (no `| grep -q`: an early grep exit would fail the pipeline under pipefail)
@@ -71,8 +71,8 @@ build() {
     local o=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/apt/parts"
         -o "Dir::State::Lists=$work/apt/lists")
     log "downloading Debian's kubernetes source package"
-    apt-get "${o[@]}" update -qq
-    (cd "$work" && apt-get "${o[@]}" source --download-only -qq kubernetes >/dev/null)
+    apt-get -o DPkg::Lock::Timeout=600 "${o[@]}" update -qq
+    (cd "$work" && apt-get -o DPkg::Lock::Timeout=600 "${o[@]}" source --download-only -qq kubernetes >/dev/null)
     local orig
     orig=$(ls "$work"/kubernetes_*.orig.tar.gz | head -n 1)
     tar -C "$work" -xzf "$orig"

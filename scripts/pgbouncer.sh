@@ -33,9 +33,9 @@ start() {
     "$(dirname "$0")/postgres.sh" >/dev/null
     if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
         log "installing pgbouncer"
-        $SUDO apt-get update -qq
+        $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
         # the package must not start its own instance on our port
-        $SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq pgbouncer >/dev/null
+        $SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get -o DPkg::Lock::Timeout=600 install -y -qq pgbouncer >/dev/null
         $SUDO service pgbouncer stop >/dev/null 2>&1 || true
     fi
     PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)

@@ -24,8 +24,8 @@ ready() { pg_isready -q -h "$HOST" -p "$PORT" 2>/dev/null; }
 if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
     if ! ready; then
         log "installing postgresql"
-        $SUDO apt-get update -qq
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >/dev/null
     fi
 fi
 

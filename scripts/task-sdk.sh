@@ -29,8 +29,8 @@ PYTHON="${PYTHON:-$(command -v python3 || true)}"
 if [ -z "$PYTHON" ]; then
     log "installing python3"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3 python3-venv >/dev/null
     PYTHON=$(command -v python3)
 fi
 
