@@ -72,6 +72,11 @@ fn operator_facts(op: &Operator) -> (&'static str, &'static str, Vec<&'static st
             vec!["bash_command", "env", "cwd"],
         ),
         Operator::Sdk(_) => ("airflow.sdk", "#ffefeb", vec![]),
+        Operator::KubernetesPod(_) => (
+            "airflow.providers.cncf.kubernetes.operators.pod",
+            "#e4f0e8",
+            vec!["cmds", "arguments", "env_vars"],
+        ),
     }
 }
 

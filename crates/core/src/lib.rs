@@ -6,6 +6,7 @@
 pub mod cron;
 pub mod decide;
 pub mod duration;
+pub mod mapping;
 pub mod model;
 pub mod retry;
 pub mod state;
@@ -13,6 +14,7 @@ pub mod timetable;
 pub mod trigger_rule;
 
 pub use model::{
-    BashSpec, DagSpec, Operator, ParamSpec, Schedule, TaskSpec, TriggerRule, WeightRule,
+    BashSpec, DagSpec, OnFinishAction, Operator, ParamSpec, PodEnvVar, PodOperatorSpec, Schedule,
+    TaskSpec, TriggerRule, WeightRule,
 };
 pub use state::{IllegalTransition, RunState, RunType, TaskState};

@@ -229,6 +229,18 @@ mod defaults {
     pub fn queue() -> String {
         DEFAULT_QUEUE.into()
     }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn is_true(v: &bool) -> bool {
+        *v
+    }
+    pub fn startup_timeout() -> u32 {
+        DEFAULT_POD_STARTUP_TIMEOUT
+    }
+    pub fn is_startup_timeout(v: &u32) -> bool {
+        *v == DEFAULT_POD_STARTUP_TIMEOUT
+    }
     pub fn is_queue(v: &str) -> bool {
         v == DEFAULT_QUEUE
     }
@@ -265,6 +277,7 @@ impl TaskSpec {
             Operator::Empty => "EmptyOperator",
             Operator::Bash(_) => "BashOperator",
             Operator::Sdk(_) => "SdkTask",
+            Operator::KubernetesPod(_) => "KubernetesPodOperator",
         }
     }
 }
@@ -278,6 +291,146 @@ pub enum Operator {
     /// A task of a Python DAG file that only the Task SDK can run (a `@task` function, a
     /// `PythonOperator`, any other operator class, or a mapped task).
     Sdk(SdkSpec),
+    /// Airflow's `KubernetesPodOperator`: a pod of the user's image, created and followed by the
+    /// scheduler.
+    KubernetesPod(PodOperatorSpec),
+}
+
+/// A `kubernetes_pod` task: the pod to run (container `base` of `image`) and how to treat it.
+/// `cmds`, `arguments` and the values of `env_vars` are Jinja templates; the other fields are
+/// Kubernetes objects in their API spelling (camelCase keys), passed into the pod as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodOperatorSpec {
+    pub image: String,
+    /// The container's `command` (its entrypoint); empty keeps the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmds: Vec<String>,
+    /// The container's `args`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    /// In the order written (a later entry may refer to an earlier one with `$(NAME)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_vars: Vec<PodEnvVar>,
+    /// `envFrom` entries (`configMapRef`, `secretRef`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<serde_json::Value>,
+    /// The container's `resources` (`requests`, `limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Names of Secrets holding registry credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+    /// `Always`, `IfNotPresent` or `Never`; `None` leaves Kubernetes' default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// Copy the container's output into the try's log.
+    #[serde(default = "defaults::yes", skip_serializing_if = "defaults::is_true")]
+    pub get_logs: bool,
+    #[serde(default, skip_serializing_if = "OnFinishAction::is_default")]
+    pub on_finish_action: OnFinishAction,
+    /// How long the pod may take to start (scheduled, image pulled, container running).
+    #[serde(
+        default = "defaults::startup_timeout",
+        skip_serializing_if = "defaults::is_startup_timeout"
+    )]
+    pub startup_timeout_seconds: u32,
+    /// `None`: the namespace of the Kubernetes configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Airflow's default `startup_timeout_seconds`.
+pub const DEFAULT_POD_STARTUP_TIMEOUT: u32 = 120;
+
+impl PodOperatorSpec {
+    /// A pod task of `image` with Airflow's defaults.
+    pub fn new(image: impl Into<String>) -> Self {
+        PodOperatorSpec {
+            image: image.into(),
+            cmds: Vec::new(),
+            arguments: Vec::new(),
+            env_vars: Vec::new(),
+            env_from: Vec::new(),
+            resources: None,
+            volumes: Vec::new(),
+            volume_mounts: Vec::new(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            service_account_name: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            image_pull_secrets: Vec::new(),
+            image_pull_policy: None,
+            get_logs: true,
+            on_finish_action: OnFinishAction::DeletePod,
+            startup_timeout_seconds: DEFAULT_POD_STARTUP_TIMEOUT,
+            namespace: None,
+        }
+    }
+}
+
+/// One environment variable of a pod task: a (templated) `value`, or a `valueFrom` source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodEnvVar {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<serde_json::Value>,
+}
+
+/// What happens to a pod task's pod when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFinishAction {
+    #[default]
+    DeletePod,
+    /// Delete it only when it succeeded (a failed pod stays for inspection).
+    DeleteSucceededPod,
+    KeepPod,
+}
+
+impl OnFinishAction {
+    pub const ALL: [&'static str; 3] = ["delete_pod", "delete_succeeded_pod", "keep_pod"];
+
+    pub fn parse(s: &str) -> Option<OnFinishAction> {
+        match s {
+            "delete_pod" => Some(OnFinishAction::DeletePod),
+            "delete_succeeded_pod" => Some(OnFinishAction::DeleteSucceededPod),
+            "keep_pod" => Some(OnFinishAction::KeepPod),
+            _ => None,
+        }
+    }
+
+    /// Whether a pod that ended so is deleted.
+    pub fn deletes(self, succeeded: bool) -> bool {
+        match self {
+            OnFinishAction::DeletePod => true,
+            OnFinishAction::DeleteSucceededPod => succeeded,
+            OnFinishAction::KeepPod => false,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == OnFinishAction::DeletePod
+    }
 }
 
 /// What Updraft keeps of a Python task that the Task SDK runs: the operator class (the SDK

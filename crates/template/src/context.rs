@@ -431,7 +431,9 @@ impl Object for Task {
             let t = s.task()?;
             let bash = match &t.operator {
                 updraft_core::Operator::Bash(b) => Some(b),
-                updraft_core::Operator::Empty | updraft_core::Operator::Sdk(_) => None,
+                updraft_core::Operator::Empty
+                | updraft_core::Operator::Sdk(_)
+                | updraft_core::Operator::KubernetesPod(_) => None,
             };
             let downstream = || -> Vec<String> {
                 let mut v: Vec<String> = c

@@ -42,7 +42,7 @@ use minijinja::value::Value;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use updraft_core::{BashSpec, DagSpec};
+use updraft_core::{BashSpec, DagSpec, PodOperatorSpec};
 
 /// Everything about one task try that its templates can see.
 #[derive(Debug, Clone, Copy)]
@@ -220,6 +220,39 @@ pub fn render_bash(
         }
     };
     Ok(RenderedBash { bash_command, env })
+}
+
+/// Renders a `kubernetes_pod` task's templated fields, as Airflow's `KubernetesPodOperator`
+/// declares them: every entry of `cmds` and `arguments` and every `env_vars` value (names and
+/// `valueFrom` sources are not templates). Returns the spec with those fields rendered; errors
+/// name the field as `cmds[0]`, `arguments[1]` or `env_vars.NAME`.
+pub fn render_pod(
+    spec: &PodOperatorSpec,
+    ctx: &RenderContext,
+    lookups: &dyn Lookups,
+) -> Result<PodOperatorSpec, Error> {
+    let scope = context::Scope::new(ctx, lookups);
+    let mut out = spec.clone();
+    for (i, c) in out.cmds.iter_mut().enumerate() {
+        *c = render_field(&format!("cmds[{i}]"), c, &scope)?;
+    }
+    for (i, a) in out.arguments.iter_mut().enumerate() {
+        *a = render_field(&format!("arguments[{i}]"), a, &scope)?;
+    }
+    for e in &mut out.env_vars {
+        if let Some(v) = &mut e.value {
+            *v = render_field(&format!("env_vars.{}", e.name), v, &scope)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The template texts of a `kubernetes_pod` task, for [`needs`].
+pub fn pod_templates(spec: &PodOperatorSpec) -> Vec<&str> {
+    let mut texts: Vec<&str> = spec.cmds.iter().map(String::as_str).collect();
+    texts.extend(spec.arguments.iter().map(String::as_str));
+    texts.extend(spec.env_vars.iter().filter_map(|e| e.value.as_deref()));
+    texts
 }
 
 /// Renders one template string (error messages call it `template`).

@@ -830,3 +830,45 @@ fn renders_are_independent_and_reentrant_safe() {
         assert_eq!(h.join().unwrap(), i.to_string());
     }
 }
+
+#[test]
+fn pod_task_fields_render_like_bash_ones() {
+    use updraft_core::{PodEnvVar, PodOperatorSpec};
+    let f = Fixture::new();
+    let mut spec = PodOperatorSpec::new("python:3.12-slim");
+    spec.cmds = vec!["python".into(), "-c".into()];
+    spec.arguments = vec!["print('{{ ds }}')".into(), "{{ var.value.bucket }}".into()];
+    spec.env_vars = vec![
+        PodEnvVar {
+            name: "RUN".into(),
+            value: Some("{{ run_id }}/{{ ti.try_number }}".into()),
+            value_from: None,
+        },
+        PodEnvVar {
+            name: "TOKEN".into(),
+            value: None,
+            value_from: Some(json!({"secretKeyRef": {"name": "s", "key": "{{ ds }}"}})),
+        },
+    ];
+    spec.labels.insert("team".into(), "{{ ds }}".into());
+    let s = store();
+    let out = updraft_template::render_pod(&spec, &f.ctx(), &s).unwrap();
+    assert_eq!(out.cmds, ["python", "-c"]);
+    assert_eq!(out.arguments, ["print('2024-01-01')", "s3://data"]);
+    assert_eq!(
+        out.env_vars[0].value.as_deref(),
+        Some("scheduled__2024-01-01T00:00:00+00:00/2")
+    );
+    // only the declared template fields are rendered
+    assert_eq!(out.env_vars[1].value_from, spec.env_vars[1].value_from);
+    assert_eq!(out.labels["team"], "{{ ds }}");
+    assert_eq!(out.image, "python:3.12-slim");
+    assert!(needs(&updraft_template::pod_templates(&spec)).variables);
+
+    spec.env_vars[0].value = Some("{{ nope }}".into());
+    let e = updraft_template::render_pod(&spec, &f.ctx(), &s).unwrap_err();
+    assert_eq!(e.field(), "env_vars.RUN");
+    spec.arguments[1] = "{% if %}".into();
+    let e = updraft_template::render_pod(&spec, &f.ctx(), &s).unwrap_err();
+    assert_eq!(e.field(), "arguments[1]");
+}
