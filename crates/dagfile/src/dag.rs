@@ -347,6 +347,16 @@ fn levenshtein(a: &str, b: &str) -> usize {
 enum OperatorKind {
     Bash,
     Empty,
+    KubernetesPod,
+}
+
+/// Every key a task may write: the common and bash ones, then the pod task's.
+fn task_keys() -> Vec<&'static str> {
+    TASK_KEYS
+        .iter()
+        .chain(crate::pod::POD_KEYS)
+        .copied()
+        .collect()
 }
 
 /// Task settings as written in a task or in `default_args`; `None` = not written there.
@@ -374,6 +384,8 @@ struct TaskFields {
     append_env: Option<bool>,
     cwd: Option<Option<String>>,
     skip_on_exit_code: Option<Vec<i32>>,
+    /// The `kubernetes_pod` fields written, checked when the task turns out to be a pod task.
+    pod: crate::pod::PodNodes,
 }
 
 impl TaskFields {
@@ -386,15 +398,19 @@ impl TaskFields {
             let kind = match s.as_str() {
                 "bash" => OperatorKind::Bash,
                 "empty" => OperatorKind::Empty,
+                "kubernetes_pod" => OperatorKind::KubernetesPod,
                 other => {
                     let hint = match other {
                         "BashOperator" => "; write `bash`".to_string(),
                         "EmptyOperator" => "; write `empty`".to_string(),
+                        "KubernetesPodOperator" => "; write `kubernetes_pod`".to_string(),
                         _ => String::new(),
                     };
                     return Err(cx.err(
                         n.line,
-                        format!("{l} must be `bash` or `empty`, got `{other}`{hint}"),
+                        format!(
+                            "{l} must be `bash`, `empty` or `kubernetes_pod`, got `{other}`{hint}"
+                        ),
                     ));
                 }
             };
@@ -489,6 +505,7 @@ impl TaskFields {
         if let Some((l, n)) = field("skip_on_exit_code") {
             t.skip_on_exit_code = Some(read_exit_codes(cx, &l, n)?);
         }
+        t.pod = crate::pod::collect(|k| f.get(k).cloned(), label);
         Ok(t)
     }
 
@@ -521,6 +538,11 @@ impl TaskFields {
             skip_on_exit_code: self
                 .skip_on_exit_code
                 .or_else(|| d.skip_on_exit_code.clone()),
+            pod: {
+                let mut pod = d.pod.clone();
+                pod.extend(self.pod);
+                pod
+            },
         }
     }
 }
@@ -631,9 +653,8 @@ fn parse_dag(cx: &Cx, doc: &Node, opts: &ParseOptions) -> Result<ParsedDag, Erro
         tz_name
     };
 
-    let mut default_args_keys: Vec<&str> = TASK_KEYS
-        .iter()
-        .copied()
+    let mut default_args_keys: Vec<&str> = task_keys()
+        .into_iter()
         .filter(|k| !matches!(*k, "task_id" | "upstream"))
         .collect();
     default_args_keys.extend_from_slice(DEFAULT_ARGS_DAG_KEYS);
@@ -899,7 +920,7 @@ fn parse_task(
         _ => None,
     }
     .unwrap_or_else(|| anonymous.clone());
-    let f = Fields::new(cx, n, &place, TASK_KEYS)?;
+    let f = Fields::new(cx, n, &place, &task_keys())?;
     let id_node = f.get("task_id").ok_or_else(|| {
         cx.err(
             f.line,
@@ -916,6 +937,7 @@ fn parse_task(
     };
     let own = TaskFields::read(cx, &f, &label)?;
     let own_bash_key = f.first_of(BASH_KEYS);
+    let own_pod_key = f.first_of(crate::pod::POD_KEYS);
     // The task's own words decide its operator before default_args do: a task that writes a
     // `bash_command` is a bash task even when default_args says `operator: empty`.
     let kind = own
@@ -933,6 +955,17 @@ fn parse_task(
                 .map(|_| (OperatorKind::Bash, id_node.line))
         });
     let merged = own.or(defaults);
+    if !matches!(kind, Some((OperatorKind::KubernetesPod, _)))
+        && let Some((key, line)) = own_pod_key
+    {
+        return Err(cx.err(
+            line,
+            format!(
+                "task `{task_id}` sets `{key}`, a field of `kubernetes_pod` tasks; add \
+                 `operator: kubernetes_pod`"
+            ),
+        ));
+    }
 
     let operator = match kind {
         Some((OperatorKind::Empty, _)) => {
@@ -957,12 +990,27 @@ fn parse_task(
             };
             Operator::Bash(bash_spec(cmd, &merged))
         }
+        Some((OperatorKind::KubernetesPod, op_line)) => {
+            if let Some((key, line)) = own_bash_key {
+                return Err(cx.err(
+                    line,
+                    format!(
+                        "task `{task_id}` is a `kubernetes_pod` task but sets `{key}`; bash \
+                         fields are only allowed on `bash` tasks (use `cmds`, `arguments` and \
+                         `env_vars`)"
+                    ),
+                ));
+            }
+            let line = f.key_line("operator").unwrap_or(op_line.max(id_node.line));
+            Operator::KubernetesPod(crate::pod::parse(cx, &task_id, line, &merged.pod)?)
+        }
         None => {
             return Err(cx.err(
                 id_node.line,
                 format!(
                     "task `{task_id}` has neither `operator` nor `bash_command`; set \
-                     `bash_command` for a shell task or `operator: empty` for a no-op"
+                     `bash_command` for a shell task, `operator: kubernetes_pod` with `image` \
+                     for a pod, or `operator: empty` for a no-op"
                 ),
             ));
         }

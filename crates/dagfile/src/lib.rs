@@ -9,6 +9,7 @@
 
 mod dag;
 mod params;
+mod pod;
 pub mod python;
 mod scan;
 mod schedule;

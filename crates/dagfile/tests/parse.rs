@@ -573,7 +573,10 @@ fn wrong_types_say_what_is_allowed() {
     assert_error(
         "dag_id: d\ntasks:\n  - task_id: a\n    operator: BashOperator\n",
         4,
-        &["must be `bash` or `empty`", "write `bash`"],
+        &[
+            "must be `bash`, `empty` or `kubernetes_pod`",
+            "write `bash`",
+        ],
     );
     assert_error(
         "dag_id: d\ntasks:\n  - task_id: a\n    bash_command: echo\n    retry_exponential_backoff: fast\n",
