@@ -310,3 +310,92 @@ fn sandbox_each_bad_file_is_its_own_clear_import_error() {
     assert_eq!(dags[0].dag_id, "classic");
     assert_eq!(dags[0].tasks.len(), 3);
 }
+
+/// A DAG file whose DAG names the process that imported it (the parser's forked child) and
+/// that child's parent (the parser process).
+fn pid_dag(dag_id: &str) -> String {
+    format!(
+        "import os\n\
+         from airflow.sdk import DAG\n\
+         from airflow.providers.standard.operators.empty import EmptyOperator\n\
+         with DAG('{dag_id}', schedule=None, description=f'{{os.getpid()}} {{os.getppid()}}'):\n    \
+         EmptyOperator(task_id='t')\n"
+    )
+}
+
+fn pids(res: &python::FileResult) -> (String, String) {
+    let dags = res.as_ref().unwrap_or_else(|e| panic!("{e:?}"));
+    let d = dags[0].description.clone().unwrap();
+    let (child, parser) = d.split_once(' ').unwrap();
+    (child.to_string(), parser.to_string())
+}
+
+#[test]
+fn files_share_a_forked_child_until_one_fails_and_a_failure_never_reaches_the_next_file() {
+    let Some(exe) = test_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Twelve files through one parser process: requests of three files, each imported by one
+    // forked child in turn.
+    let mut files = Vec::new();
+    for i in 0..12 {
+        let name = format!("f{i:02}.py");
+        let text = match i {
+            // patches Airflow, then fails: the next file of its request must not see the patch
+            1 => "import airflow.sdk\nairflow.sdk.DAG = None\nraise RuntimeError('patched')\n"
+                .to_string(),
+            // ends its process without an answer: the next file of its request still gets one
+            3 => "# airflow dag\nimport os\nos._exit(0)\n".to_string(),
+            _ => pid_dag(&format!("d{i:02}")),
+        };
+        std::fs::write(dir.path().join(&name), text).unwrap();
+        files.push(name);
+    }
+    let py = PythonOptions {
+        processes: 1,
+        ..opts(exe, 60)
+    };
+    let out = python::parse_files(dir.path(), &files, &py, &ParseOptions::default());
+    assert_eq!(
+        out.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        files
+    );
+    let err = |i: usize| out[i].1.clone().unwrap_err()[0].message.clone();
+    assert!(err(1).starts_with("RuntimeError: patched"), "{}", err(1));
+    assert!(
+        err(3).contains("exited with status 0 before producing a result"),
+        "{}",
+        err(3)
+    );
+    let good: Vec<(String, String)> = [0, 2, 4, 5, 6, 7, 8, 9, 10, 11]
+        .iter()
+        .map(|&i| pids(&out[i].1))
+        .collect();
+    // one parser process for all of them
+    assert!(good.iter().all(|(_, p)| *p == good[0].1), "{good:?}");
+    // the file after a failure is imported by a new child; files of one request otherwise
+    // share theirs (f04 and f05 came in the request of f03)
+    assert_ne!(
+        good[0].0, good[1].0,
+        "f02 shared f00's child across f01's failure"
+    );
+    assert_eq!(
+        good[2].0, good[3].0,
+        "f04 and f05 in one request, one child"
+    );
+
+    // A second scan with one changed file goes to the same parser process, still running.
+    std::fs::write(dir.path().join("f00.py"), pid_dag("d00_changed")).unwrap();
+    let again = python::parse_files(
+        dir.path(),
+        &["f00.py".to_string()],
+        &py,
+        &ParseOptions::default(),
+    );
+    let dags = again[0].1.as_ref().unwrap();
+    assert_eq!(dags[0].dag_id, "d00_changed");
+    assert_eq!(
+        pids(&again[0].1).1,
+        good[0].1,
+        "a new parser process was started"
+    );
+}
