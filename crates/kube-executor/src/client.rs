@@ -393,6 +393,59 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Opens the log of a pod's container, followed (the stream stays open while the container
+    /// runs), every line prefixed with its RFC 3339 timestamp and a space, from `since_time`
+    /// (RFC 3339, whole seconds) when given. The API server proxies it from the node's kubelet.
+    pub async fn pod_log(
+        &self,
+        ns: &str,
+        name: &str,
+        container: &str,
+        since_time: Option<&str>,
+    ) -> Result<LogStream, Error> {
+        let mut q: Vec<(&str, &str)> = vec![
+            ("container", container),
+            ("follow", "true"),
+            ("timestamps", "true"),
+        ];
+        if let Some(t) = since_time {
+            q.push(("sinceTime", t));
+        }
+        let resp = self
+            .req(
+                &self.watch_http,
+                reqwest::Method::GET,
+                &format!("/api/v1/namespaces/{ns}/pods/{name}/log"),
+            )
+            .query(&q)
+            .send()
+            .await?;
+        let code = resp.status().as_u16();
+        if code >= 300 {
+            let body = resp.bytes().await.unwrap_or_default();
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(Error::Status { code, message });
+        }
+        Ok(LogStream { resp })
+    }
+}
+
+/// An open container log.
+pub struct LogStream {
+    resp: reqwest::Response,
+}
+
+impl LogStream {
+    /// The next bytes; `Ok(None)` when the stream ended.
+    pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.resp.chunk().await?.map(|b| b.to_vec()))
+    }
+}
+
 /// An open watch: newline-delimited JSON events.
 pub struct Watch {
     resp: reqwest::Response,

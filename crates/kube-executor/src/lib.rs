@@ -5,12 +5,17 @@
 //! - [`classify`]: what a pod's status means (Pending problems, deadlines, outcomes), pure;
 //! - [`client`]: a small client for the few Kubernetes API calls the executor makes (HTTPS with
 //!   rustls, kubeconfig or in-cluster credentials);
-//! - [`executor`]: the component: submit, cancel, adopt, one watch per namespace, typed events.
+//! - [`executor`]: the component: submit, cancel, adopt, one watch per namespace, typed events;
+//! - [`pod_operator`]: the pod of a `kubernetes_pod` task try (the user's image), pure;
+//! - [`pod_task`]: the component running `kubernetes_pod` tries: create, follow the pod and its
+//!   log into the try's log file, decide by the exit code, `on_finish_action`, re-attach.
 
 pub mod classify;
 pub mod client;
 pub mod executor;
 pub mod pod;
+pub mod pod_operator;
+pub mod pod_task;
 
 pub use classify::{Deadlines, FailureReason, Outcome, PendingProblem, PodState};
 pub use client::Client;
