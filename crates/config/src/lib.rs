@@ -42,6 +42,9 @@ pub struct Core {
     pub default_timezone: String,
     pub max_active_tasks_per_dag: u32,
     pub max_active_runs_per_dag: u32,
+    /// Most instances a task mapped over an upstream's XCom may get (Airflow's
+    /// `core.max_map_length`).
+    pub max_map_length: u32,
     pub dags_are_paused_at_creation: bool,
     pub default_task_retries: u32,
     pub default_task_retry_delay: Duration,
@@ -506,6 +509,17 @@ pub static OPTIONS: &[OptionDef] = &[
             Ok(())
         },
         get: |c| c.core.max_active_runs_per_dag.to_string(),
+    },
+    OptionDef {
+        section: "core",
+        key: "max_map_length",
+        kind: Kind::Integer,
+        description: "Most instances a mapped task (`expand`) gets from an upstream's XCom: a longer pushed list fails the task that pushed it (or, read by the scheduler, the mapped task).",
+        set: |c, v| {
+            c.core.max_map_length = v.integer(1, u32::MAX as u64)? as u32;
+            Ok(())
+        },
+        get: |c| c.core.max_map_length.to_string(),
     },
     OptionDef {
         section: "core",
@@ -989,6 +1003,7 @@ impl Config {
                 default_timezone: "UTC".into(),
                 max_active_tasks_per_dag: updraft_core::model::DEFAULT_MAX_ACTIVE_TASKS,
                 max_active_runs_per_dag: updraft_core::model::DEFAULT_MAX_ACTIVE_RUNS,
+                max_map_length: 1024,
                 dags_are_paused_at_creation: true,
                 default_task_retries: 0,
                 default_task_retry_delay: updraft_core::model::DEFAULT_RETRY_DELAY,

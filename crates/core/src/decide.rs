@@ -11,6 +11,7 @@
 //!
 //! Nothing here does IO, so a test can drive it step by step with a fake clock.
 
+use crate::mapping::MapLength;
 use crate::model::{DagSpec, Graph, Operator};
 use crate::retry::retry_delay;
 use crate::state::{RunState, TaskState, check_run_transition, check_task_transition};
@@ -22,7 +23,9 @@ use std::sync::Arc;
 
 /// Row id of a DAG run.
 pub type RunPk = i64;
-/// (run, index of the task in `DagSpec::tasks`).
+/// (run, index of the task instance in `Run::tis`). The first `DagSpec::tasks.len()` instances
+/// are one per task, in the order of `DagSpec::tasks` (for a mapped task: its placeholder with
+/// map index -1, or its instance with map index 0); the further instances of mapped tasks follow.
 pub type TiKey = (RunPk, usize);
 
 /// A DAG version as the engine needs it: the spec plus derived graph data.
@@ -66,6 +69,10 @@ impl DagVersion {
 /// The mutable part of one task instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ti {
+    /// Index of its task in `DagSpec::tasks`.
+    pub task: usize,
+    /// -1 for an unmapped task (and a mapped task not expanded yet), else 0..n-1.
+    pub map_index: i32,
     pub state: TaskState,
     pub try_number: u32,
     pub max_tries: u32,
@@ -100,6 +107,14 @@ pub struct Run {
     pub end_date: Option<DateTime<Utc>>,
     pub dag: Arc<DagVersion>,
     pub tis: Vec<Ti>,
+}
+
+impl Run {
+    /// The task of instance `slot` (the index of a [`TiKey`]); instances past the DAG's task
+    /// count belong to mapped tasks.
+    pub fn task(&self, slot: usize) -> &crate::model::TaskSpec {
+        &self.dag.spec.tasks[self.tis[slot].task]
+    }
 }
 
 /// Result of a `depends_on_past` lookup for runs whose previous run is not in memory.
@@ -152,6 +167,13 @@ pub struct Step {
     /// `depends_on_past` tasks that wait for a lookup the loop must provide with
     /// [`Engine::set_past`].
     pub need_past: Vec<TiKey>,
+    /// Mapped tasks, as (run, task index), whose length depends on upstream XComs: the loop
+    /// reads them and answers with [`Engine::set_map_length`].
+    pub need_map_length: Vec<TiKey>,
+    /// Task instances created by expanding a mapped task (rows to insert), in slot order.
+    pub new_tis: Vec<TiKey>,
+    /// Mapped tasks that could not be expanded, with why (for the task's log).
+    pub expand_failures: Vec<(TiKey, String)>,
 }
 
 /// Limits that come from configuration and from the store.
@@ -178,15 +200,24 @@ pub struct Engine {
     task_active: HashMap<(String, String), u32>,
     /// Scheduled task instances waiting for a slot.
     candidates: BTreeSet<Candidate>,
-    /// Task instances to (re)evaluate in the next step, as (run, topological position) so that
-    /// popping the smallest key cascades decisions downstream within one pass.
-    dirty: BTreeSet<(RunPk, usize)>,
+    /// Task instances to (re)evaluate in the next step, as (run, topological position of the
+    /// task, instance) so that popping the smallest key cascades decisions downstream within
+    /// one pass.
+    dirty: BTreeSet<(RunPk, usize, usize)>,
     /// Runs whose outcome must be re-checked in the next step.
     dirty_runs: BTreeSet<RunPk>,
     /// Queued runs per DAG wait here until `max_active_runs` allows them to start.
     waiting_runs: BTreeSet<(DateTime<Utc>, RunPk)>,
     /// `depends_on_past` answers for previous runs that are not in memory.
     past: HashMap<TiKey, Past>,
+    /// Instances of mapped tasks beyond the first, per (run, task index), by map index.
+    extra_slots: HashMap<(RunPk, usize), Vec<usize>>,
+    /// Mapped tasks whose length this engine decided since the run was loaded; any other
+    /// mapped task is (re)expanded when one of its instances may run, as Airflow revises the
+    /// map indexes of a task that was cleared.
+    expanded: HashSet<(RunPk, usize)>,
+    /// Lengths of mapped tasks as the loop read them ([`Engine::set_map_length`]).
+    map_lengths: HashMap<(RunPk, usize), MapLength>,
     pending: Step,
 }
 
@@ -246,8 +277,12 @@ impl Engine {
         if run.state.is_finished() {
             return;
         }
+        let n = run.dag.spec.tasks.len();
         for (i, ti) in run.tis.iter().enumerate() {
-            let task = &run.dag.spec.tasks[i];
+            let task = &run.dag.spec.tasks[ti.task];
+            if i >= n {
+                self.extra_slots.entry((pk, ti.task)).or_default().push(i);
+            }
             if ti.state.occupies_slot() {
                 self.count_active(&run.dag_id, &task.task_id, pk, &ti.pool, ti.pool_slots, 1);
             }
@@ -266,8 +301,11 @@ impl Engine {
                 ti.state,
                 TaskState::None | TaskState::UpForRetry | TaskState::UpForReschedule
             ) {
-                self.dirty.insert((pk, run.dag.topo_pos[i]));
+                self.dirty.insert((pk, run.dag.topo_pos[ti.task], i));
             }
+        }
+        for slots in self.extra_slots.values_mut() {
+            slots.sort_by_key(|&s| run.tis[s].map_index);
         }
         if run.state == RunState::Queued {
             self.waiting_runs.insert((run.run_after, pk));
@@ -288,7 +326,7 @@ impl Engine {
         let run = self.runs.remove(&pk)?;
         for (i, ti) in run.tis.iter().enumerate() {
             if ti.state.occupies_slot() {
-                let task_id = &run.dag.spec.tasks[i].task_id;
+                let task_id = &run.dag.spec.tasks[ti.task].task_id;
                 self.count_active(&run.dag_id, task_id, pk, &ti.pool, ti.pool_slots, -1);
             }
             self.candidates.remove(&candidate(&run, i));
@@ -299,6 +337,12 @@ impl Engine {
         self.dirty.retain(|k| k.0 != pk);
         self.pending.changed_tis.retain(|k| k.0 != pk);
         self.dirty_runs.remove(&pk);
+        self.pending.new_tis.retain(|k| k.0 != pk);
+        self.pending.need_map_length.retain(|k| k.0 != pk);
+        self.pending.expand_failures.retain(|k| k.0.0 != pk);
+        self.extra_slots.retain(|k, _| k.0 != pk);
+        self.expanded.retain(|k| k.0 != pk);
+        self.map_lengths.retain(|k, _| k.0 != pk);
         Some(run)
     }
 
@@ -307,6 +351,23 @@ impl Engine {
         self.past.insert(key, past);
         self.mark_dirty(key);
         self.dirty_runs.insert(key.0);
+    }
+
+    /// The length of a mapped task the engine asked for in [`Step::need_map_length`].
+    pub fn set_map_length(&mut self, pk: RunPk, task: usize, length: MapLength) {
+        if !self.runs.contains_key(&pk) {
+            return;
+        }
+        self.map_lengths.insert((pk, task), length);
+        for slot in self.instance_slots(pk, task) {
+            self.mark_dirty((pk, slot));
+        }
+        self.dirty_runs.insert(pk);
+    }
+
+    /// The instances of a task in a run: the first one, then the mapped ones by map index.
+    pub fn instance_slots(&self, pk: RunPk, task: usize) -> Vec<usize> {
+        instance_slots(&self.extra_slots, pk, task).collect()
     }
 
     /// An executor started the try.
@@ -367,7 +428,7 @@ impl Engine {
             }
         };
         if target == TaskState::UpForRetry {
-            let task = &run.dag.spec.tasks[key.1];
+            let task = &run.dag.spec.tasks[ti.task];
             let logical = run
                 .logical_date
                 .map(crate::retry::python_datetime_str)
@@ -430,8 +491,10 @@ impl Engine {
     // ---- internals --------------------------------------------------------------------------
 
     fn mark_dirty(&mut self, key: TiKey) {
-        if let Some(run) = self.runs.get(&key.0) {
-            self.dirty.insert((key.0, run.dag.topo_pos[key.1]));
+        if let Some(run) = self.runs.get(&key.0)
+            && let Some(ti) = run.tis.get(key.1)
+        {
+            self.dirty.insert((key.0, run.dag.topo_pos[ti.task], key.1));
         }
     }
 
@@ -446,7 +509,7 @@ impl Engine {
                     ti.state,
                     TaskState::None | TaskState::UpForRetry | TaskState::UpForReschedule
                 ) {
-                    self.dirty.insert((pk, run.dag.topo_pos[i]));
+                    self.dirty.insert((pk, run.dag.topo_pos[ti.task], i));
                 }
             }
             self.dirty_runs.insert(pk);
@@ -513,7 +576,7 @@ impl Engine {
         let (pool, slots) = (ti.pool.clone(), ti.pool_slots);
         let cand = candidate(run, key.1);
         let dag_id = run.dag_id.clone();
-        let task_id = run.dag.spec.tasks[key.1].task_id.clone();
+        let task_id = run.dag.spec.tasks[run.tis[key.1].task].task_id.clone();
         if from.occupies_slot() && !to.occupies_slot() {
             self.count_active(&dag_id, &task_id, key.0, &pool, slots, -1);
         } else if !from.occupies_slot() && to.occupies_slot() {
@@ -533,12 +596,16 @@ impl Engine {
     /// same task in later runs) may now be decidable.
     fn release_downstream(&mut self, key: TiKey) {
         let run = &self.runs[&key.0];
-        for &d in &run.dag.graph.downstream[key.1] {
-            self.dirty.insert((key.0, run.dag.topo_pos[d]));
+        let t = run.tis[key.1].task;
+        for &d in &run.dag.graph.downstream[t] {
+            // Every instance of a downstream task counts every instance of this one.
+            for slot in instance_slots(&self.extra_slots, key.0, d) {
+                self.dirty.insert((key.0, run.dag.topo_pos[d], slot));
+            }
         }
-        if run.dag.spec.tasks[key.1].depends_on_past {
+        if run.dag.spec.tasks[t].depends_on_past {
             let (dag_id, after) = (run.dag_id.clone(), run_order(run));
-            let task_id = run.dag.spec.tasks[key.1].task_id.clone();
+            let task_id = run.dag.spec.tasks[t].task_id.clone();
             let later: Vec<TiKey> = self
                 .runs
                 .values()
@@ -556,6 +623,118 @@ impl Engine {
                 self.mark_dirty(k);
             }
         }
+    }
+
+    /// The length of mapped task `t`: from its literals, from the loop's answer, or (`None`)
+    /// asked for in [`Step::need_map_length`].
+    fn map_length_of(
+        &mut self,
+        pk: RunPk,
+        t: usize,
+        input: Option<&serde_json::Value>,
+    ) -> Option<MapLength> {
+        let run = &self.runs[&pk];
+        let task_id = &run.dag.spec.tasks[t].task_id;
+        let Some(input) = input else {
+            return Some(MapLength::Invalid(format!(
+                "cannot expand mapped task `{task_id}`: it has no expand input"
+            )));
+        };
+        if let Some(length) = crate::mapping::literal_length(task_id, input) {
+            return Some(length);
+        }
+        if let Some(length) = self.map_lengths.remove(&(pk, t)) {
+            return Some(length);
+        }
+        if !self.pending.need_map_length.contains(&(pk, t)) {
+            self.pending.need_map_length.push((pk, t));
+        }
+        None
+    }
+
+    /// Gives mapped task `t` its instances, as Airflow's `expand_mapped_task` (not expanded
+    /// yet: the placeholder becomes map index 0 and the others are created; a length of 0
+    /// skips it; an upstream that pushed nothing makes it `upstream_failed`; a value that
+    /// cannot be mapped fails it) and `_revise_map_indexes_if_mapped` (expanded before, e.g.
+    /// cleared: instances past the new length are `removed`, missing ones created).
+    fn expand(&mut self, pk: RunPk, t: usize, length: MapLength, now: DateTime<Utc>) {
+        self.expanded.insert((pk, t));
+        let slots = self.instance_slots(pk, t);
+        let unexpanded = self.runs[&pk].tis[t].map_index < 0;
+        match length {
+            MapLength::Known(0) if unexpanded => {
+                self.set_state((pk, t), TaskState::Skipped, now);
+                self.release_downstream((pk, t));
+            }
+            MapLength::Known(n) if unexpanded => {
+                self.ti_mut((pk, t)).map_index = 0;
+                self.pending.changed_tis.push((pk, t));
+                for map_index in 1..n {
+                    self.add_instance(pk, t, map_index as i32);
+                }
+            }
+            MapLength::Known(n) => {
+                let mut existing = HashSet::new();
+                let mut removed = false;
+                for slot in slots {
+                    let ti = &self.runs[&pk].tis[slot];
+                    existing.insert(ti.map_index);
+                    if ti.map_index as i64 >= n as i64
+                        && ti.state != TaskState::Removed
+                        && check_task_transition(ti.state, TaskState::Removed).is_ok()
+                    {
+                        self.set_state((pk, slot), TaskState::Removed, now);
+                        removed = true;
+                    }
+                }
+                for map_index in 0..n as i32 {
+                    if !existing.contains(&map_index) {
+                        self.add_instance(pk, t, map_index);
+                    }
+                }
+                if removed {
+                    self.release_downstream((pk, t));
+                }
+            }
+            MapLength::Missing(message) if unexpanded => {
+                self.set_state((pk, t), TaskState::UpstreamFailed, now);
+                self.pending.expand_failures.push(((pk, t), message));
+                self.release_downstream((pk, t));
+            }
+            MapLength::Invalid(message) if unexpanded => {
+                self.set_state((pk, t), TaskState::Failed, now);
+                self.pending.expand_failures.push(((pk, t), message));
+                self.release_downstream((pk, t));
+            }
+            // An expanded task keeps its instances when its length cannot be read again.
+            MapLength::Missing(_) | MapLength::Invalid(_) => {}
+        }
+    }
+
+    /// A new instance of mapped task `t`, in state `none`, appended to the run.
+    fn add_instance(&mut self, pk: RunPk, t: usize, map_index: i32) {
+        let run = self.runs.get_mut(&pk).expect("run loaded");
+        let first = &run.tis[t];
+        let ti = Ti {
+            task: t,
+            map_index,
+            state: TaskState::None,
+            try_number: 0,
+            max_tries: run.dag.spec.tasks[t].retries,
+            start_date: None,
+            end_date: None,
+            scheduled_dttm: None,
+            queued_dttm: None,
+            next_retry_at: None,
+            pool: first.pool.clone(),
+            pool_slots: first.pool_slots,
+            priority_weight: first.priority_weight,
+        };
+        run.tis.push(ti);
+        let slot = run.tis.len() - 1;
+        self.extra_slots.entry((pk, t)).or_default().push(slot);
+        self.pending.new_tis.push((pk, slot));
+        self.mark_dirty((pk, slot));
     }
 
     fn start_waiting_runs(&mut self, now: DateTime<Utc>) {
@@ -609,9 +788,9 @@ impl Engine {
 
     fn pop_dirty_topo(&mut self) -> Option<TiKey> {
         loop {
-            let (pk, pos) = self.dirty.pop_first()?;
-            if let Some(run) = self.runs.get(&pk) {
-                return Some((pk, run.dag.graph.topo[pos]));
+            let (pk, _, slot) = self.dirty.pop_first()?;
+            if self.runs.contains_key(&pk) {
+                return Some((pk, slot));
             }
         }
     }
@@ -645,16 +824,18 @@ impl Engine {
             TaskState::None => {}
             _ => return,
         }
-        let task = &run.dag.spec.tasks[key.1];
-        let mut counts = UpstreamCounts::default();
-        for &u in &run.dag.graph.upstream[key.1] {
-            counts.add(run.tis[u].state);
-        }
+        let t = ti.task;
+        let task = &run.dag.spec.tasks[t];
+        let counts = upstream_counts(run, &self.extra_slots, t);
         let outcome = evaluate(task.trigger_rule, &counts);
         let (depends_on_past, is_empty) = (
             task.depends_on_past,
             matches!(task.operator, Operator::Empty),
         );
+        let mapped = match &task.operator {
+            Operator::Sdk(sdk) if sdk.is_mapped => Some(sdk.expand_input.clone()),
+            _ => None,
+        };
         let target = match outcome {
             TriggerOutcome::Wait => return,
             TriggerOutcome::Skip => TaskState::Skipped,
@@ -662,6 +843,17 @@ impl Engine {
             TriggerOutcome::Run => {
                 if depends_on_past && !self.past_allows(key) {
                     return;
+                }
+                if let Some(input) = mapped
+                    && !self.expanded.contains(&(key.0, t))
+                {
+                    let Some(length) = self.map_length_of(key.0, t, input.as_ref()) else {
+                        return;
+                    };
+                    self.expand(key.0, t, length, now);
+                    if self.ti(key).is_none_or(|ti| ti.state != TaskState::None) {
+                        return;
+                    }
                 }
                 if is_empty {
                     TaskState::Success
@@ -681,7 +873,7 @@ impl Engine {
     /// loop is asked to look it up once.
     fn past_allows(&mut self, key: TiKey) -> bool {
         let run = &self.runs[&key.0];
-        let task_id = &run.dag.spec.tasks[key.1].task_id;
+        let task_id = &run.dag.spec.tasks[run.tis[key.1].task].task_id;
         let order = run_order(run);
         let prev = self
             .runs
@@ -724,7 +916,7 @@ impl Engine {
             if run.state != RunState::Running || self.paused.contains(&run.dag_id) {
                 continue;
             }
-            let Some(outcome) = run_outcome(run, &self.past, &self.runs) else {
+            let Some(outcome) = run_outcome(run, &self.past, &self.runs, &self.extra_slots) else {
                 continue;
             };
             self.finish_run(pk, outcome, now);
@@ -798,8 +990,8 @@ impl Engine {
             if run.state != RunState::Running || self.paused.contains(&run.dag_id) {
                 continue;
             }
-            let task = &run.dag.spec.tasks[i];
             let ti = &run.tis[i];
+            let task = &run.dag.spec.tasks[ti.task];
             let pool_size = limits.pools.get(&ti.pool).copied().unwrap_or(0);
             let used = pool_used.get(&ti.pool).copied().unwrap_or(0);
             if pool_size >= 0 && used + ti.pool_slots as i64 > pool_size as i64 {
@@ -840,6 +1032,7 @@ fn run_outcome(
     run: &Run,
     past: &HashMap<TiKey, Past>,
     runs: &BTreeMap<RunPk, Run>,
+    extra_slots: &HashMap<(RunPk, usize), Vec<usize>>,
 ) -> Option<RunState> {
     let mut unfinished = false;
     let mut progressing = false;
@@ -854,11 +1047,14 @@ fn run_outcome(
         }
     }
     if !unfinished {
-        let failed = run.dag.leaves.iter().any(|&i| {
-            matches!(
-                run.tis[i].state,
-                TaskState::Failed | TaskState::UpstreamFailed
-            )
+        // Every instance of a mapped leaf counts.
+        let failed = run.dag.leaves.iter().any(|&t| {
+            instance_slots(extra_slots, run.pk, t).any(|i| {
+                matches!(
+                    run.tis[i].state,
+                    TaskState::Failed | TaskState::UpstreamFailed
+                )
+            })
         });
         return Some(if failed {
             RunState::Failed
@@ -877,7 +1073,7 @@ fn run_outcome(
         if ti.state != TaskState::None {
             continue;
         }
-        let task = &run.dag.spec.tasks[i];
+        let task = &run.dag.spec.tasks[ti.task];
         if task.depends_on_past {
             let prev_active = runs
                 .values()
@@ -886,15 +1082,9 @@ fn run_outcome(
                 return None;
             }
         }
-        let all_upstream_done = run.dag.graph.upstream[i]
-            .iter()
-            .all(|&u| run.tis[u].state.is_terminal());
-        if !all_upstream_done {
+        let counts = upstream_counts(run, extra_slots, ti.task);
+        if counts.done < counts.total {
             continue;
-        }
-        let mut counts = UpstreamCounts::default();
-        for &u in &run.dag.graph.upstream[i] {
-            counts.add(run.tis[u].state);
         }
         if evaluate(task.trigger_rule, &counts) != TriggerOutcome::Wait && !task.depends_on_past {
             // Still decidable: the next evaluation will move it.
@@ -902,6 +1092,31 @@ fn run_outcome(
         }
     }
     Some(RunState::Failed)
+}
+
+/// The instances of task `task` in run `pk`: the first, then the further mapped ones.
+fn instance_slots(
+    extra_slots: &HashMap<(RunPk, usize), Vec<usize>>,
+    pk: RunPk,
+    task: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(task).chain(extra_slots.get(&(pk, task)).into_iter().flatten().copied())
+}
+
+/// The states of every instance of the task's direct upstreams (Airflow counts task
+/// instances, so a mapped upstream counts once per instance).
+fn upstream_counts(
+    run: &Run,
+    extra_slots: &HashMap<(RunPk, usize), Vec<usize>>,
+    task: usize,
+) -> UpstreamCounts {
+    let mut counts = UpstreamCounts::default();
+    for &u in &run.dag.graph.upstream[task] {
+        for slot in instance_slots(extra_slots, run.pk, u) {
+            counts.add(run.tis[slot].state);
+        }
+    }
+    counts
 }
 
 fn candidate(run: &Run, i: usize) -> Candidate {

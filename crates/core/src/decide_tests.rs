@@ -68,7 +68,10 @@ impl Harness {
             .tasks
             .iter()
             .zip(&dag.weights)
-            .map(|(t, w)| Ti {
+            .enumerate()
+            .map(|(i, (t, w))| Ti {
+                task: i,
+                map_index: -1,
                 state: TaskState::None,
                 try_number: 0,
                 max_tries: t.retries,
@@ -158,9 +161,8 @@ impl Harness {
             .dispatch
             .iter()
             .map(|k| {
-                self.engine.run(k.0).unwrap().dag.spec.tasks[k.1]
-                    .task_id
-                    .clone()
+                let run = self.engine.run(k.0).unwrap();
+                run.dag.spec.tasks[run.tis[k.1].task].task_id.clone()
             })
             .collect()
     }
@@ -674,4 +676,379 @@ fn every_state_write_is_a_legal_transition() {
     h.step();
     assert_eq!(h.snapshot(1), "r=failed s=skipped j=success e=success");
     assert_eq!(h.run_state(1), RunState::Success);
+}
+
+// ---- dynamic task mapping ---------------------------------------------------------------------
+
+fn mapped(id: &str, up: &[&str], expand_input: serde_json::Value) -> TaskSpec {
+    let mut t = TaskSpec::new(
+        id,
+        Operator::Sdk(crate::model::SdkSpec {
+            task_type: "_PythonDecoratedOperator".into(),
+            task_module: "airflow.providers.standard.decorators.python".into(),
+            operator_name: Some("@task".into()),
+            template_fields: Default::default(),
+            is_mapped: true,
+            expand_input: Some(expand_input),
+        }),
+    );
+    t.upstream = up.iter().map(|s| s.to_string()).collect();
+    t
+}
+
+/// `expand(x=[...])` over literals.
+fn over_literals(values: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"type": "dict-of-lists", "value": {"__type": "dict", "__var": {"x": values}}})
+}
+
+/// `expand(x=<task>())` over an upstream's return value.
+fn over_xcom(task: &str) -> serde_json::Value {
+    serde_json::json!({"type": "dict-of-lists", "value": {"__type": "dict", "__var": {
+        "x": {"__type": "xcomref", "__var": {"task_id": task, "key": "return_value"}}}}})
+}
+
+impl Harness {
+    /// The slot of one instance of a task.
+    fn slot(&self, pk: RunPk, task: &str, map_index: i32) -> TiKey {
+        let t = self.key(pk, task).1;
+        let slot = self
+            .engine
+            .instance_slots(pk, t)
+            .into_iter()
+            .find(|&s| self.engine.ti((pk, s)).unwrap().map_index == map_index)
+            .expect("instance exists");
+        (pk, slot)
+    }
+
+    /// `map_index=state` for every instance of a task, by map index.
+    fn instances(&self, pk: RunPk, task: &str) -> String {
+        let t = self.key(pk, task).1;
+        let mut v: Vec<(i32, TaskState)> = self
+            .engine
+            .instance_slots(pk, t)
+            .into_iter()
+            .map(|s| {
+                let ti = self.engine.ti((pk, s)).unwrap();
+                (ti.map_index, ti.state)
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v.iter()
+            .map(|(i, s)| format!("{i}={s}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn finish_instance(&mut self, pk: RunPk, task: &str, map_index: i32, result: TryResult) {
+        let key = self.slot(pk, task, map_index);
+        let try_number = self.running.remove(&key).expect("instance is running");
+        assert!(self.engine.on_finished(key, try_number, result, self.now));
+    }
+}
+
+#[test]
+fn literal_mapping_expands_and_the_downstream_waits_for_every_instance() {
+    let spec = dag(
+        "m",
+        vec![
+            mapped("add", &[], over_literals(serde_json::json!([1, 2, 3]))),
+            bash("total", &["add"]),
+        ],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    let step = h.step().clone();
+    // The placeholder became map index 0; indexes 1 and 2 are new rows.
+    assert_eq!(step.new_tis, vec![(1, 2), (1, 3)]);
+    assert!(step.need_map_length.is_empty());
+    assert_eq!(h.dispatched(), ["add", "add", "add"]);
+    assert_eq!(h.instances(1, "add"), "0=running 1=running 2=running");
+    h.finish_instance(1, "add", 0, TryResult::Success);
+    h.finish_instance(1, "add", 2, TryResult::Success);
+    h.step();
+    assert_eq!(h.state(1, "total"), TaskState::None);
+    h.finish_instance(1, "add", 1, TryResult::Success);
+    h.step();
+    assert_eq!(h.dispatched(), ["total"]);
+    h.finish(1, "total", TryResult::Success);
+    h.step();
+    assert_eq!(h.run_state(1), RunState::Success);
+}
+
+#[test]
+fn several_literal_kwargs_map_over_their_product() {
+    let input = serde_json::json!({"type": "dict-of-lists", "value": {"__type": "dict",
+        "__var": {"x": [1, 2], "y": [10, 20, 30]}}});
+    let spec = dag("m", vec![mapped("add", &[], input)]);
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    assert_eq!(
+        h.instances(1, "add"),
+        "0=running 1=running 2=running 3=running 4=running 5=running"
+    );
+}
+
+#[test]
+fn zero_length_mapping_skips_the_task_and_its_downstream() {
+    let spec = dag(
+        "m",
+        vec![
+            mapped("add", &[], over_literals(serde_json::json!([]))),
+            bash("total", &["add"]),
+        ],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    let step = h.step().clone();
+    assert!(step.new_tis.is_empty() && step.dispatch.is_empty());
+    assert_eq!(h.instances(1, "add"), "-1=skipped");
+    assert_eq!(h.snapshot(1), "add=skipped total=skipped");
+    assert_eq!(h.run_state(1), RunState::Success);
+}
+
+#[test]
+fn mapping_over_an_xcom_asks_for_the_length_once_the_upstream_is_done() {
+    let spec = dag(
+        "m",
+        vec![
+            bash("make", &[]),
+            mapped("square", &["make"], over_xcom("make")),
+            bash("summed", &["square"]),
+        ],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    let step = h.step().clone();
+    assert!(step.need_map_length.is_empty());
+    h.finish(1, "make", TryResult::Success);
+    let step = h.step().clone();
+    assert_eq!(step.need_map_length, vec![(1, 1)]);
+    assert_eq!(h.instances(1, "square"), "-1=none");
+    // Nothing is in flight, yet the run is not a deadlock: the length is on its way.
+    assert_eq!(h.run_state(1), RunState::Running);
+    h.engine.set_map_length(1, 1, MapLength::Known(4));
+    let step = h.step().clone();
+    assert_eq!(step.new_tis.len(), 3);
+    assert_eq!(
+        h.instances(1, "square"),
+        "0=running 1=running 2=running 3=running"
+    );
+    for i in 0..4 {
+        h.finish_instance(1, "square", i, TryResult::Success);
+    }
+    h.step();
+    assert_eq!(h.dispatched(), ["summed"]);
+}
+
+#[test]
+fn an_unmappable_or_missing_xcom_fails_the_mapped_task() {
+    let spec = dag(
+        "m",
+        vec![
+            bash("make", &[]),
+            mapped("square", &["make"], over_xcom("make")),
+            bash("summed", &["square"]),
+        ],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.add_run(2, &spec, t0() + ChronoDuration::days(1));
+    h.step();
+    h.finish(1, "make", TryResult::Success);
+    h.finish(2, "make", TryResult::Success);
+    h.step();
+    let message = "cannot expand mapped task `square`: a string is not a list or dict".to_string();
+    h.engine
+        .set_map_length(1, 1, MapLength::Invalid(message.clone()));
+    h.engine
+        .set_map_length(2, 1, MapLength::Missing("nothing pushed".into()));
+    let step = h.step().clone();
+    assert_eq!(step.expand_failures[0], ((1, 1), message));
+    assert_eq!(
+        h.snapshot(1),
+        "make=success square=failed summed=upstream_failed"
+    );
+    assert_eq!(
+        h.snapshot(2),
+        "make=success square=upstream_failed summed=upstream_failed"
+    );
+    assert_eq!(h.run_state(1), RunState::Failed);
+    assert_eq!(h.run_state(2), RunState::Failed);
+}
+
+#[test]
+fn instances_retry_on_their_own_and_one_failure_fails_the_downstream_and_run() {
+    let mut add = mapped("add", &[], over_literals(serde_json::json!([1, 2])));
+    add.retries = 1;
+    add.retry_delay = Duration::from_secs(10);
+    let spec = dag("m", vec![add, bash("total", &["add"])]);
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    h.finish_instance(1, "add", 1, TryResult::Failed);
+    h.finish_instance(1, "add", 0, TryResult::Success);
+    let step = h.step().clone();
+    assert_eq!(h.instances(1, "add"), "0=success 1=up_for_retry");
+    assert_eq!(h.state(1, "total"), TaskState::None);
+    h.advance(10);
+    h.fire_due_timers(&step.timers);
+    h.step();
+    assert_eq!(h.instances(1, "add"), "0=success 1=running");
+    assert_eq!(h.engine.ti(h.slot(1, "add", 1)).unwrap().try_number, 2);
+    h.finish_instance(1, "add", 1, TryResult::Failed);
+    h.step();
+    assert_eq!(h.instances(1, "add"), "0=success 1=failed");
+    assert_eq!(h.state(1, "total"), TaskState::UpstreamFailed);
+    assert_eq!(h.run_state(1), RunState::Failed);
+}
+
+#[test]
+fn a_failed_instance_of_a_mapped_leaf_fails_the_run() {
+    let spec = dag(
+        "m",
+        vec![mapped(
+            "add",
+            &[],
+            over_literals(serde_json::json!([1, 2, 3])),
+        )],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    h.finish_instance(1, "add", 0, TryResult::Success);
+    h.finish_instance(1, "add", 1, TryResult::Success);
+    h.finish_instance(1, "add", 2, TryResult::Failed);
+    h.step();
+    assert_eq!(h.run_state(1), RunState::Failed);
+}
+
+#[test]
+fn all_done_downstream_runs_after_every_instance_whatever_their_outcome() {
+    let mut cleanup = bash("cleanup", &["add"]);
+    cleanup.trigger_rule = TriggerRule::AllDone;
+    let spec = dag(
+        "m",
+        vec![
+            mapped("add", &[], over_literals(serde_json::json!([1, 2]))),
+            cleanup,
+        ],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    h.finish_instance(1, "add", 0, TryResult::Failed);
+    h.step();
+    assert_eq!(h.state(1, "cleanup"), TaskState::None);
+    h.finish_instance(1, "add", 1, TryResult::Success);
+    h.step();
+    assert_eq!(h.dispatched(), ["cleanup"]);
+}
+
+#[test]
+fn max_active_tis_per_dag_counts_mapped_instances() {
+    let mut add = mapped("add", &[], over_literals(serde_json::json!([1, 2, 3])));
+    add.max_active_tis_per_dag = Some(2);
+    let spec = dag("m", vec![add]);
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    assert_eq!(h.dispatched().len(), 2);
+    assert_eq!(h.instances(1, "add"), "0=running 1=running 2=scheduled");
+    h.finish_instance(1, "add", 0, TryResult::Success);
+    h.step();
+    assert_eq!(h.instances(1, "add"), "0=success 1=running 2=running");
+}
+
+/// A run as stored after a user cleared an expanded mapped task (its instances back to
+/// `none`) while its upstream kept its result.
+fn cleared_run(h: &mut Harness, spec: &DagSpec, instances: i32) {
+    let dag = DagVersion::new(spec.clone(), 1).unwrap();
+    let ti = |task: usize, map_index: i32, state: TaskState| Ti {
+        task,
+        map_index,
+        state,
+        try_number: 1,
+        max_tries: 0,
+        start_date: None,
+        end_date: None,
+        scheduled_dttm: None,
+        queued_dttm: None,
+        next_retry_at: None,
+        pool: "default_pool".into(),
+        pool_slots: 1,
+        priority_weight: 1,
+    };
+    let mut tis = vec![ti(0, -1, TaskState::Success), ti(1, 0, TaskState::None)];
+    for i in 1..instances {
+        tis.push(ti(1, i, TaskState::None));
+    }
+    h.engine.load_run(Run {
+        pk: 1,
+        dag_id: spec.dag_id.clone(),
+        state: RunState::Running,
+        logical_date: Some(t0()),
+        run_after: t0(),
+        start_date: Some(t0()),
+        end_date: None,
+        dag,
+        tis,
+    });
+}
+
+#[test]
+fn a_cleared_mapped_task_is_expanded_again_to_its_new_length() {
+    let spec = dag(
+        "m",
+        vec![
+            bash("make", &[]),
+            mapped("square", &["make"], over_xcom("make")),
+        ],
+    );
+    // Shorter: index 2 is removed, 0 and 1 run again.
+    let mut h = Harness::new();
+    cleared_run(&mut h, &spec, 3);
+    let step = h.step().clone();
+    assert_eq!(step.need_map_length, vec![(1, 1)]);
+    assert!(step.dispatch.is_empty());
+    h.engine.set_map_length(1, 1, MapLength::Known(2));
+    let step = h.step().clone();
+    assert!(step.new_tis.is_empty());
+    assert_eq!(h.instances(1, "square"), "0=running 1=running 2=removed");
+    h.finish_instance(1, "square", 0, TryResult::Success);
+    h.finish_instance(1, "square", 1, TryResult::Success);
+    h.step();
+    assert_eq!(h.run_state(1), RunState::Success);
+
+    // Longer: index 3 is created.
+    let mut h = Harness::new();
+    cleared_run(&mut h, &spec, 3);
+    h.step();
+    h.engine.set_map_length(1, 1, MapLength::Known(4));
+    let step = h.step().clone();
+    assert_eq!(step.new_tis, vec![(1, 4)]);
+    assert_eq!(
+        h.instances(1, "square"),
+        "0=running 1=running 2=running 3=running"
+    );
+}
+
+#[test]
+fn a_cleared_literal_mapping_runs_again_without_asking() {
+    let spec = dag(
+        "m",
+        vec![
+            bash("make", &[]),
+            mapped(
+                "square",
+                &["make"],
+                over_literals(serde_json::json!([1, 2])),
+            ),
+        ],
+    );
+    let mut h = Harness::new();
+    cleared_run(&mut h, &spec, 2);
+    let step = h.step().clone();
+    assert!(step.need_map_length.is_empty());
+    assert_eq!(h.instances(1, "square"), "0=running 1=running");
 }

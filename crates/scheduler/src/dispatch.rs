@@ -73,7 +73,7 @@ pub(crate) async fn prepare(
         .as_ref()
         .map_err(|e| PrepareError::Task(format!("invalid params for this run: {e}")))?;
     let mut pre = Preloaded::default();
-    if let Operator::Bash(bash) = &dag.spec.tasks[i].operator {
+    if let Operator::Bash(bash) = &dag.spec.tasks[rows.task_of[i]].operator {
         let mut texts: Vec<&str> = vec![bash.bash_command.as_str()];
         if let Some(env) = &bash.env {
             texts.extend(env.values().map(String::as_str));
@@ -118,7 +118,7 @@ pub(crate) fn build(
     i: usize,
     lookups: &dyn Lookups,
 ) -> Result<(TaskTry, Command, serde_json::Value), String> {
-    let task = &dag.spec.tasks[i];
+    let task = &dag.spec.tasks[rows.task_of[i]];
     let row = &rows.tis[i];
     let run = &rows.run;
     let Operator::Bash(bash) = &task.operator else {

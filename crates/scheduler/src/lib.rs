@@ -4,6 +4,7 @@
 pub mod dag_processor;
 mod dispatch;
 pub mod health;
+mod mapping;
 pub mod recovery;
 mod rows;
 pub mod runtime;

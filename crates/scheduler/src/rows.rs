@@ -5,33 +5,88 @@ use std::sync::Arc;
 use updraft_core::decide::{DagVersion, Run, Ti};
 use updraft_store::{DagRun, TaskInstance};
 
-/// The stored rows of one active run, indexed like the DAG version's tasks.
+/// The stored rows of one active run, indexed like the engine's task instances: one row per
+/// task in the order of the DAG version's tasks (for a mapped task its row with map index -1,
+/// or 0 once expanded), then the further instances of mapped tasks.
 #[derive(Debug, Clone)]
 pub struct RunRows {
     pub run: DagRun,
     pub tis: Vec<TaskInstance>,
+    /// Index in `DagSpec::tasks` of each row's task.
+    pub task_of: Vec<usize>,
 }
 
 impl RunRows {
-    /// Orders `tis` like the DAG's tasks. Task instances the version does not know are dropped
-    /// (they cannot happen for a run that keeps its version); a missing one is an error.
+    /// Orders `tis` like the engine expects. Task instances the version does not know are
+    /// dropped (they cannot happen for a run that keeps its version); a missing one is an
+    /// error.
     pub fn new(run: DagRun, tis: Vec<TaskInstance>, dag: &DagVersion) -> Result<RunRows, String> {
-        let mut by_task: HashMap<String, TaskInstance> = tis
-            .into_iter()
-            .filter(|t| t.map_index == -1)
-            .map(|t| (t.task_id.clone(), t))
+        let index: HashMap<&str, usize> = dag
+            .spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.task_id.as_str(), i))
             .collect();
-        let mut ordered = Vec::with_capacity(dag.spec.tasks.len());
-        for task in &dag.spec.tasks {
-            let ti = by_task.remove(&task.task_id).ok_or_else(|| {
+        let mut known: Vec<(usize, TaskInstance)> = tis
+            .into_iter()
+            .filter_map(|t| index.get(t.task_id.as_str()).map(|&i| (i, t)))
+            .collect();
+        known.sort_by_key(|(i, t)| (*i, t.map_index));
+        let n = dag.spec.tasks.len();
+        let mut first: Vec<Option<TaskInstance>> = vec![None; n];
+        let mut extra = Vec::new();
+        for (i, ti) in known {
+            if first[i].is_none() {
+                first[i] = Some(ti);
+            } else {
+                extra.push((i, ti));
+            }
+        }
+        let mut ordered = Vec::with_capacity(n + extra.len());
+        let mut task_of = Vec::with_capacity(n + extra.len());
+        for (i, (task, ti)) in dag.spec.tasks.iter().zip(first).enumerate() {
+            let ti = ti.ok_or_else(|| {
                 format!(
                     "run `{}` of dag `{}` has no task instance for `{}`",
                     run.run_id, run.dag_id, task.task_id
                 )
             })?;
             ordered.push(ti);
+            task_of.push(i);
         }
-        Ok(RunRows { run, tis: ordered })
+        for (i, ti) in extra {
+            ordered.push(ti);
+            task_of.push(i);
+        }
+        Ok(RunRows {
+            run,
+            tis: ordered,
+            task_of,
+        })
+    }
+
+    /// A row for an instance the engine created by expanding a mapped task (slot `slot` of
+    /// the engine's run), copied from the task's first row; it is inserted with the step.
+    pub fn add_mapped(&mut self, slot: usize, ti: &Ti) -> &TaskInstance {
+        debug_assert_eq!(
+            slot,
+            self.tis.len(),
+            "mapped instances are added in slot order"
+        );
+        let mut row = self.tis[ti.task].clone();
+        row.id = uuid::Uuid::now_v7();
+        row.map_index = ti.map_index;
+        row.try_number = 0;
+        row.hostname = None;
+        row.pid = None;
+        row.pid_start_ticks = None;
+        row.last_heartbeat_at = None;
+        row.version = 1;
+        self.tis.push(row);
+        self.task_of.push(ti.task);
+        self.sync_ti(slot, ti);
+        &self.tis[slot]
     }
 
     pub fn engine_run(&self, dag: Arc<DagVersion>) -> Run {
@@ -44,13 +99,19 @@ impl RunRows {
             start_date: self.run.start_date,
             end_date: self.run.end_date,
             dag,
-            tis: self.tis.iter().map(engine_ti).collect(),
+            tis: self
+                .tis
+                .iter()
+                .zip(&self.task_of)
+                .map(|(row, &task)| engine_ti(row, task))
+                .collect(),
         }
     }
 
     /// Copies the engine's view of task `i` into its row.
     pub fn sync_ti(&mut self, i: usize, ti: &Ti) {
         let row = &mut self.tis[i];
+        row.map_index = ti.map_index;
         row.state = ti.state;
         row.try_number = ti.try_number;
         row.max_tries = ti.max_tries;
@@ -83,8 +144,10 @@ impl RunRows {
     }
 }
 
-pub fn engine_ti(row: &TaskInstance) -> Ti {
+pub fn engine_ti(row: &TaskInstance, task: usize) -> Ti {
     Ti {
+        task,
+        map_index: row.map_index,
         state: row.state,
         try_number: row.try_number,
         max_tries: row.max_tries,

@@ -1173,14 +1173,37 @@ impl Loop {
             };
             let step = self.engine.step(&limits, now);
             let need_past = step.need_past.clone();
+            let need_map_length = step.need_map_length.clone();
             let progressed = self.persist(step, now).await?;
             for key in &need_past {
                 self.resolve_past(*key).await?;
             }
-            if !progressed && need_past.is_empty() {
+            for &(pk, task) in &need_map_length {
+                self.resolve_map_length(pk, task).await?;
+            }
+            if !progressed && need_past.is_empty() && need_map_length.is_empty() {
                 return Ok(());
             }
         }
+        Ok(())
+    }
+
+    /// Reads the length of a mapped task whose expand input refers to upstream XComs.
+    async fn resolve_map_length(&mut self, pk: RunPk, task: usize) -> Result<()> {
+        let (Some(rows), Some(run)) = (self.rows.get(&pk), self.engine.run(pk)) else {
+            return Ok(());
+        };
+        let length = crate::mapping::read_length(
+            &self.store,
+            &self.engine,
+            &run.dag,
+            pk,
+            (&rows.run.dag_id, &rows.run.run_id),
+            task,
+            self.cfg.core.max_map_length,
+        )
+        .await?;
+        self.engine.set_map_length(pk, task, length);
         Ok(())
     }
 
@@ -1212,6 +1235,9 @@ impl Loop {
             timers,
             finished_runs,
             need_past: _,
+            need_map_length: _,
+            new_tis,
+            expand_failures,
         } = step;
         for (at, t) in timers {
             self.timers.push(Reverse((at, TimerEntry::Engine(t))));
@@ -1221,10 +1247,23 @@ impl Loop {
             && dispatch.is_empty()
             && kill.is_empty()
             && self.pending_xcoms.is_empty()
-            && self.consumed_reports.is_empty();
+            && self.consumed_reports.is_empty()
+            && new_tis.is_empty()
+            && expand_failures.is_empty();
         if nothing {
             self.uncommitted.clear();
             return Ok(false);
+        }
+
+        // Rows of the instances an expanded mapped task got: added before anything of this step
+        // reads them, inserted by the same batch.
+        let mut new_rows = Vec::with_capacity(new_tis.len());
+        for key in &new_tis {
+            if let (Some(ti), Some(rows)) = (self.engine.ti(*key), self.rows.get_mut(&key.0)) {
+                let row = rows.add_mapped(key.1, ti).clone();
+                self.ti_index.insert(row.id, *key);
+                new_rows.push(row);
+            }
         }
 
         // XComs reported in this step are not stored yet, but downstream tasks dispatched in
@@ -1303,6 +1342,7 @@ impl Loop {
         batch.rendered = rendered;
         batch.xcoms = fresh_xcoms;
         batch.consumed_reports = self.consumed_reports.keys().copied().collect();
+        batch.new_task_instances = new_rows;
 
         let stale = self.apply_with_retry(&mut batch).await?;
         if !stale.is_empty() {
@@ -1370,6 +1410,15 @@ impl Loop {
                 self.executor.kill(rows.tis[key.1].id);
             }
         }
+        for (key, message) in expand_failures {
+            if stale.contains(&key.0) {
+                continue;
+            }
+            if let Some(rows) = self.rows.get(&key.0) {
+                crate::recovery::note_in_log(&self.cfg, &rows.tis[key.1], &message);
+            }
+            warn!(%message, "mapped task could not be expanded");
+        }
         for (key, message) in render_failures {
             if stale.contains(&key.0) {
                 continue;
@@ -1419,6 +1468,7 @@ impl Loop {
                         self.ti_index.iter().map(|(id, k)| (*id, k.0)).collect();
                     let in_drop = |id: &Uuid| ti_run.get(id).is_some_and(|pk| drop.contains(pk));
                     batch.task_instances.retain(|t| !drop.contains(&t.run_pk));
+                    batch.new_task_instances.retain(|t| !drop.contains(&t.run_pk));
                     batch.history.retain(|t| !drop.contains(&t.run_pk));
                     batch.runs.retain(|r| !drop.contains(&r.id));
                     batch.rendered.retain(|r| !in_drop(&r.ti_id));

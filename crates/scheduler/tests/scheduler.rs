@@ -81,3 +81,22 @@ mod reports {
         .await;
     }
 }
+
+#[path = "scheduler/mapping.rs"]
+mod mapping;
+
+/// Dynamic task mapping through the loop and the store, on every backend.
+mod mapped {
+    use super::mapping;
+    use updraft_store::testing::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mapped_tasks_expand_from_upstream_xcoms_sqlite() {
+        mapping::mapped_tasks_expand_from_upstream_xcoms(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mapped_tasks_expand_from_upstream_xcoms_postgres() {
+        mapping::mapped_tasks_expand_from_upstream_xcoms(Backend::Postgres).await;
+    }
+}

@@ -588,7 +588,7 @@ pub(crate) const TI_ALL: [&str; 25] = [
 ];
 
 /// Columns the scheduler may change on an existing row (heartbeat has its own rule).
-pub(crate) const TI_MUTABLE: [&str; 18] = [
+pub(crate) const TI_MUTABLE: [&str; 19] = [
     "try_number",
     "max_tries",
     "state",
@@ -607,6 +607,7 @@ pub(crate) const TI_MUTABLE: [&str; 18] = [
     "pid",
     "pid_start_ticks",
     "last_heartbeat_at",
+    "map_index",
 ];
 
 /// (`u` is the batch row, `t` the stored one; SQLite writes row by row with the same rule.)

@@ -483,6 +483,16 @@ static TI_UPDATE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Rows the scheduler creates in a running run (expanded mapped tasks), every column as given;
+/// `retries` (what a clear extends `max_tries` by) is the row's `max_tries`.
+static TI_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO task_instance ({cols}, retries) SELECT {cols}, max_tries FROM {}",
+        *TI_UNNEST,
+        cols = TI_ALL.join(", ")
+    )
+});
+
 static TIH_INSERT: LazyLock<String> = LazyLock::new(|| {
     let rest: Vec<&str> = TI_ALL.iter().copied().filter(|c| *c != "id").collect();
     let set: Vec<String> = rest
@@ -1564,6 +1574,13 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        if !batch.new_task_instances.is_empty() {
+            TiArrays::new(&batch.new_task_instances)?
+                .bind(self.st.q(&TI_INSERT))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         let mut stale = update_tis(self.st, &mut tx, &batch.task_instances).await?;
         stale.extend(update_runs(self.st, &mut tx, &batch.runs).await?);
         if !stale.is_empty() {

@@ -315,6 +315,57 @@ static TI_UPDATE_ROW: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Rows the scheduler creates in a running run (expanded mapped tasks), every column as given;
+/// `retries` (what a clear extends `max_tries` by) is the row's `max_tries`.
+async fn insert_tis(conn: &mut SqliteConnection, tis: &[TaskInstance]) -> Result<()> {
+    for t in tis {
+        let cols = common::TI_ALL.join(", ");
+        let args: Vec<String> = (1..=common::TI_ALL.len())
+            .map(|i| format!("${i}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO task_instance ({cols}, retries) VALUES ({}, $8)",
+            args.join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(t.id.to_string())
+            .bind(t.run_pk)
+            .bind(&t.dag_id)
+            .bind(&t.run_id)
+            .bind(&t.task_id)
+            .bind(t.map_index)
+            .bind(i64::from(t.try_number))
+            .bind(i64::from(t.max_tries))
+            .bind(t.state.as_str())
+            .bind(ts_text_opt(t.start_date))
+            .bind(ts_text_opt(t.end_date))
+            .bind(t.duration)
+            .bind(ts_text_opt(t.scheduled_dttm))
+            .bind(ts_text_opt(t.queued_dttm))
+            .bind(ts_text_opt(t.next_retry_at))
+            .bind(t.pool.as_str())
+            .bind(i64::from(t.pool_slots))
+            .bind(t.priority_weight)
+            .bind(t.queue.as_str())
+            .bind(t.operator.as_str())
+            .bind(t.hostname.as_deref())
+            .bind(t.pid)
+            .bind(t.pid_start_ticks)
+            .bind(ts_text_opt(t.last_heartbeat_at))
+            .bind(t.version)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match db_err(e) {
+                crate::Error::Conflict(_) => crate::Error::Conflict(format!(
+                    "task instance `{}` map index {} of run `{}` exists already",
+                    t.task_id, t.map_index, t.run_id
+                )),
+                e => e,
+            })?;
+    }
+    Ok(())
+}
+
 /// Writes full task-instance rows guarded by their version; returns the run ids of rows whose
 /// version did not match (or that no longer exist).
 async fn update_tis(conn: &mut SqliteConnection, tis: &[TaskInstance]) -> Result<Vec<i64>> {
@@ -341,6 +392,7 @@ async fn update_tis(conn: &mut SqliteConnection, tis: &[TaskInstance]) -> Result
             .bind(t.pid)
             .bind(t.pid_start_ticks)
             .bind(ts_text_opt(t.last_heartbeat_at))
+            .bind(t.map_index)
             .execute(&mut *conn)
             .await
             .map_err(db_err)?
@@ -1147,6 +1199,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        insert_tis(&mut tx, &batch.new_task_instances).await?;
         let mut stale = update_tis(&mut tx, &batch.task_instances).await?;
         stale.extend(update_runs(&mut tx, &batch.runs).await?);
         if !stale.is_empty() {

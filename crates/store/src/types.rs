@@ -174,7 +174,11 @@ pub enum PastState {
 /// One scheduling step's writes, applied atomically by [`crate::Store::apply`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    /// Full rows; every mutable column is written, guarded by `version`.
+    /// Task instances created by the scheduler in a running run (the instances of an expanded
+    /// mapped task), inserted as given before `task_instances` are written.
+    pub new_task_instances: Vec<TaskInstance>,
+    /// Full rows; every mutable column (and `map_index`, which a mapped task's first instance
+    /// changes from -1 to 0) is written, guarded by `version`.
     pub task_instances: Vec<TaskInstance>,
     /// Full rows; every mutable column (state, dates, note) is written, guarded by `version`.
     pub runs: Vec<DagRun>,
@@ -194,6 +198,7 @@ pub struct Batch {
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.task_instances.is_empty()
+            && self.new_task_instances.is_empty()
             && self.runs.is_empty()
             && self.history.is_empty()
             && self.rendered.is_empty()

@@ -47,6 +47,7 @@ store_test_suite!(pgbouncer, Harness::pgbouncer();
     apply_bumps_versions,
     apply_is_all_or_nothing_on_stale_rows,
     apply_history_rendered_and_xcom,
+    apply_expands_a_mapped_task,
     heartbeat_survives_scheduler_write,
     clear_tasks_resets_and_archives,
     set_task_state_checks_transitions,

@@ -44,6 +44,7 @@ macro_rules! store_test_suite {
             apply_bumps_versions,
             apply_is_all_or_nothing_on_stale_rows,
             apply_history_rendered_and_xcom,
+            apply_expands_a_mapped_task,
             heartbeat_survives_scheduler_write,
             past_task_state,
             set_task_state_checks_transitions,
@@ -650,6 +651,125 @@ pub async fn apply_is_all_or_nothing_on_stale_rows(h: &Harness) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Stale(ids) if ids == [run.id]));
+}
+
+/// The scheduler expands a mapped task in a running run: its row becomes map index 0 and the
+/// further instances are inserted in the same transaction, all or nothing.
+pub async fn apply_expands_a_mapped_task(h: &Harness) {
+    let (s, _run, tis) = with_run(h).await;
+    let mut b0 = by_task(&tis, "b").clone();
+    b0.map_index = 0;
+    b0.state = TaskState::Scheduled;
+    b0.scheduled_dttm = Some(t(1));
+    let new: Vec<TaskInstance> = (1..3)
+        .map(|i| TaskInstance {
+            id: uuid::Uuid::now_v7(),
+            map_index: i,
+            version: 1,
+            ..b0.clone()
+        })
+        .collect();
+    s.apply(&Batch {
+        new_task_instances: new.clone(),
+        task_instances: [vec![b0.clone()], new.clone()].concat(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut got: Vec<TaskInstance> = s
+        .list_task_instances("d", "r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.task_id == "b")
+        .collect();
+    got.sort_by_key(|t| t.map_index);
+    assert_eq!(
+        got.iter().map(|t| t.map_index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(got[0].id, b0.id);
+    assert_eq!(got[0].version, b0.version + 1);
+    for (g, n) in got[1..].iter().zip(&new) {
+        // inserted at version 1, then written once more by the same batch
+        assert_eq!(
+            g,
+            &TaskInstance {
+                version: 2,
+                ..n.clone()
+            }
+        );
+    }
+    assert!(
+        s.get_task_instance("d", "r1", "b", -1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.get_task_instance("d", "r1", "b", 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        new[1].id
+    );
+
+    // A clear of the task resets every instance.
+    let cleared = s.clear_tasks("d", "r1", &["b".into()]).await.unwrap();
+    assert_eq!(cleared.len(), 3);
+
+    // An instance that exists already fails the batch, which writes nothing.
+    let a = by_task(&tis, "a").clone();
+    let mut a_moved = a.clone();
+    a_moved.state = TaskState::Scheduled;
+    let dup = TaskInstance {
+        id: uuid::Uuid::now_v7(),
+        map_index: 1,
+        version: 1,
+        ..b0.clone()
+    };
+    let err = s
+        .apply(&Batch {
+            new_task_instances: vec![dup],
+            task_instances: vec![a_moved],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert_eq!(
+        s.get_task_instance("d", "r1", "a", -1)
+            .await
+            .unwrap()
+            .unwrap(),
+        a
+    );
+
+    // A stale row in the batch rolls the insert back too.
+    let mut stale = got[0].clone();
+    stale.state = TaskState::Queued;
+    let extra = TaskInstance {
+        id: uuid::Uuid::now_v7(),
+        map_index: 3,
+        version: 1,
+        ..b0.clone()
+    };
+    let err = s
+        .apply(&Batch {
+            new_task_instances: vec![extra],
+            task_instances: vec![stale],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Stale(_)), "{err:?}");
+    assert!(
+        s.get_task_instance("d", "r1", "b", 3)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 pub async fn apply_history_rendered_and_xcom(h: &Harness) {
