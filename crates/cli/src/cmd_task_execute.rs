@@ -602,7 +602,7 @@ pub fn execution_api_url_for(cfg: &mut Config, listener: Option<&tokio::net::Tcp
 
 /// The token secret a service scheduler needs under `core.executor = "local_api"`.
 pub fn task_token_secret(cfg: &Config) -> Result<Option<Vec<u8>>> {
-    if cfg.core.executor == "local_api" {
+    if matches!(cfg.core.executor.as_str(), "local_api" | "kubernetes") {
         Ok(Some(crate::cmd_api::secret_key(cfg)?))
     } else {
         Ok(None)

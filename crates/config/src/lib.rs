@@ -31,6 +31,7 @@ pub struct Config {
     pub api: Api,
     pub execution_api: ExecutionApi,
     pub python: Python,
+    pub kubernetes: Kubernetes,
     /// Where each option that is not at its default was set.
     origins: BTreeMap<(&'static str, &'static str), Origin>,
 }
@@ -601,13 +602,15 @@ pub static OPTIONS: &[OptionDef] = &[
         section: "core",
         key: "executor",
         kind: Kind::String,
-        description: "How the scheduler runs task tries: `local` runs each try's command as a child process; `local_api` runs each try as `updraft task execute`, a worker that reports through the Task Execution API (`/execution`) of the API server, as a Kubernetes pod does.",
+        description: "How the scheduler runs task tries: `local` runs each try's command as a child process; `local_api` runs each try as `updraft task execute`, a worker that reports through the Task Execution API (`/execution`) of the API server; `kubernetes` runs that worker in one pod per try (see `[kubernetes]`).",
         set: |c, v| {
             let s = v.string()?;
-            c.core.executor = ["local", "local_api"]
+            c.core.executor = ["local", "local_api", "kubernetes"]
                 .into_iter()
                 .find(|o| o.eq_ignore_ascii_case(&s))
-                .ok_or_else(|| format!("`{s}` is not allowed, use `local` or `local_api`"))?
+                .ok_or_else(|| {
+                    format!("`{s}` is not allowed, use `local`, `local_api` or `kubernetes`")
+                })?
                 .to_string();
             Ok(())
         },
@@ -1054,6 +1057,23 @@ impl Config {
                 executable: "python3".into(),
                 dagbag_import_timeout: Duration::from_secs(30),
                 parse_memory_limit_mb: 4096,
+            },
+            kubernetes: Kubernetes {
+                namespace: "default".into(),
+                worker_image: String::new(),
+                pod_template_file: None,
+                worker_service_account_name: String::new(),
+                instance: "updraft".into(),
+                in_cluster: true,
+                config_file: None,
+                delete_worker_pods: true,
+                delete_worker_pods_on_failure: false,
+                worker_pods_creation_batch_size: 32,
+                worker_pods_pending_timeout: Duration::from_secs(300),
+                worker_pods_image_pull_timeout: Duration::from_secs(120),
+                worker_pods_unschedulable_timeout: Duration::from_secs(300),
+                worker_pods_container_config_timeout: Duration::from_secs(60),
+                retry_not_started: false,
             },
             home,
             origins: BTreeMap::new(),

@@ -11,7 +11,10 @@
 //!   so no transition is lost); connection errors reconnect from the last resourceVersion; both
 //!   after a backoff growing to `max_backoff` (410 relists at once).
 //! - Every pod of a try ends with exactly one [`Event::Finished`]. The pod is then deleted,
-//!   unless it failed and `keep_failed_pods` is set.
+//!   unless it failed and `keep_failed_pods` is set, or `delete_finished_pods` is off.
+//! - A try submitted again under the same pod name (a try that never started goes back to the
+//!   queue with its try number) waits until the old pod is gone, so the old pod's deletion is
+//!   never mistaken for the new pod vanishing.
 
 use crate::classify::{Deadlines, FailureReason, Outcome, PendingProblem, PodState, classify};
 use crate::client::{Client, Error, WatchEvent};
@@ -52,6 +55,8 @@ pub struct Options {
     pub max_parallel_creates: usize,
     pub create_attempts: u32,
     pub keep_failed_pods: bool,
+    /// Delete pods once their try ended (off: every pod is kept, for debugging).
+    pub delete_finished_pods: bool,
     /// First reconnect delay, doubled up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -72,6 +77,7 @@ impl Options {
             max_parallel_creates: 32,
             create_attempts: 6,
             keep_failed_pods: false,
+            delete_finished_pods: true,
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             watch_timeout: Duration::from_secs(290),
@@ -195,6 +201,7 @@ impl KubeExecutor {
             }
         };
         let name = pod_name(&s.task);
+        self.wait_gone(&name).await;
         self.track(&name, &s.task).await;
         let _slot = self
             .inner
@@ -202,6 +209,17 @@ impl KubeExecutor {
             .acquire()
             .await
             .expect("never closed");
+        {
+            let mut pods = self.inner.pods.lock().await;
+            if pods.get(&name).is_some_and(|t| t.finished) {
+                // cancelled while waiting for a slot
+                pods.remove(&name);
+                return Event::SubmitFailed {
+                    task: s.task.clone(),
+                    error: "cancelled before its pod was created".into(),
+                };
+            }
+        }
         let mut delay = self.inner.opts.backoff;
         let mut attempt = 0;
         loop {
@@ -209,11 +227,17 @@ impl KubeExecutor {
             let res = self.inner.client.create_pod(self.ns(), &pod).await;
             match &res {
                 Ok(_) | Err(Error::Status { code: 409, .. }) => {
+                    let mut cancelled = false;
                     if let Some(t) = self.inner.pods.lock().await.get_mut(&name) {
                         t.created = Some(match &res {
                             Ok(p) => rv_of(p),
                             Err(_) => 0,
                         });
+                        cancelled = t.finished;
+                    }
+                    if cancelled {
+                        // cancelled while the create was in flight
+                        self.delete_later(name.clone());
                     }
                     return Event::Submitted {
                         task: s.task.clone(),
@@ -234,6 +258,41 @@ impl KubeExecutor {
                 }
             }
         }
+    }
+
+    /// Waits until an ended pod of the same name (an earlier submission of the same try, being
+    /// deleted) is gone: creating over it would answer 409 and its deletion would then read as
+    /// the new pod vanishing. Bounded: after two minutes the old entry is dropped.
+    async fn wait_gone(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            {
+                let mut pods = self.inner.pods.lock().await;
+                match pods.get(name) {
+                    Some(t) if t.finished => {
+                        if Instant::now() > deadline {
+                            tracing::warn!(pod = %name, "an ended pod of the same name is still not deleted");
+                            pods.remove(name);
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The tries with a pod that has not ended (submitted or adopted by this process).
+    pub async fn live(&self) -> Vec<TaskTry> {
+        self.inner
+            .pods
+            .lock()
+            .await
+            .values()
+            .filter(|t| !t.finished)
+            .map(|t| t.task.clone())
+            .collect()
     }
 
     async fn track(&self, name: &str, task: &TaskTry) {
@@ -259,7 +318,15 @@ impl KubeExecutor {
         if let Some(t) = self.inner.pods.lock().await.get_mut(&name) {
             t.finished = true;
         }
-        self.inner.client.delete_pod(self.ns(), &name).await
+        let found = self.inner.client.delete_pod(self.ns(), &name).await?;
+        if !found {
+            // nothing to wait for, unless a create is still on its way (it deletes its pod)
+            let mut pods = self.inner.pods.lock().await;
+            if pods.get(&name).is_some_and(|t| t.created.is_some()) {
+                pods.remove(&name);
+            }
+        }
+        Ok(found)
     }
 
     /// The pods of this executor's instance now in the namespace, with their state: after a
@@ -406,6 +473,10 @@ impl KubeExecutor {
                 .map(|(n, _)| serde_json::json!({"metadata": {"name": n}}))
                 .collect()
         };
+        // ended pods whose deletion was missed while the watch was down
+        self.inner.pods.lock().await.retain(|n, t| {
+            !(t.finished && t.created.is_some_and(|c| c <= list_rv) && !names.contains(n.as_str()))
+        });
         for p in items {
             self.observe(p, false).await;
         }
@@ -480,7 +551,7 @@ impl KubeExecutor {
                 }
                 PodState::Succeeded => {
                     finish(t, Outcome::Succeeded, &mut out);
-                    delete = Some(true);
+                    delete = Some(self.inner.opts.delete_finished_pods);
                 }
                 PodState::Failed {
                     reason,
@@ -493,7 +564,9 @@ impl KubeExecutor {
                         message: message.clone(),
                     };
                     finish(t, outcome, &mut out);
-                    delete = Some(!self.inner.opts.keep_failed_pods);
+                    delete = Some(
+                        self.inner.opts.delete_finished_pods && !self.inner.opts.keep_failed_pods,
+                    );
                 }
             }
             if deleted && !t.finished {
@@ -502,6 +575,9 @@ impl KubeExecutor {
             if deleted {
                 pods.remove(name);
                 delete = None;
+            } else if delete == Some(false) {
+                // a kept pod is no longer watched: nobody waits for its deletion
+                pods.remove(name);
             }
         }
         for e in out {

@@ -3,6 +3,7 @@
 
 pub mod dag_processor;
 mod dispatch;
+mod executors;
 pub mod health;
 mod mapping;
 pub mod recovery;

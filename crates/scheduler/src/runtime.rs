@@ -26,7 +26,7 @@ use updraft_core::decide::{
 };
 use updraft_core::timetable::{RunInfo, manual_run_info, next_run};
 use updraft_core::{RunState, RunType, Schedule, TaskState};
-use updraft_executor::{Event, ExecutorOptions, Handle, LocalExecutor, Outcome};
+use updraft_executor::{Event, Outcome};
 use updraft_store::{Batch, DagRecord, DagRun, DynStore, InboxKind, PastState, TaskInstance, XCom};
 use uuid::Uuid;
 
@@ -116,7 +116,10 @@ struct Loop {
     timers: BinaryHeap<Reverse<(DateTime<Utc>, TimerEntry)>>,
     pools: HashMap<String, i32>,
     inbox_cursor: i64,
-    executor: Handle,
+    executor: crate::executors::Executor,
+    /// Ends of Kubernetes pods whose try the engine still had queued or running, with why:
+    /// settled at the next commit against the worker's report (see `settle_pod_ends`).
+    pod_ends: Vec<(updraft_executor::TaskTry, String)>,
     draining: bool,
     /// Executor events applied since the last commit, re-applied to runs reloaded after a
     /// stale write so no report is lost.
@@ -172,7 +175,9 @@ impl Scheduler {
             take_lease,
         } = self.opts;
         // `dags test` and backfills run their tries in this process's executor.
-        let api = if config.core.executor == "local_api" && mode == Mode::Service {
+        // Pods run the same worker as `local_api`; `dags test` and backfills run locally.
+        let kubernetes = config.core.executor == "kubernetes" && mode == Mode::Service;
+        let api = if (config.core.executor == "local_api" || kubernetes) && mode == Mode::Service {
             let secret = self.task_token_secret.context(
                 "core.executor = \"local_api\" needs the API server's token secret to sign task tokens",
             )?;
@@ -191,15 +196,7 @@ impl Scheduler {
         }
 
         let (events_tx, mut events_rx) = mpsc::channel::<Event>(8192);
-        let executor = LocalExecutor::start(
-            ExecutorOptions {
-                parallelism: config.core.parallelism.max(1),
-                logs_dir: config.logging.base_log_folder.clone(),
-                hostname: hostname.clone(),
-                kill_grace: Duration::from_secs(5),
-            },
-            events_tx,
-        );
+        let executor = crate::executors::start(&config, &hostname, kubernetes, events_tx)?;
         let mut lp = Loop {
             store: store.clone(),
             cfg: config.clone(),
@@ -215,6 +212,7 @@ impl Scheduler {
             pools: HashMap::new(),
             inbox_cursor: 0,
             executor: executor.clone(),
+            pod_ends: Vec::new(),
             draining: false,
             uncommitted: Vec::new(),
             consumed_reports: HashMap::new(),
@@ -429,7 +427,9 @@ impl Loop {
                     TaskState::Restarting,
                 ])
                 .await?;
-            crate::recovery::kill_leftovers(&orphans, &self.hostname);
+            if !self.executor.is_kube() {
+                crate::recovery::kill_leftovers(&orphans, &self.hostname);
+            }
             orphans
         } else {
             Vec::new()
@@ -447,10 +447,15 @@ impl Loop {
             }
         };
         self.load_runs(runs).await?;
+        // Pods whose try is still expected run on; only the others are returned or failed.
+        let adopted = self.adopt_pods().await?;
         for ti in &orphans {
             let Some(&key) = self.ti_index.get(&ti.id) else {
                 continue;
             };
+            if adopted.contains(&ti.id) {
+                continue;
+            }
             if !self
                 .engine
                 .ti(key)
@@ -789,6 +794,16 @@ impl Loop {
                 let Some(&key) = self.ti_index.get(&task.ti_id) else {
                     return;
                 };
+                if self.executor.is_kube()
+                    && let Outcome::Success | Outcome::Failed { .. } = outcome
+                {
+                    let why = match outcome {
+                        Outcome::Failed { reason } => reason.clone(),
+                        _ => "its pod succeeded".to_string(),
+                    };
+                    self.pod_ends.push((task.clone(), why));
+                    return;
+                }
                 if self.api.is_some() && *outcome != Outcome::Killed {
                     // A worker's exit is no report: a try that entered `running` ends by the
                     // report it sent, or by the heartbeat timeout if it sent none. A worker
@@ -1141,7 +1156,11 @@ impl Loop {
                 "zombie task: the executor no longer runs it; failing this try");
             // A worker killed with SIGKILL cannot take its task down with it: whatever of the
             // try still runs on this host goes before the try is retried.
-            crate::recovery::kill_leftovers(std::slice::from_ref(&row), &self.hostname);
+            if self.executor.is_kube() {
+                self.executor.kill(row.id);
+            } else {
+                crate::recovery::kill_leftovers(std::slice::from_ref(&row), &self.hostname);
+            }
             crate::recovery::note_in_log(
                 &self.cfg,
                 &row,
@@ -1161,6 +1180,7 @@ impl Loop {
             // decided until `resync` has rebuilt it (executor reports keep accumulating).
             return Ok(());
         }
+        self.settle_pod_ends().await?;
         for _ in 0..64 {
             let now = Utc::now();
             let limits = Limits {
@@ -1320,6 +1340,11 @@ impl Loop {
             rows.sync_ti(key.1, &ti);
             if ti.state == TaskState::Queued {
                 batch.clear_xcoms_of.push(rows.tis[key.1].id);
+                if self.executor.is_kube() {
+                    // Which pod owns the try, until its worker records its own host name.
+                    let row = &mut rows.tis[key.1];
+                    row.hostname = Some(crate::executors::pod_name_of(row));
+                }
             }
             batch.task_instances.push(rows.tis[key.1].clone());
         }
@@ -1468,7 +1493,9 @@ impl Loop {
                         self.ti_index.iter().map(|(id, k)| (*id, k.0)).collect();
                     let in_drop = |id: &Uuid| ti_run.get(id).is_some_and(|pk| drop.contains(pk));
                     batch.task_instances.retain(|t| !drop.contains(&t.run_pk));
-                    batch.new_task_instances.retain(|t| !drop.contains(&t.run_pk));
+                    batch
+                        .new_task_instances
+                        .retain(|t| !drop.contains(&t.run_pk));
                     batch.history.retain(|t| !drop.contains(&t.run_pk));
                     batch.runs.retain(|r| !drop.contains(&r.id));
                     batch.rendered.retain(|r| !in_drop(&r.ti_id));
@@ -1536,14 +1563,23 @@ impl Loop {
             &api.url,
             token,
         );
-        crate::workload::worker_command(
+        let mut command = crate::workload::worker_command(
             &api.exe,
             &workload,
             (
                 crate::recovery::TRY_MARKER_ENV,
                 crate::recovery::try_marker(task.ti_id, task.try_number),
             ),
-        )
+        );
+        if self.executor.is_kube()
+            && let Some(o) = self.pod_override_of(task)
+        {
+            command.extra_env.insert(
+                crate::executors::POD_OVERRIDE_KEY.to_string(),
+                o.to_string(),
+            );
+        }
+        command
     }
 
     pub(crate) fn parts_for_dispatch(
@@ -1555,5 +1591,98 @@ impl Loop {
         let params = self.params.get(&key.0)?;
         let try_number = self.engine.ti(key)?.try_number;
         Some((rows, &run.dag, params, try_number))
+    }
+}
+
+// The Kubernetes executor's part of the loop (see `executors`).
+impl Loop {
+    /// After a restart under `core.executor = "kubernetes"`: adopts the pods whose try the
+    /// loaded runs still have queued or running at that try number, deletes the others.
+    async fn adopt_pods(&mut self) -> Result<HashSet<Uuid>> {
+        if !self.executor.is_kube() {
+            return Ok(HashSet::new());
+        }
+        let expected = |t: &updraft_executor::TaskTry| {
+            self.ti_index.get(&t.ti_id).is_some_and(|k| {
+                self.engine.ti(*k).is_some_and(|ti| {
+                    matches!(ti.state, TaskState::Queued | TaskState::Running)
+                        && ti.try_number == t.try_number
+                })
+            })
+        };
+        Ok(self.executor.adopt(expected).await?.into_iter().collect())
+    }
+
+    /// Settles the ends of pods whose try the engine still has queued or running. A worker
+    /// reports its try's end before it exits, so the report, if any, is in the database by
+    /// now: it decides (applied like any report). Without one the pod died under the task
+    /// (OOMKilled, evicted, deleted, the worker crashed): the try fails with the reason in its
+    /// log.
+    async fn settle_pod_ends(&mut self) -> Result<()> {
+        if self.pod_ends.is_empty() {
+            return Ok(());
+        }
+        let ends = std::mem::take(&mut self.pod_ends);
+        let mut pks: Vec<RunPk> = ends
+            .iter()
+            .filter_map(|(t, _)| self.ti_index.get(&t.ti_id).map(|k| k.0))
+            .collect();
+        pks.sort_unstable();
+        pks.dedup();
+        let reports = match self.store.task_reports_of_runs(&pks).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Kept for the resync, which re-applies the executor's events.
+                self.pod_ends = ends;
+                return Err(e.into());
+            }
+        };
+        let reported: HashSet<(Uuid, u32)> =
+            reports.iter().map(|r| (r.ti_id, r.try_number)).collect();
+        self.apply_reports(reports);
+        let now = Utc::now();
+        for (task, why) in ends {
+            if reported.contains(&(task.ti_id, task.try_number)) {
+                continue;
+            }
+            let Some(&key) = self.ti_index.get(&task.ti_id) else {
+                continue;
+            };
+            let Some(ti) = self.engine.ti(key) else {
+                continue;
+            };
+            if !matches!(ti.state, TaskState::Queued | TaskState::Running)
+                || ti.try_number != task.try_number
+            {
+                continue;
+            }
+            if let Some(rows) = self.rows.get(&key.0) {
+                let mut row = rows.tis[key.1].clone();
+                row.try_number = task.try_number;
+                crate::recovery::note_in_log(
+                    &self.cfg,
+                    &row,
+                    &format!(
+                        "the try ended without a report from its worker ({why}); the try is marked failed"
+                    ),
+                );
+            }
+            warn!(dag_id = %task.dag_id, task_id = %task.task_id, try_number = task.try_number,
+                reason = %why, "task pod ended without a report; failing this try");
+            self.engine
+                .on_finished(key, task.try_number, TryResult::Failed, now);
+        }
+        Ok(())
+    }
+
+    /// The task's `executor_config.pod_override`, if any.
+    fn pod_override_of(&self, task: &updraft_executor::TaskTry) -> Option<serde_json::Value> {
+        let key = self.ti_index.get(&task.ti_id)?;
+        let run = self.engine.run(key.0)?;
+        run.dag.spec.tasks[key.1]
+            .executor_config
+            .as_ref()?
+            .get("pod_override")
+            .cloned()
     }
 }
