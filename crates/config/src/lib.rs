@@ -114,6 +114,36 @@ pub struct Python {
     pub parse_memory_limit_mb: u64,
 }
 
+/// The Kubernetes executor (`core.executor = "kubernetes"`): one pod per task try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kubernetes {
+    /// Where the worker pods are created.
+    pub namespace: String,
+    /// Image of the worker pods (the `updraft` image); required by the Kubernetes executor.
+    pub worker_image: String,
+    /// A Pod manifest the worker pods start from; `None` when unset.
+    pub pod_template_file: Option<PathBuf>,
+    /// Service account of the worker pods; empty: the template's, else the namespace default.
+    pub worker_service_account_name: String,
+    /// Value of the `updraft.apache.org/executor` label of this deployment's pods.
+    pub instance: String,
+    /// Use the pod's service account to reach the API server (else `config_file`).
+    pub in_cluster: bool,
+    /// A kubeconfig used when `in_cluster` is false; `None`: `$KUBECONFIG`, then `~/.kube/config`.
+    pub config_file: Option<PathBuf>,
+    pub delete_worker_pods: bool,
+    pub delete_worker_pods_on_failure: bool,
+    /// Pod creations in flight at once.
+    pub worker_pods_creation_batch_size: usize,
+    pub worker_pods_pending_timeout: Duration,
+    pub worker_pods_image_pull_timeout: Duration,
+    pub worker_pods_unschedulable_timeout: Duration,
+    pub worker_pods_container_config_timeout: Duration,
+    /// A try whose pod never started counts as a try (is retried or failed) instead of going
+    /// back to `scheduled`.
+    pub retry_not_started: bool,
+}
+
 /// The REST API server (`updraft api-server`, and `standalone`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Api {
@@ -941,6 +971,193 @@ pub static OPTIONS: &[OptionDef] = &[
             Ok(())
         },
         get: |c| c.python.parse_memory_limit_mb.to_string(),
+    },
+    // ---- kubernetes ---------------------------------------------------------------------
+    OptionDef {
+        section: "kubernetes",
+        key: "namespace",
+        kind: Kind::String,
+        description: "Namespace of the worker pods of the Kubernetes executor.",
+        set: |c, v| {
+            c.kubernetes.namespace = v.string()?;
+            Ok(())
+        },
+        get: |c| c.kubernetes.namespace.clone(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_image",
+        kind: Kind::String,
+        description: "Image of the worker pods, a full reference such as `registry.example.com/updraft:1.0` (one option instead of Airflow's `worker_container_repository` and `worker_container_tag`). It must hold the `updraft` binary; required with `core.executor = \"kubernetes\"`.",
+        set: |c, v| {
+            c.kubernetes.worker_image = v.text("an image reference (string)")?.trim().to_string();
+            Ok(())
+        },
+        get: |c| c.kubernetes.worker_image.clone(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "pod_template_file",
+        kind: Kind::Path,
+        description: "A Pod manifest (YAML) the worker pods start from: volumes, resources, node selectors, ... The container named `base` runs the worker. Empty: a pod with only that container.",
+        set: |c, v| {
+            let text = v.text("a path (string)")?.trim();
+            c.kubernetes.pod_template_file = if text.is_empty() {
+                None
+            } else {
+                Some(v.path()?)
+            };
+            Ok(())
+        },
+        get: |c| {
+            c.kubernetes
+                .pod_template_file
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string())
+        },
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_service_account_name",
+        kind: Kind::String,
+        description: "Service account of the worker pods (workload identity for task code). Empty: the template's, else the namespace's default.",
+        set: |c, v| {
+            c.kubernetes.worker_service_account_name =
+                v.text("a name (string)")?.trim().to_string();
+            Ok(())
+        },
+        get: |c| c.kubernetes.worker_service_account_name.clone(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "instance",
+        kind: Kind::String,
+        description: "Value of the `updraft.apache.org/executor` label on this deployment's worker pods. A restarted scheduler adopts or deletes only pods with its own value, so two deployments may share a namespace with different values.",
+        set: |c, v| {
+            c.kubernetes.instance = v.string()?;
+            Ok(())
+        },
+        get: |c| c.kubernetes.instance.clone(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "in_cluster",
+        kind: Kind::Bool,
+        description: "Reach the Kubernetes API with the scheduler pod's service account. False: use `config_file`.",
+        set: |c, v| {
+            c.kubernetes.in_cluster = v.boolean()?;
+            Ok(())
+        },
+        get: |c| c.kubernetes.in_cluster.to_string(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "config_file",
+        kind: Kind::Path,
+        description: "Kubeconfig used when `in_cluster` is false (its current context). Empty: `$KUBECONFIG`, then `~/.kube/config`.",
+        set: |c, v| {
+            let text = v.text("a path (string)")?.trim();
+            c.kubernetes.config_file = if text.is_empty() {
+                None
+            } else {
+                Some(v.path()?)
+            };
+            Ok(())
+        },
+        get: |c| {
+            c.kubernetes
+                .config_file
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string())
+        },
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "delete_worker_pods",
+        kind: Kind::Bool,
+        description: "Delete a worker pod once its try ended. False keeps every pod (for debugging; they pile up).",
+        set: |c, v| {
+            c.kubernetes.delete_worker_pods = v.boolean()?;
+            Ok(())
+        },
+        get: |c| c.kubernetes.delete_worker_pods.to_string(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "delete_worker_pods_on_failure",
+        kind: Kind::Bool,
+        description: "With `delete_worker_pods`, also delete the pods that failed. False keeps failed pods for inspection.",
+        set: |c, v| {
+            c.kubernetes.delete_worker_pods_on_failure = v.boolean()?;
+            Ok(())
+        },
+        get: |c| c.kubernetes.delete_worker_pods_on_failure.to_string(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_pods_creation_batch_size",
+        kind: Kind::Integer,
+        description: "Pod creations in flight at once (concurrent requests to the Kubernetes API).",
+        set: |c, v| {
+            c.kubernetes.worker_pods_creation_batch_size = v.integer(1, 1024)? as usize;
+            Ok(())
+        },
+        get: |c| c.kubernetes.worker_pods_creation_batch_size.to_string(),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_pods_pending_timeout",
+        kind: Kind::Duration,
+        description: "A worker pod still Pending after this long, for whatever reason, is deleted and its try counts as not started.",
+        set: |c, v| {
+            c.kubernetes.worker_pods_pending_timeout = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.kubernetes.worker_pods_pending_timeout),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_pods_image_pull_timeout",
+        kind: Kind::Duration,
+        description: "How long a worker pod may fail to pull its image (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`, `ErrImageNeverPull`) before it is deleted and its try counts as not started.",
+        set: |c, v| {
+            c.kubernetes.worker_pods_image_pull_timeout = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.kubernetes.worker_pods_image_pull_timeout),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_pods_unschedulable_timeout",
+        kind: Kind::Duration,
+        description: "How long a worker pod may stay `Unschedulable` (no node fits; the cluster autoscaler may still add one) before it is deleted and its try counts as not started.",
+        set: |c, v| {
+            c.kubernetes.worker_pods_unschedulable_timeout = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.kubernetes.worker_pods_unschedulable_timeout),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "worker_pods_container_config_timeout",
+        kind: Kind::Duration,
+        description: "How long a worker pod may fail to create its container (`CreateContainerConfigError`: a missing Secret or ConfigMap key, ...) before it is deleted and its try counts as not started.",
+        set: |c, v| {
+            c.kubernetes.worker_pods_container_config_timeout = v.duration(false)?;
+            Ok(())
+        },
+        get: |c| fmt_duration(c.kubernetes.worker_pods_container_config_timeout),
+    },
+    OptionDef {
+        section: "kubernetes",
+        key: "retry_not_started",
+        kind: Kind::Bool,
+        description: "Whether a try whose pod never started (image pull, unschedulable, container config, pending timeout) counts as a try: retried or failed like a task failure. False: it goes back to `scheduled` without using up a try, with the reason in its log.",
+        set: |c, v| {
+            c.kubernetes.retry_not_started = v.boolean()?;
+            Ok(())
+        },
+        get: |c| c.kubernetes.retry_not_started.to_string(),
     },
 ];
 
