@@ -3,6 +3,7 @@
 //! everywhere.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use updraft_core::mapping::{MapLength, literal_length};
 use updraft_core::timetable::{RunInfo, manual_run_info};
 use updraft_core::{DagSpec, RunType};
 use updraft_store::{DagRecord, DagRun, DynStore, NewRun, NewTaskInstance};
@@ -96,18 +97,36 @@ pub fn new_run(
             .tasks
             .iter()
             .zip(weights)
-            .map(|(t, w)| NewTaskInstance {
-                task_id: t.task_id.clone(),
-                map_index: -1,
-                max_tries: t.retries,
-                pool: t.pool.clone(),
-                pool_slots: t.pool_slots,
-                priority_weight: w,
-                queue: t.queue.clone(),
-                operator: t.operator_name().to_string(),
+            .flat_map(|(t, w)| {
+                map_indexes(t).map(move |map_index| NewTaskInstance {
+                    task_id: t.task_id.clone(),
+                    map_index,
+                    max_tries: t.retries,
+                    pool: t.pool.clone(),
+                    pool_slots: t.pool_slots,
+                    priority_weight: w,
+                    queue: t.queue.clone(),
+                    operator: t.operator_name().to_string(),
+                })
             })
             .collect(),
     }
+}
+
+/// The map indexes a task's instances are created with: a task mapped over literals only gets
+/// its instances 0..n-1 with the run, as Airflow does; every other task (and a mapped task
+/// whose length is 0, unknown until its upstreams ran, or invalid) gets one instance with map
+/// index -1, which the scheduler expands (or skips, or fails) when the task may run.
+fn map_indexes(task: &updraft_core::TaskSpec) -> std::ops::Range<i32> {
+    if let updraft_core::Operator::Sdk(sdk) = &task.operator
+        && sdk.is_mapped
+        && let Some(input) = &sdk.expand_input
+        && let Some(MapLength::Known(n)) = literal_length(&task.task_id, input)
+        && n > 0
+    {
+        return 0..i32::try_from(n).unwrap_or(i32::MAX);
+    }
+    -1..0
 }
 
 /// Triggers a manual run: validates conf against the DAG's params, rejects future logical
