@@ -1,12 +1,17 @@
 //! Turns the DAGs folder into stored DAG versions and import errors.
 //!
 //! `*.py` files go through the Python parser (`updraft_dagfile::python`) side by side with YAML.
-//! YAML parsing takes microseconds per file, so a full rescan is cheap; it runs at start, every
-//! `scheduler.dag_dir_list_interval`, and before CLI commands that need DAGs. One bad file never
-//! affects another: its error is stored against the file, and the DAGs it defined before keep
-//! their last good version.
+//! YAML parsing takes microseconds per file and Python files are parsed again only when they
+//! changed, so a rescan is cheap. The scheduler rescans at start, every
+//! `scheduler.dag_dir_list_interval` (a full pass that writes every DAG), and as soon as
+//! [`watch_folder`] sees a file change (a pass that writes only the files whose outcome changed);
+//! CLI commands that need DAGs rescan first. One bad file never affects another: its error is
+//! stored against the file, and the DAGs it defined before keep their last good version.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use updraft_config::Config;
 use updraft_dagfile::{FolderScan, ParseOptions};
 use updraft_store::{DagCode, DynStore, ImportErrorInput};
@@ -49,27 +54,171 @@ pub fn python_options(cfg: &Config) -> updraft_dagfile::python::PythonOptions {
 /// Scans the DAGs folder once and writes what changed. Python files are parsed only when their
 /// content changed since the last scan of this process.
 pub async fn sync_once(store: &DynStore, cfg: &Config) -> anyhow::Result<SyncReport> {
-    let folder = cfg.core.dags_folder.clone();
-    let opts = parse_options(cfg);
-    let python = python_options(cfg);
-    let scan: FolderScan = tokio::task::spawn_blocking(move || {
-        updraft_dagfile::scan_folder_with_python(&folder, &opts, &python)
-    })
-    .await?;
-    apply_scan(
-        store,
-        scan,
-        &cfg.core.dags_folder,
-        cfg.core.dags_are_paused_at_creation,
-    )
-    .await
+    DagSync::default().sync(store, cfg, true).await
 }
 
+/// Repeated scans of one folder into one store (the scheduler's): what each file's last scan
+/// wrote, so a scan between full passes writes only the files whose outcome changed.
+#[derive(Debug, Default)]
+pub struct DagSync {
+    /// Per file: a fingerprint of the DAG versions or import errors written for it.
+    applied: HashMap<String, u64>,
+}
+
+impl DagSync {
+    /// A scan. `full` writes every DAG (the periodic pass: a DAG deleted through the API comes
+    /// back while its file is there); otherwise only files whose outcome changed since this
+    /// value's last scan are written (a pass after a file change).
+    pub async fn sync(
+        &mut self,
+        store: &DynStore,
+        cfg: &Config,
+        full: bool,
+    ) -> anyhow::Result<SyncReport> {
+        let folder = cfg.core.dags_folder.clone();
+        let opts = parse_options(cfg);
+        let python = python_options(cfg);
+        let scan: FolderScan = tokio::task::spawn_blocking(move || {
+            updraft_dagfile::scan_folder_with_python(&folder, &opts, &python)
+        })
+        .await?;
+        let fingerprints = fingerprints(&scan);
+        let unchanged: HashSet<String> = if full {
+            HashSet::new()
+        } else {
+            fingerprints
+                .iter()
+                .filter(|(f, fp)| self.applied.get(*f) == Some(fp))
+                .map(|(f, _)| f.clone())
+                .collect()
+        };
+        // Forgotten first: after a scan that fails half-way every file is written again.
+        self.applied.clear();
+        let report = apply_scan(
+            store,
+            scan,
+            &cfg.core.dags_folder,
+            cfg.core.dags_are_paused_at_creation,
+            &unchanged,
+        )
+        .await?;
+        self.applied = fingerprints;
+        Ok(report)
+    }
+}
+
+/// Per file of the scan: what it defines (its DAGs' content hashes) or its errors.
+fn fingerprints(scan: &FolderScan) -> HashMap<String, u64> {
+    let mut hashers: BTreeMap<&str, std::collections::hash_map::DefaultHasher> = scan
+        .files
+        .iter()
+        .map(|f| (f.as_str(), Default::default()))
+        .collect();
+    for spec in &scan.dags {
+        if let Some(h) = hashers.get_mut(spec.fileloc.as_str()) {
+            (0u8, &spec.dag_id, spec.content_hash()).hash(h);
+        }
+    }
+    for e in &scan.errors {
+        if let Some(h) = hashers.get_mut(e.file.as_str()) {
+            (1u8, e.line, &e.message).hash(h);
+        }
+    }
+    hashers
+        .into_iter()
+        .map(|(f, h)| (f.to_string(), h.finish()))
+        .collect()
+}
+
+/// Watches the DAGs folder and sends `()` when a DAG or ignore file appears, disappears or
+/// changes (by `stat`: modification and change time, size, inode), so the scheduler rescans at
+/// once instead of at its next `dag_dir_list_interval`. It polls `stat` rather than relying on
+/// inotify, which misses changes on network and many container volumes; a poll costs about a
+/// millisecond per thousand files and the pause between polls grows with the folder so the
+/// watcher stays under a few percent of a core. The thread ends when the receiver is dropped.
+pub fn watch_folder(folder: PathBuf) -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("dag-folder-watch".into())
+        .spawn(move || {
+            let mut last = None;
+            while !tx.is_closed() {
+                let started = Instant::now();
+                let now = folder_stamp(&folder);
+                if last.is_some() && last != Some(now) {
+                    // Full: a scan is already due, which will see this change too.
+                    let _ = tx.try_send(());
+                }
+                last = Some(now);
+                let pause = (started.elapsed() * 20).clamp(WATCH_MIN, WATCH_MAX);
+                std::thread::sleep(pause);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the DAGs folder; relying on periodic scans");
+    }
+    rx
+}
+
+const WATCH_MIN: Duration = Duration::from_millis(200);
+const WATCH_MAX: Duration = Duration::from_secs(5);
+
+/// One hash of the `stat` of every DAG and ignore file under `folder` (symlinks followed).
+fn folder_stamp(folder: &Path) -> u64 {
+    fn walk(dir: &Path, h: &mut std::collections::hash_map::DefaultHasher, depth: u32) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            0u8.hash(h);
+            return;
+        };
+        let mut entries: Vec<_> = rd.filter_map(Result::ok).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = e.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                // Symlinked directories may loop; the scan itself stops at the first repeat.
+                if !name.starts_with('.') && depth < 32 {
+                    name.hash(h);
+                    walk(&path, h, depth + 1);
+                }
+                continue;
+            }
+            let relevant = name.ends_with(".py")
+                || name.ends_with(".yaml")
+                || name.ends_with(".yml")
+                || name.ends_with("ignore");
+            if relevant {
+                use std::os::unix::fs::MetadataExt;
+                (
+                    name,
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    meta.ctime(),
+                    meta.ctime_nsec(),
+                    meta.size(),
+                    meta.ino(),
+                )
+                    .hash(h);
+            }
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    walk(folder, &mut h, 0);
+    h.finish()
+}
+
+/// Writes a scan. The DAGs of files in `unchanged` were written by the previous scan of this
+/// process exactly as they are now, so they are listed but not written again.
 async fn apply_scan(
     store: &DynStore,
     scan: FolderScan,
     folder: &std::path::Path,
     paused_by_default: bool,
+    unchanged: &HashSet<String>,
 ) -> anyhow::Result<SyncReport> {
     let mut report = SyncReport::default();
     let failed_files: HashSet<String> = scan.errors.iter().map(|e| e.file.clone()).collect();
@@ -77,6 +226,10 @@ async fn apply_scan(
     let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut sources: BTreeMap<String, Option<String>> = BTreeMap::new();
     for spec in &scan.dags {
+        if unchanged.contains(&spec.fileloc) {
+            report.dags.push(spec.dag_id.clone());
+            continue;
+        }
         let outcome = store.upsert_dag(spec, paused_by_default).await?;
         if outcome.changed {
             report.changed.push(spec.dag_id.clone());
@@ -91,7 +244,7 @@ async fn apply_scan(
     // A file that parsed cleanly defines exactly its DAGs now; one with an error keeps the
     // DAGs it had (their last good version stays runnable).
     for file in &scan.files {
-        if failed_files.contains(file) {
+        if failed_files.contains(file) || unchanged.contains(file) {
             continue;
         }
         let ids = by_file.remove(file).unwrap_or_default();
@@ -201,6 +354,79 @@ mod tests {
             v1
         );
         assert_eq!(db.store.get_dag_code("b", 2).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_scan_after_a_change_writes_only_the_changed_file_and_a_full_one_writes_all() {
+        let db = TestDb::sqlite().await;
+        db.store.migrate().await.unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut cfg = Config::with_defaults(home.path().to_path_buf());
+        cfg.core.dags_folder = home.path().join("dags");
+        std::fs::create_dir_all(&cfg.core.dags_folder).unwrap();
+        let yaml = |id: &str, cmd: &str| {
+            format!("dag_id: {id}\ntasks:\n  - task_id: t\n    bash_command: {cmd}\n")
+        };
+        for id in ["a", "b"] {
+            std::fs::write(
+                cfg.core.dags_folder.join(format!("{id}.yaml")),
+                yaml(id, "echo 1"),
+            )
+            .unwrap();
+        }
+        let mut sync = DagSync::default();
+        let first = sync.sync(&db.store, &cfg, true).await.unwrap();
+        assert_eq!(first.changed, ["a", "b"]);
+
+        // `a` deleted behind the processor's back, `b` changed: the change scan writes `b`
+        // only and still lists both
+        db.store.delete_dag("a").await.unwrap();
+        std::fs::write(cfg.core.dags_folder.join("b.yaml"), yaml("b", "echo 2")).unwrap();
+        let change = sync.sync(&db.store, &cfg, false).await.unwrap();
+        assert_eq!(change.changed, ["b"]);
+        assert_eq!(change.dags, ["a", "b"]);
+        assert!(db.store.get_dag("a").await.unwrap().is_none());
+        assert_eq!(db.store.get_dag("b").await.unwrap().unwrap().version, 2);
+
+        // a file that breaks is written (its error) by a change scan too
+        std::fs::write(cfg.core.dags_folder.join("b.yaml"), "dag_id: [\n").unwrap();
+        let broken = sync.sync(&db.store, &cfg, false).await.unwrap();
+        assert_eq!(broken.errors, ["b.yaml"]);
+        assert_eq!(db.store.list_import_errors().await.unwrap().len(), 1);
+
+        // the periodic full scan writes every DAG again: `a` is back
+        let full = sync.sync(&db.store, &cfg, true).await.unwrap();
+        assert_eq!(full.changed, ["a"]);
+        assert!(db.store.get_dag("a").await.unwrap().is_some());
+    }
+
+    /// A deadline only so a broken watcher fails instead of hanging.
+    async fn next_change(rx: &mut tokio::sync::mpsc::Receiver<()>) {
+        tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("no change reported")
+            .expect("the watcher stopped");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reports_a_new_a_changed_and_a_removed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let mut rx = watch_folder(dir.path().to_path_buf());
+        // the watcher's first look is its baseline; wait until it has taken it
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/new.py"), "x").unwrap();
+        next_change(&mut rx).await;
+        std::fs::write(dir.path().join("a.yaml"), "xy").unwrap();
+        next_change(&mut rx).await;
+        std::fs::remove_file(dir.path().join("sub/new.py")).unwrap();
+        next_change(&mut rx).await;
+        // files that are neither DAG nor ignore files do not count
+        std::fs::write(dir.path().join("notes.txt"), "changed").unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(rx.try_recv().is_err(), "a .txt change was reported");
     }
 
     /// The Airflow environment of `scripts/airflow-python.sh`; skips without it, except under
