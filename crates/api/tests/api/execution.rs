@@ -1056,3 +1056,41 @@ async fn the_run_context_has_the_shape_of_the_client_version() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_return_value_longer_than_max_map_length_is_refused() {
+    let env = env().await;
+    let tis = flow_run(&env, "r1", 0, 0).await;
+    let a = queue(&env, &by_task(&tis, "a")).await;
+    let token = task_token(&a, 1);
+    let max = env.state.config.core.max_map_length;
+    let uri = |n: u32| format!("/execution/xcoms/flow/r1/a/return_value?mapped_length={n}");
+    let (s, body) = call(
+        &env.state,
+        "POST",
+        &uri(max + 1),
+        Some(&token),
+        Some(json!([])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(body["detail"]["reason"], "unmappable_return_value_length");
+    let (s, _) = call(
+        &env.state,
+        "GET",
+        "/execution/xcoms/flow/r1/a/return_value",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was written");
+    let (s, _) = call(
+        &env.state,
+        "POST",
+        &uri(max),
+        Some(&token),
+        Some(json!([1])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
