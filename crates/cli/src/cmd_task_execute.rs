@@ -600,12 +600,20 @@ pub fn execution_api_url_for(cfg: &mut Config, listener: Option<&tokio::net::Tcp
     }
 }
 
-/// The token secret a service scheduler needs under `core.executor = "local_api"`.
+/// The token secret a service scheduler signs task-try tokens with: required under
+/// `core.executor = "local_api"`; under any executor, tries of Python tasks (the Task SDK)
+/// need it too, and fail with the reason when it cannot be read.
 pub fn task_token_secret(cfg: &Config) -> Result<Option<Vec<u8>>> {
     if matches!(cfg.core.executor.as_str(), "local_api" | "kubernetes") {
-        Ok(Some(crate::cmd_api::secret_key(cfg)?))
-    } else {
-        Ok(None)
+        return Ok(Some(crate::cmd_api::secret_key(cfg)?));
+    }
+    match crate::cmd_api::secret_key(cfg) {
+        Ok(secret) => Ok(Some(secret)),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"),
+                "no secret to sign Task Execution API tokens with (api.secret_key): Python tasks cannot run");
+            Ok(None)
+        }
     }
 }
 

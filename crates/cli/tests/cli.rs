@@ -1005,3 +1005,6 @@ mod helm_chart;
 
 #[path = "cli/execution_api.rs"]
 mod execution_api;
+
+#[path = "cli/python_dags.rs"]
+mod python_dags;

@@ -121,6 +121,28 @@ pub(crate) fn build(
     let task = &dag.spec.tasks[rows.task_of[i]];
     let row = &rows.tis[i];
     let run = &rows.run;
+    if matches!(task.operator, Operator::Sdk(_)) {
+        // The Task SDK renders the task's own templates in its process; the runtime turns this
+        // into the try's workload (`sdk::command`). No rendered fields here (the SDK stores them).
+        let task_try = TaskTry {
+            ti_id: row.id,
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            task_id: task.task_id.clone(),
+            map_index: row.map_index,
+            try_number,
+        };
+        let mut extra_env = BTreeMap::new();
+        extra_env.insert(
+            crate::recovery::TRY_MARKER_ENV.into(),
+            crate::recovery::try_marker(row.id, try_number),
+        );
+        let command = Command {
+            extra_env,
+            ..Command::bash(String::new())
+        };
+        return Ok((task_try, command, serde_json::Value::Null));
+    }
     let Operator::Bash(bash) = &task.operator else {
         return Err(format!(
             "task `{}` has no command to run (operator {})",

@@ -9,6 +9,7 @@ mod mapping;
 pub mod recovery;
 mod rows;
 pub mod runtime;
+pub mod sdk;
 pub mod task_test;
 pub mod trigger;
 pub mod workload;

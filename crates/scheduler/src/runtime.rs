@@ -121,8 +121,6 @@ struct Loop {
     /// settled at the next commit against the worker's report (see `settle_pod_ends`).
     pod_ends: Vec<(updraft_executor::TaskTry, String)>,
     draining: bool,
-    /// What the DAG folder's scans wrote, so a scan after a file change writes only that file.
-    dag_sync: dag_processor::DagSync,
     /// Executor events applied since the last commit, re-applied to runs reloaded after a
     /// stale write so no report is lost.
     uncommitted: Vec<Event>,
@@ -131,6 +129,12 @@ struct Loop {
     consumed_reports: HashMap<(Uuid, u32), RunPk>,
     /// Set when tries run as `updraft task execute` workers that report through the API.
     api: Option<ApiDispatch>,
+    /// How tries of `Operator::Sdk` tasks run (the Task SDK's supervisor, reporting through
+    /// the API); `None` where no token can be signed (`dags test`, backfills in-process).
+    sdk: Option<crate::sdk::SdkDispatch>,
+    /// Tries run by the Task SDK: like every try under `local_api`, their process's exit is no
+    /// report. Kept until their run is dropped, so re-applied executor events read the same.
+    sdk_tries: HashSet<(Uuid, u32)>,
     /// Tries whose previous try's worker had reported its end but not exited yet when they
     /// were dispatched (the executor runs one try per task instance at a time): started when
     /// that worker's exit is reported.
@@ -176,11 +180,12 @@ impl Scheduler {
             process_dags,
             take_lease,
         } = self.opts;
+        let token_secret = self.task_token_secret;
         // `dags test` and backfills run their tries in this process's executor.
         // Pods run the same worker as `local_api`; `dags test` and backfills run locally.
         let kubernetes = config.core.executor == "kubernetes" && mode == Mode::Service;
         let api = if (config.core.executor == "local_api" || kubernetes) && mode == Mode::Service {
-            let secret = self.task_token_secret.context(
+            let secret = token_secret.clone().context(
                 "core.executor = \"local_api\" needs the API server's token secret to sign task tokens",
             )?;
             Some(ApiDispatch {
@@ -191,6 +196,17 @@ impl Scheduler {
             })
         } else {
             None
+        };
+        let sdk = match (&token_secret, &mode) {
+            (Some(secret), Mode::Service) => Some(crate::sdk::SdkDispatch {
+                secret: secret.clone(),
+                token_lifetime: config.execution_api.jwt_expiration_time.as_secs().max(1) as i64,
+                api_url: config.core.execution_api_server_url.clone(),
+                python: config.python.executable.clone(),
+                dags_folder: config.core.dags_folder.clone(),
+                logs_dir: config.logging.base_log_folder.clone(),
+            }),
+            _ => None,
         };
         let holder = format!("{hostname}:{}:{}", std::process::id(), Uuid::now_v7());
         if take_lease {
@@ -219,12 +235,13 @@ impl Scheduler {
             uncommitted: Vec::new(),
             consumed_reports: HashMap::new(),
             api,
+            sdk,
+            sdk_tries: HashSet::new(),
             deferred_submits: HashMap::new(),
             pending_xcoms: Vec::new(),
             summary: Summary::default(),
             resync_pending: false,
             resync_armed: false,
-            dag_sync: dag_processor::DagSync::default(),
             secrets: crate::dispatch::secrets_for(&store, &config),
         };
         lp.start(process_dags).await?;
@@ -237,12 +254,6 @@ impl Scheduler {
 
         let mut dag_tick = tokio::time::interval(config.scheduler.dag_dir_list_interval);
         dag_tick.tick().await;
-        // A changed file is parsed at once, not at the next tick.
-        let mut dag_changes = if process_dags && lp.mode == Mode::Service {
-            dag_processor::watch_folder(config.core.dags_folder.clone())
-        } else {
-            tokio::sync::mpsc::channel(1).1
-        };
         let mut lease_tick = tokio::time::interval(LEASE_RENEW);
         lease_tick.tick().await;
         let mut heartbeat_tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -302,10 +313,7 @@ impl Scheduler {
                     outcome = lp.fire_timers(Utc::now()).await;
                 }
                 _ = dag_tick.tick(), if process_dags && lp.mode == Mode::Service => {
-                    lp.sync_dags(true).await;
-                }
-                Some(()) = dag_changes.recv(), if process_dags && lp.mode == Mode::Service => {
-                    lp.sync_dags(false).await;
+                    lp.sync_dags().await;
                 }
                 _ = lease_tick.tick(), if take_lease => {
                     match store.acquire_lease(LEASE_NAME, &holder, LEASE_TTL, Utc::now()).await {
@@ -418,7 +426,7 @@ impl Loop {
     async fn start(&mut self, process_dags: bool) -> Result<()> {
         let now = Utc::now();
         if process_dags {
-            self.sync_dags(true).await;
+            self.sync_dags().await;
         }
         // Read the cursor before loading runs so nothing posted in between is missed.
         self.inbox_cursor = self.store.max_inbox_id().await?;
@@ -577,9 +585,8 @@ impl Loop {
         Ok(())
     }
 
-    /// Scans the DAGs folder; `full` writes every DAG, otherwise only what changed.
-    async fn sync_dags(&mut self, full: bool) {
-        match self.dag_sync.sync(&self.store, &self.cfg, full).await {
+    async fn sync_dags(&mut self) {
+        match dag_processor::sync_once(&self.store, &self.cfg).await {
             Ok(report) => {
                 for dag_id in report.changed.iter().chain(report.deactivated.iter()) {
                     if let Err(e) = self.reload_dag(dag_id).await {
@@ -741,6 +748,10 @@ impl Loop {
             for ti in &rows.tis {
                 self.ti_index.remove(&ti.id);
             }
+            if !self.sdk_tries.is_empty() {
+                let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
+                self.sdk_tries.retain(|(id, _)| !ids.contains(id));
+            }
             if kill {
                 for (i, ti) in rows.tis.iter().enumerate() {
                     if self
@@ -784,7 +795,7 @@ impl Loop {
                 pid_start_ticks,
                 at,
             } => {
-                if self.api.is_some() {
+                if self.api.is_some() || self.sdk_tries.contains(&(task.ti_id, task.try_number)) {
                     // The worker itself enters `running` through the Execution API.
                     return;
                 }
@@ -817,15 +828,29 @@ impl Loop {
                     self.pod_ends.push((task.clone(), why));
                     return;
                 }
-                if self.api.is_some() && *outcome != Outcome::Killed {
+                let sdk = self.sdk_tries.contains(&(task.ti_id, task.try_number));
+                if (self.api.is_some() || sdk) && *outcome != Outcome::Killed {
                     // A worker's exit is no report: a try that entered `running` ends by the
                     // report it sent, or by the heartbeat timeout if it sent none. A worker
                     // that exits before entering `running` failed its try.
-                    if self
-                        .engine
-                        .ti(key)
-                        .is_some_and(|t| t.state == TaskState::Queued)
-                    {
+                    if self.engine.ti(key).is_some_and(|t| {
+                        t.state == TaskState::Queued && t.try_number == task.try_number
+                    }) {
+                        if sdk && let Some(rows) = self.rows.get(&key.0) {
+                            let reason = match outcome {
+                                Outcome::Failed { reason } => reason.clone(),
+                                Outcome::TimedOut => "timed out".to_string(),
+                                _ => "it exited without entering running".to_string(),
+                            };
+                            let python = self.sdk.as_ref().map_or("", |d| d.python.as_str());
+                            let mut row = rows.tis[key.1].clone();
+                            row.try_number = task.try_number;
+                            crate::recovery::note_in_log(
+                                &self.cfg,
+                                &row,
+                                &crate::sdk::early_exit_message(python, &reason),
+                            );
+                        }
                         self.engine
                             .on_finished(key, task.try_number, TryResult::Failed, *at);
                     }
@@ -1325,11 +1350,14 @@ impl Loop {
             };
             match prepared {
                 Ok((task, command, fields)) => {
-                    rendered.push(updraft_store::RenderedFields {
-                        ti_id: task.ti_id,
-                        try_number: task.try_number,
-                        fields,
-                    });
+                    // `null`: the Task SDK stores the fields of its tries itself.
+                    if !fields.is_null() {
+                        rendered.push(updraft_store::RenderedFields {
+                            ti_id: task.ti_id,
+                            try_number: task.try_number,
+                            fields,
+                        });
+                    }
                     commands.push((task, command));
                 }
                 Err(PrepareError::Task(message)) => render_failures.push((*key, message)),
@@ -1421,6 +1449,34 @@ impl Loop {
         }
         for (task, command) in commands {
             if stale.contains(&self.ti_index.get(&task.ti_id).map_or(-1, |k| k.0)) {
+                continue;
+            }
+            let sdk_task = self.ti_index.get(&task.ti_id).and_then(|k| {
+                self.engine.run(k.0).map(|r| {
+                    (
+                        *k,
+                        matches!(r.task(k.1).operator, updraft_core::Operator::Sdk(_)),
+                    )
+                })
+            });
+            if let Some((key, true)) = sdk_task {
+                match self.sdk_command(&task, &command) {
+                    Ok(command) => {
+                        self.sdk_tries.insert((task.ti_id, task.try_number));
+                        if self
+                            .executor
+                            .running()
+                            .iter()
+                            .any(|t| t.ti_id == task.ti_id)
+                        {
+                            // The previous try's supervisor reported its end and is still exiting.
+                            self.deferred_submits.insert(task.ti_id, (task, command));
+                        } else {
+                            self.executor.submit(task, command);
+                        }
+                    }
+                    Err(message) => render_failures.push((key, message)),
+                }
                 continue;
             }
             let command = match &self.api {
@@ -1593,6 +1649,53 @@ impl Loop {
             );
         }
         command
+    }
+
+    /// The executor command of a try of an `Operator::Sdk` task: the Task SDK's supervisor
+    /// with the try's `ExecuteTask` workload and a fresh token; `Err` fails the try with why
+    /// it cannot run here.
+    fn sdk_command(
+        &self,
+        task: &updraft_executor::TaskTry,
+        command: &updraft_executor::Command,
+    ) -> Result<updraft_executor::Command, String> {
+        let Some(sdk) = &self.sdk else {
+            return Err(format!(
+                "task `{}` runs with the Airflow Task SDK, which needs a running scheduler and \
+                 API server (`updraft standalone`, or `scheduler` + `api-server`); `dags test`, \
+                 `tasks test` and in-process backfills cannot run Python tasks yet",
+                task.task_id
+            ));
+        };
+        if let Some(why) = sdk.unusable() {
+            return Err(why);
+        }
+        let (key, run) = self
+            .ti_index
+            .get(&task.ti_id)
+            .and_then(|k| self.engine.run(k.0).map(|r| (*k, r)))
+            .ok_or_else(|| "run is not loaded".to_string())?;
+        let spec = run.task(key.1);
+        let token = updraft_crypto::task_token::issue(
+            &sdk.secret,
+            &task.ti_id.to_string(),
+            task.try_number,
+            sdk.token_lifetime,
+            Utc::now().timestamp(),
+        );
+        let workload = crate::sdk::workload(
+            task,
+            spec,
+            run.dag.version,
+            &run.dag.spec.fileloc,
+            &sdk.dags_folder,
+            &token,
+        );
+        Ok(crate::sdk::command(
+            sdk,
+            &workload,
+            command.extra_env.clone(),
+        ))
     }
 
     pub(crate) fn parts_for_dispatch(

@@ -31,6 +31,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/task-instances/{id}/state", patch(ti_update_state))
         .route("/task-instances/{id}/rtif", put(ti_put_rtif))
         .route(
+            "/task-instances/{id}/rendered-map-index",
+            patch(ti_rendered_map_index),
+        )
+        .route(
             "/task-instances/{id}/skip-downstream",
             patch(ti_skip_downstream),
         )
@@ -323,6 +327,21 @@ async fn ti_put_rtif(
         axum::Json(json!({"message": "Rendered task instance fields successfully set"})),
     )
         .into_response())
+}
+
+/// `PATCH …/rendered-map-index`: a mapped task's label from its `map_index_template` (a JSON
+/// string). Checked and acknowledged; Updraft keeps no label column yet, so the UI shows the
+/// map index itself.
+async fn ti_rendered_map_index(
+    State(state): State<AppState>,
+    token: TaskToken,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ExecError> {
+    let id = ti_id(&id)?;
+    token.own_ti(&state, id).await?;
+    let _label: String = body(request, &state).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,40 @@ async fn get_xcom(
     Path((dag_id, run_id, task_id, key)): XComPath,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ExecError> {
+    // The lazy sequence routes (`…/{key}/item/{offset}`, `…/{key}/slice`) share the key's
+    // wildcard, so a key path ending like them is read as those routes.
+    if let Some((base, offset)) = key.rsplit_once("/item/")
+        && let Ok(offset) = offset.parse::<i64>()
+    {
+        let all = mapped_values(&state, &dag_id, &run_id, &task_id, base).await?;
+        let at = if offset >= 0 {
+            usize::try_from(offset).ok()
+        } else {
+            all.len()
+                .checked_sub(usize::try_from(-offset).unwrap_or(usize::MAX))
+        };
+        return match at.and_then(|i| all.get(i)) {
+            Some(v) => Ok(axum::Json(v.clone()).into_response()),
+            None => Err(ExecError::detail(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "XCom with key='{base}' offset={offset} not found for task '{task_id}' in \
+                     DAG run '{run_id}' of '{dag_id}'"
+                ),
+            )),
+        };
+    }
+    if let Some(base) = key.strip_suffix("/slice") {
+        let all = mapped_values(&state, &dag_id, &run_id, &task_id, base).await?;
+        let picked = python_slice(
+            &all,
+            query_int(&q, "start")?,
+            query_int(&q, "stop")?,
+            query_int(&q, "step")?,
+        )?;
+        return Ok(axum::Json(Value::Array(picked)).into_response());
+    }
     key_required(&key)?;
     let mi = map_index(&q)?;
     let value = match query_int(&q, "offset")? {
@@ -86,6 +120,62 @@ async fn get_xcom(
             ),
         )),
     }
+}
+
+/// The values of `key` of every map index of a task in the run, by map index.
+async fn mapped_values(
+    state: &AppState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    key: &str,
+) -> Result<Vec<Value>, ExecError> {
+    let mut all: Vec<XCom> = state
+        .store
+        .list_xcoms(dag_id, run_id)
+        .await?
+        .into_iter()
+        .filter(|x| x.task_id == task_id && x.key == key)
+        .collect();
+    all.sort_by_key(|x| x.map_index);
+    Ok(all.into_iter().map(|x| x.value).collect())
+}
+
+/// `values[start:stop:step]` with Python's rules (negative bounds count from the end, a
+/// negative step walks backwards, bounds are clamped).
+fn python_slice(
+    values: &[Value],
+    start: Option<i64>,
+    stop: Option<i64>,
+    step: Option<i64>,
+) -> Result<Vec<Value>, ExecError> {
+    let step = step.unwrap_or(1);
+    if step == 0 {
+        return Err(ExecError::Api(crate::Error::validation(
+            &["query", "step"],
+            "slice step cannot be zero",
+        )));
+    }
+    let len = values.len() as i64;
+    let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+    let norm = |v: i64| if v < 0 { v + len } else { v };
+    let mut out = Vec::new();
+    if step > 0 {
+        let mut i = start.map_or(0, |v| clamp(norm(v), 0, len));
+        let end = stop.map_or(len, |v| clamp(norm(v), 0, len));
+        while i < end {
+            out.push(values[i as usize].clone());
+            i += step;
+        }
+    } else {
+        let mut i = start.map_or(len - 1, |v| clamp(norm(v), -1, len - 1));
+        let end = stop.map_or(-1, |v| clamp(norm(v), -1, len - 1));
+        while i > end {
+            out.push(values[i as usize].clone());
+            i += step;
+        }
+    }
+    Ok(out)
 }
 
 /// `HEAD`: the number of (mapped) values in `Content-Range: map_indexes N`.
@@ -152,18 +242,6 @@ async fn set_xcom(
     key_required(&key)?;
     let mi = map_index(&q)?;
     let ti = own_target(&state, &token, &dag_id, &run_id, &task_id, mi).await?;
-    // The SDK sends the length of a return value a mapped task downstream expands over; past
-    // `core.max_map_length` the pushing task fails, as in Airflow. The scheduler reads the
-    // length from the value itself when it expands the mapped task.
-    if query_int(&q, "mapped_length")?
-        .is_some_and(|n| n > i64::from(state.config.core.max_map_length))
-    {
-        return Err(ExecError::detail(
-            StatusCode::BAD_REQUEST,
-            "unmappable_return_value_length",
-            "pushed value is too large to map as a downstream's dependency",
-        ));
-    }
     let value: Value = body(request, &state).await?;
     let now = Utc::now();
     let mut written = state.store.update_xcom(ti.id, &key, &value, now).await?;
@@ -214,4 +292,28 @@ async fn delete_xcom(
         axum::Json(json!({"message": format!("XCom with key: {key} successfully deleted.")}))
             .into_response(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(v: &[Value]) -> Vec<i64> {
+        v.iter().map(|x| x.as_i64().unwrap()).collect()
+    }
+
+    #[test]
+    fn slices_follow_python() {
+        let v: Vec<Value> = (0..5).map(|i| json!(i)).collect();
+        let s = |a, b, c| ints(&python_slice(&v, a, b, c).ok().unwrap());
+        assert_eq!(s(None, None, None), [0, 1, 2, 3, 4]);
+        assert_eq!(s(Some(1), Some(3), None), [1, 2]);
+        assert_eq!(s(Some(-2), None, None), [3, 4]);
+        assert_eq!(s(None, Some(-1), Some(2)), [0, 2]);
+        assert_eq!(s(None, None, Some(-1)), [4, 3, 2, 1, 0]);
+        assert_eq!(s(Some(3), Some(0), Some(-2)), [3, 1]);
+        assert_eq!(s(Some(10), None, None), Vec::<i64>::new());
+        assert_eq!(s(Some(-10), Some(2), None), [0, 1]);
+        assert!(python_slice(&v, None, None, Some(0)).is_err());
+    }
 }

@@ -315,7 +315,7 @@ fn killed_worker_is_retried(home: Home) {
 }
 
 /// A fresh schema on the test PostgreSQL server, as a `database.url`.
-fn postgres_schema_url(name: &str) -> Option<String> {
+pub(crate) fn postgres_schema_url(name: &str) -> Option<String> {
     let base = std::env::var("UPDRAFT_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("updraft_exec_api_{name}_{}", std::process::id());
