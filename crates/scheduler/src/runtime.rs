@@ -121,6 +121,8 @@ struct Loop {
     /// settled at the next commit against the worker's report (see `settle_pod_ends`).
     pod_ends: Vec<(updraft_executor::TaskTry, String)>,
     draining: bool,
+    /// What the DAG folder's scans wrote, so a scan after a file change writes only that file.
+    dag_sync: dag_processor::DagSync,
     /// Executor events applied since the last commit, re-applied to runs reloaded after a
     /// stale write so no report is lost.
     uncommitted: Vec<Event>,
@@ -242,6 +244,7 @@ impl Scheduler {
             summary: Summary::default(),
             resync_pending: false,
             resync_armed: false,
+            dag_sync: dag_processor::DagSync::default(),
             secrets: crate::dispatch::secrets_for(&store, &config),
         };
         lp.start(process_dags).await?;
@@ -254,6 +257,12 @@ impl Scheduler {
 
         let mut dag_tick = tokio::time::interval(config.scheduler.dag_dir_list_interval);
         dag_tick.tick().await;
+        // A changed file is parsed at once, not at the next tick.
+        let mut dag_changes = if process_dags && lp.mode == Mode::Service {
+            dag_processor::watch_folder(config.core.dags_folder.clone())
+        } else {
+            tokio::sync::mpsc::channel(1).1
+        };
         let mut lease_tick = tokio::time::interval(LEASE_RENEW);
         lease_tick.tick().await;
         let mut heartbeat_tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -313,7 +322,10 @@ impl Scheduler {
                     outcome = lp.fire_timers(Utc::now()).await;
                 }
                 _ = dag_tick.tick(), if process_dags && lp.mode == Mode::Service => {
-                    lp.sync_dags().await;
+                    lp.sync_dags(true).await;
+                }
+                Some(()) = dag_changes.recv(), if process_dags && lp.mode == Mode::Service => {
+                    lp.sync_dags(false).await;
                 }
                 _ = lease_tick.tick(), if take_lease => {
                     match store.acquire_lease(LEASE_NAME, &holder, LEASE_TTL, Utc::now()).await {
@@ -426,7 +438,7 @@ impl Loop {
     async fn start(&mut self, process_dags: bool) -> Result<()> {
         let now = Utc::now();
         if process_dags {
-            self.sync_dags().await;
+            self.sync_dags(true).await;
         }
         // Read the cursor before loading runs so nothing posted in between is missed.
         self.inbox_cursor = self.store.max_inbox_id().await?;
@@ -585,8 +597,9 @@ impl Loop {
         Ok(())
     }
 
-    async fn sync_dags(&mut self) {
-        match dag_processor::sync_once(&self.store, &self.cfg).await {
+    /// Scans the DAGs folder; `full` writes every DAG, otherwise only what changed.
+    async fn sync_dags(&mut self, full: bool) {
+        match self.dag_sync.sync(&self.store, &self.cfg, full).await {
             Ok(report) => {
                 for dag_id in report.changed.iter().chain(report.deactivated.iter()) {
                     if let Err(e) = self.reload_dag(dag_id).await {

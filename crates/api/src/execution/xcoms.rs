@@ -242,6 +242,18 @@ async fn set_xcom(
     key_required(&key)?;
     let mi = map_index(&q)?;
     let ti = own_target(&state, &token, &dag_id, &run_id, &task_id, mi).await?;
+    // The SDK sends the length of a return value a mapped task downstream expands over; past
+    // `core.max_map_length` the pushing task fails, as in Airflow. The scheduler reads the
+    // length from the value itself when it expands the mapped task.
+    if query_int(&q, "mapped_length")?
+        .is_some_and(|n| n > i64::from(state.config.core.max_map_length))
+    {
+        return Err(ExecError::detail(
+            StatusCode::BAD_REQUEST,
+            "unmappable_return_value_length",
+            "pushed value is too large to map as a downstream's dependency",
+        ));
+    }
     let value: Value = body(request, &state).await?;
     let now = Utc::now();
     let mut written = state.store.update_xcom(ti.id, &key, &value, now).await?;
