@@ -293,7 +293,7 @@ pub enum Operator {
     Sdk(SdkSpec),
     /// Airflow's `KubernetesPodOperator`: a pod of the user's image, created and followed by the
     /// scheduler.
-    KubernetesPod(PodOperatorSpec),
+    KubernetesPod(Box<PodOperatorSpec>),
 }
 
 /// A `kubernetes_pod` task: the pod to run (container `base` of `image`) and how to treat it.

@@ -1002,7 +1002,12 @@ fn parse_task(
                 ));
             }
             let line = f.key_line("operator").unwrap_or(op_line.max(id_node.line));
-            Operator::KubernetesPod(crate::pod::parse(cx, &task_id, line, &merged.pod)?)
+            Operator::KubernetesPod(Box::new(crate::pod::parse(
+                cx,
+                &task_id,
+                line,
+                &merged.pod,
+            )?))
         }
         None => {
             return Err(cx.err(

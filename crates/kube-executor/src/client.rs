@@ -272,6 +272,16 @@ impl Client {
             .await
     }
 
+    /// Merge-patches any object (e.g. a Node's `/status`).
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        self.send(
+            self.req(&self.http, reqwest::Method::PATCH, path)
+                .header("Content-Type", "application/merge-patch+json")
+                .body(serde_json::to_vec(body)?),
+        )
+        .await
+    }
+
     /// POST a pod; returns the created object.
     pub async fn create_pod(&self, ns: &str, pod: &Value) -> Result<Value, Error> {
         self.send(

@@ -13,6 +13,8 @@
 pub mod classify;
 pub mod client;
 pub mod executor;
+#[cfg(feature = "testing")]
+pub mod fake_kubelet;
 pub mod pod;
 pub mod pod_operator;
 pub mod pod_task;

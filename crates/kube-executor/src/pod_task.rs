@@ -118,6 +118,8 @@ struct Inner {
     opts: PodTaskOptions,
     events: mpsc::UnboundedSender<PodTaskEvent>,
     running: Mutex<HashMap<Uuid, (TaskTry, watch::Sender<bool>)>>,
+    /// Set by [`PodTasks::detach_all`].
+    detached: watch::Sender<bool>,
 }
 
 impl PodTasks {
@@ -133,6 +135,7 @@ impl PodTasks {
                     opts,
                     events: tx,
                     running: Mutex::new(HashMap::new()),
+                    detached: watch::channel(false).0,
                 }),
             },
             rx,
@@ -175,6 +178,12 @@ impl PodTasks {
         }
     }
 
+    /// Stops following every try without touching the pods or reporting anything (the
+    /// scheduler stops; the next one re-attaches).
+    pub fn detach_all(&self) {
+        self.inner.detached.send_replace(true);
+    }
+
     /// The tries being followed.
     pub fn running(&self) -> Vec<TaskTry> {
         let running = self.inner.running.lock().expect("not poisoned");
@@ -191,9 +200,15 @@ impl PodTasks {
         let path = updraft_executor::log_path(&self.inner.opts.logs_dir, &run.task);
         let log = TryLog::new(path);
         let mut follower = Follower::default();
+        let mut detached = self.inner.detached.subscribe();
         let followed = tokio::select! {
             r = self.follow(&run, &name, create, &log, &mut follower) => Some(r),
             _ = cancel.wait_for(|c| *c) => None,
+            _ = detached.wait_for(|d| *d) => {
+                follower.abort();
+                self.inner.running.lock().expect("not poisoned").remove(&run.task.ti_id);
+                return;
+            }
         };
         let result = match followed {
             Some(r) => r,
@@ -332,7 +347,7 @@ impl PodTasks {
                                     return Ok(Some(r));
                                 }
                             }
-                            None => return Ok(Some(gone(name, t.seen || !create))),
+                            None => return Ok(Some(gone(name, t.seen))),
                         }
                         list_rv
                     }
