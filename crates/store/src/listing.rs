@@ -179,20 +179,28 @@ pub(crate) fn dag_filter_from(cond: &str, order: &str) -> &'static str {
     }
 }
 
-/// The statement of a DAG page: the page's ids are chosen first (filter, order, limit), so
+/// The statement of a DAG page: the page's rows are chosen first (filter, order, limit), so
 /// the per-row work (spec, import errors, latest scheduled run) is done for that page only.
-/// `$n+1`/`$n+2` are the limit and offset after the filter's `n` parameters.
-pub(crate) fn dag_page_sql(f: &DagFilter, dialect: Dialect, cond: &str, n: usize) -> String {
+/// `$n+1`/`$n+2` are the limit and offset after the filter's `n` parameters. With `count`
+/// (a statement counting the filter's DAGs with the same parameters), every row also carries
+/// that count as `total_entries`, so one statement answers a full page and its total.
+pub(crate) fn dag_page_sql(
+    f: &DagFilter,
+    dialect: Dialect,
+    cond: &str,
+    n: usize,
+    count: Option<&str>,
+) -> String {
     let order = dag_order(f);
-    // The page's ids drive the joins (one index probe per row for each), rather than an
-    // `IN (page)` that PostgreSQL answers by scanning every DAG for a hash join.
+    // The page's rows, whole, drive the joins (one index probe per row for each). Joining
+    // `dag` again by the page's ids made PostgreSQL scan every DAG for a hash join.
     let joins = dag_page_from(dialect)
         .strip_prefix("dag d ")
         .expect("the page's FROM starts with the dag table");
+    let total = count.map_or(String::new(), |c| format!(", ({c}) AS total_entries"));
     format!(
-        "SELECT {} FROM (SELECT d.dag_id AS page_dag_id FROM {} \
-         {cond} {order} LIMIT ${} OFFSET ${}) p JOIN dag d ON d.dag_id = p.page_dag_id {joins} \
-         {order}",
+        "SELECT {}{total} FROM (SELECT d.* FROM {} {cond} {order} LIMIT ${} OFFSET ${}) d \
+         {joins} {order}",
         dag_page_cols(),
         dag_filter_from(cond, &order),
         n + 1,

@@ -427,6 +427,11 @@ impl Get for PgRow {
     fn json(&self, col: &str) -> Result<serde_json::Value> {
         self.try_get(col).map_err(db_err)
     }
+    fn dag_spec(&self, col: &str) -> Result<DagSpec> {
+        self.try_get::<sqlx::types::Json<DagSpec>, _>(col)
+            .map(|j| j.0)
+            .map_err(db_err)
+    }
 }
 
 /// PostgreSQL array types of the `TI_ALL` columns, in the same order.
@@ -2310,7 +2315,15 @@ impl Store for PgStore {
             listing::dag_filter_from(&cond, "")
         );
         let n = b.args.len();
-        let sql = listing::dag_page_sql(filter, listing::Dialect::Postgres, &cond, n);
+        // The total rides on the page's rows (PostgreSQL counts once per statement), saving
+        // a second statement and its planning whenever the page is full.
+        let sql = listing::dag_page_sql(
+            filter,
+            listing::Dialect::Postgres,
+            &cond,
+            n,
+            Some(&count_sql),
+        );
         read!(self, tx, {
             let mut rows = listing::bind_pg(self.q(&sql), &b.args)
                 .bind(filter.limit.saturating_add(1))
@@ -2318,9 +2331,17 @@ impl Store for PgStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let total = match common::page_total(&mut rows, Some(filter.limit), filter.offset) {
-                Some(total) => total,
-                None => listing::bind_pg(self.q(&count_sql), &b.args)
+            let counted = match rows.first() {
+                Some(row) => Some(row.int("total_entries")?),
+                None => None,
+            };
+            let total = match (
+                common::page_total(&mut rows, Some(filter.limit), filter.offset),
+                counted,
+            ) {
+                (Some(total), _) | (None, Some(total)) => total,
+                // A page past the end has no row to carry the total.
+                (None, None) => listing::bind_pg(self.q(&count_sql), &b.args)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_err)?

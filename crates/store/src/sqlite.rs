@@ -157,6 +157,11 @@ impl Get for SqliteRow {
         serde_json::from_str(&s)
             .map_err(|e| Error::Database(format!("bad json in column `{col}`: {e}")))
     }
+    fn dag_spec(&self, col: &str) -> Result<updraft_core::DagSpec> {
+        let s: &str = self.try_get(col).map_err(db_err)?;
+        serde_json::from_str(s)
+            .map_err(|e| Error::Database(format!("bad value in column `{col}`: {e}")))
+    }
 }
 
 fn json_list<T: Serialize>(items: &[T]) -> String {
@@ -1871,7 +1876,7 @@ impl Store for SqliteStore {
             listing::dag_filter_from(&cond, "")
         );
         let n = b.args.len();
-        let sql = listing::dag_page_sql(filter, listing::Dialect::Sqlite, &cond, n);
+        let sql = listing::dag_page_sql(filter, listing::Dialect::Sqlite, &cond, n, None);
         let mut rows = listing::bind_sqlite(sqlx::query(&sql), &b.args)
             .bind(filter.limit.saturating_add(1))
             .bind(filter.offset)
