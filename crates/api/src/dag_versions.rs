@@ -34,6 +34,7 @@ pub struct DagVersionResponse {
     dag_id: String,
     bundle_name: Option<&'static str>,
     bundle_version: Option<String>,
+    #[serde(serialize_with = "crate::ts::utc")]
     created_at: DateTime<Utc>,
     dag_display_name: String,
     bundle_url: Option<String>,

@@ -47,8 +47,10 @@ pub struct DagResponse {
     dag_display_name: String,
     is_paused: bool,
     is_stale: bool,
+    #[serde(serialize_with = "crate::ts::utc")]
     last_parsed_time: DateTime<Utc>,
     last_parse_duration: Option<f64>,
+    #[serde(serialize_with = "crate::ts::utc_opt")]
     last_expired: Option<DateTime<Utc>>,
     bundle_name: &'static str,
     bundle_version: Option<String>,
@@ -71,9 +73,13 @@ pub struct DagResponse {
     max_consecutive_failed_dag_runs: u32,
     has_task_concurrency_limits: bool,
     has_import_errors: bool,
+    #[serde(serialize_with = "crate::ts::utc_opt")]
     next_dagrun_logical_date: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::utc_opt")]
     next_dagrun_data_interval_start: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::utc_opt")]
     next_dagrun_data_interval_end: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::utc_opt")]
     next_dagrun_run_after: Option<DateTime<Utc>>,
     owners: Vec<String>,
     file_token: String,

@@ -32,6 +32,7 @@ mod task_deps;
 mod task_instances;
 mod task_logs;
 mod tasks;
+mod ts;
 mod variables;
 mod xcom;
 

@@ -283,6 +283,14 @@ async fn list_errors_are_clear() {
             StatusCode::NOT_FOUND,
         ),
         (
+            "/api/v2/dags/nope/dagRuns/~/taskInstances",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v2/dags/nope/dagRuns/nope/taskInstances?executor=x",
+            StatusCode::NOT_FOUND,
+        ),
+        (
             &format!("{BASE}?state=sleeping") as &str,
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
@@ -308,6 +316,12 @@ async fn list_errors_are_clear() {
     }
     let (status, _) = call(&env.state, "GET", BASE, None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Nothing matching in a run that exists is an empty page, not a missing run.
+    for uri in [format!("{BASE}?task_id=nope"), format!("{BASE}?offset=50")] {
+        let (status, body) = call(&env.state, "GET", &uri, Some(&viewer), None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(body["task_instances"], json!([]), "{uri}");
+    }
 }
 
 #[tokio::test]
