@@ -138,20 +138,23 @@ fn fingerprints(scan: &FolderScan) -> HashMap<String, u64> {
 /// watcher stays under a few percent of a core. The thread ends when the receiver is dropped.
 pub fn watch_folder(folder: PathBuf) -> tokio::sync::mpsc::Receiver<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // The baseline is taken before returning: every change after the call is reported.
+    let started = Instant::now();
+    let mut last = folder_stamp(&folder);
+    let mut pause = (started.elapsed() * 20).clamp(WATCH_MIN, WATCH_MAX);
     let spawned = std::thread::Builder::new()
         .name("dag-folder-watch".into())
         .spawn(move || {
-            let mut last = None;
             while !tx.is_closed() {
+                std::thread::sleep(pause);
                 let started = Instant::now();
                 let now = folder_stamp(&folder);
-                if last.is_some() && last != Some(now) {
+                if now != last {
                     // Full: a scan is already due, which will see this change too.
                     let _ = tx.try_send(());
                 }
-                last = Some(now);
-                let pause = (started.elapsed() * 20).clamp(WATCH_MIN, WATCH_MAX);
-                std::thread::sleep(pause);
+                last = now;
+                pause = (started.elapsed() * 20).clamp(WATCH_MIN, WATCH_MAX);
             }
         });
     if let Err(e) = spawned {
@@ -414,8 +417,6 @@ mod tests {
         std::fs::write(dir.path().join("a.yaml"), "x").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         let mut rx = watch_folder(dir.path().to_path_buf());
-        // the watcher's first look is its baseline; wait until it has taken it
-        tokio::time::sleep(Duration::from_millis(500)).await;
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/new.py"), "x").unwrap();
         next_change(&mut rx).await;
