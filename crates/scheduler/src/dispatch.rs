@@ -73,11 +73,18 @@ pub(crate) async fn prepare(
         .as_ref()
         .map_err(|e| PrepareError::Task(format!("invalid params for this run: {e}")))?;
     let mut pre = Preloaded::default();
-    if let Operator::Bash(bash) = &dag.spec.tasks[rows.task_of[i]].operator {
-        let mut texts: Vec<&str> = vec![bash.bash_command.as_str()];
-        if let Some(env) = &bash.env {
-            texts.extend(env.values().map(String::as_str));
+    let texts: Option<Vec<&str>> = match &dag.spec.tasks[rows.task_of[i]].operator {
+        Operator::Bash(bash) => {
+            let mut texts: Vec<&str> = vec![bash.bash_command.as_str()];
+            if let Some(env) = &bash.env {
+                texts.extend(env.values().map(String::as_str));
+            }
+            Some(texts)
         }
+        Operator::KubernetesPod(pod) => Some(updraft_template::pod_templates(pod)),
+        _ => None,
+    };
+    if let Some(texts) = texts {
         let needs = updraft_template::needs(&texts);
         if needs.variables {
             // Stored values are decrypted with core.fernet_key.
@@ -143,6 +150,23 @@ pub(crate) fn build(
         };
         return Ok((task_try, command, serde_json::Value::Null));
     }
+    let task_try = TaskTry {
+        ti_id: row.id,
+        dag_id: run.dag_id.clone(),
+        run_id: run.run_id.clone(),
+        task_id: task.task_id.clone(),
+        map_index: row.map_index,
+        try_number,
+    };
+    if let Operator::KubernetesPod(pod) = &task.operator {
+        // The pod runs the user's image: nothing runs here; the rendered spec goes to the
+        // pod operator (`runtime` hands it over).
+        let rendered =
+            updraft_template::render_pod(pod, &context(rows, dag, params, try_number, i), lookups)
+                .map_err(|e| format!("cannot render task `{}`: {e}", task.task_id))?;
+        let fields = crate::pod_operator::rendered_fields(&rendered);
+        return Ok((task_try, crate::pod_operator::command(&rendered), fields));
+    }
     let Operator::Bash(bash) = &task.operator else {
         return Err(format!(
             "task `{}` has no command to run (operator {})",
@@ -150,21 +174,7 @@ pub(crate) fn build(
             task.operator_name()
         ));
     };
-    let ctx = RenderContext {
-        dag: &dag.spec,
-        task_id: &task.task_id,
-        run_id: &run.run_id,
-        run_type: run.run_type.as_str(),
-        logical_date: run.logical_date,
-        data_interval_start: run.data_interval_start,
-        data_interval_end: run.data_interval_end,
-        run_after: run.run_after,
-        conf: &run.conf,
-        params,
-        try_number,
-        map_index: row.map_index,
-        start_date: run.start_date,
-    };
+    let ctx = context(rows, dag, params, try_number, i);
     let rendered = updraft_template::render_bash(bash, &ctx, lookups)
         .map_err(|e| format!("cannot render task `{}`: {e}", task.task_id))?;
     let mut extra_env = BTreeMap::new();
@@ -185,14 +195,6 @@ pub(crate) fn build(
         "bash_command": rendered.bash_command,
         "env": rendered.env,
     });
-    let task_try = TaskTry {
-        ti_id: row.id,
-        dag_id: run.dag_id.clone(),
-        run_id: run.run_id.clone(),
-        task_id: task.task_id.clone(),
-        map_index: row.map_index,
-        try_number,
-    };
     let command = Command {
         bash_command: rendered.bash_command,
         env: rendered.env,
@@ -203,4 +205,31 @@ pub(crate) fn build(
         extra_env,
     };
     Ok((task_try, command, fields))
+}
+
+/// What the templates of slot `i`'s try see.
+fn context<'a>(
+    rows: &'a RunRows,
+    dag: &'a DagVersion,
+    params: &'a serde_json::Map<String, serde_json::Value>,
+    try_number: u32,
+    i: usize,
+) -> RenderContext<'a> {
+    let task = &dag.spec.tasks[rows.task_of[i]];
+    let run = &rows.run;
+    RenderContext {
+        dag: &dag.spec,
+        task_id: &task.task_id,
+        run_id: &run.run_id,
+        run_type: run.run_type.as_str(),
+        logical_date: run.logical_date,
+        data_interval_start: run.data_interval_start,
+        data_interval_end: run.data_interval_end,
+        run_after: run.run_after,
+        conf: &run.conf,
+        params,
+        try_number,
+        map_index: rows.tis[i].map_index,
+        start_date: run.start_date,
+    }
 }

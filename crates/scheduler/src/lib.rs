@@ -6,6 +6,7 @@ mod dispatch;
 mod executors;
 pub mod health;
 mod mapping;
+mod pod_operator;
 pub mod recovery;
 mod rows;
 pub mod runtime;

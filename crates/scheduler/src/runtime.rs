@@ -137,6 +137,8 @@ struct Loop {
     /// Tries run by the Task SDK: like every try under `local_api`, their process's exit is no
     /// report. Kept until their run is dropped, so re-applied executor events read the same.
     sdk_tries: HashSet<(Uuid, u32)>,
+    /// Tries of `kubernetes_pod` tasks: their pods, created and followed by this process.
+    pods: crate::pod_operator::PodOperator,
     /// Tries whose previous try's worker had reported its end but not exited yet when they
     /// were dispatched (the executor runs one try per task instance at a time): started when
     /// that worker's exit is reported.
@@ -216,6 +218,8 @@ impl Scheduler {
         }
 
         let (events_tx, mut events_rx) = mpsc::channel::<Event>(8192);
+        // Pod tasks report through the executor's channel, whatever the executor is.
+        let pods = crate::pod_operator::PodOperator::start(&config, events_tx.clone());
         let executor = crate::executors::start(&config, &hostname, kubernetes, events_tx)?;
         let mut lp = Loop {
             store: store.clone(),
@@ -239,6 +243,7 @@ impl Scheduler {
             api,
             sdk,
             sdk_tries: HashSet::new(),
+            pods,
             deferred_submits: HashMap::new(),
             pending_xcoms: Vec::new(),
             summary: Summary::default(),
@@ -299,6 +304,8 @@ impl Scheduler {
                         info!(grace_s = config.scheduler.shutdown_grace.as_secs_f64(),
                             "shutting down: no new work; waiting for running tasks");
                         lp.draining = true;
+                        // Pods run on; the next scheduler re-attaches them.
+                        lp.pods.detach();
                         let ex = executor.clone();
                         let grace = config.scheduler.shutdown_grace;
                         drain_task = Some(tokio::spawn(async move { ex.shutdown(grace).await }));
@@ -497,6 +504,9 @@ impl Loop {
                 // ran: that report, applied when the run was loaded, decided the try.
                 continue;
             }
+            if ti.state == TaskState::Running && self.reattach_pod(key, ti) {
+                continue;
+            }
             match ti.state {
                 TaskState::Queued => {
                     self.engine.requeue(key, now);
@@ -566,7 +576,8 @@ impl Loop {
             self.apply_executor_event(ev);
         }
         self.uncommitted = events;
-        let running: HashSet<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
+        let mut running: HashSet<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
+        running.extend(self.pods.running());
         let mut lost = Vec::new();
         for (pk, rows) in &self.rows {
             for (i, row) in rows.tis.iter().enumerate() {
@@ -773,6 +784,7 @@ impl Loop {
                         .is_some_and(|t| t.state.occupies_slot())
                     {
                         self.executor.kill(ti.id);
+                        self.pods.kill(ti.id);
                     }
                 }
             }
@@ -801,6 +813,10 @@ impl Loop {
     }
 
     fn apply_executor_event(&mut self, ev: &Event) {
+        if self.pods.owns(ev.task()) {
+            self.apply_pod_event(ev);
+            return;
+        }
         match ev {
             Event::Started {
                 task,
@@ -972,6 +988,7 @@ impl Loop {
                     info!(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id,
                         "task changed outside the scheduler; killing its process");
                     self.executor.kill(ti.id);
+                    self.pods.kill(ti.id);
                 }
             }
         }
@@ -1145,7 +1162,8 @@ impl Loop {
     /// end.
     async fn heartbeat(&mut self) {
         let now = Utc::now();
-        let ids: Vec<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
+        let mut ids: Vec<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
+        ids.extend(self.pods.running());
         if !ids.is_empty()
             && let Err(e) = self.store.heartbeat(&ids, now).await
         {
@@ -1464,6 +1482,18 @@ impl Loop {
             if stale.contains(&self.ti_index.get(&task.ti_id).map_or(-1, |k| k.0)) {
                 continue;
             }
+            if command
+                .extra_env
+                .contains_key(crate::pod_operator::POD_SPEC_KEY)
+            {
+                // A kubernetes_pod try: the scheduler runs its pod, not the executor.
+                if let Err(message) = self.pods.start_try(&task, &command)
+                    && let Some(&key) = self.ti_index.get(&task.ti_id)
+                {
+                    render_failures.push((key, message));
+                }
+                continue;
+            }
             let sdk_task = self.ti_index.get(&task.ti_id).and_then(|k| {
                 self.engine.run(k.0).map(|r| {
                     (
@@ -1515,6 +1545,7 @@ impl Loop {
             if let Some(rows) = self.rows.get(&key.0) {
                 self.deferred_submits.remove(&rows.tis[key.1].id);
                 self.executor.kill(rows.tis[key.1].id);
+                self.pods.kill(rows.tis[key.1].id);
             }
         }
         for (key, message) in expand_failures {
@@ -1709,6 +1740,62 @@ impl Loop {
             &workload,
             command.extra_env.clone(),
         ))
+    }
+
+    /// Follows again the pod of a `kubernetes_pod` try that was running when the scheduler
+    /// stopped; `false` for other tasks or without Kubernetes access.
+    fn reattach_pod(&self, key: TiKey, ti: &TaskInstance) -> bool {
+        let Some(run) = self.engine.run(key.0) else {
+            return false;
+        };
+        let updraft_core::Operator::KubernetesPod(spec) = &run.task(key.1).operator else {
+            return false;
+        };
+        let task = updraft_executor::TaskTry {
+            ti_id: ti.id,
+            dag_id: ti.dag_id.clone(),
+            run_id: ti.run_id.clone(),
+            task_id: ti.task_id.clone(),
+            map_index: ti.map_index,
+            try_number: ti.try_number,
+        };
+        let ok = self.pods.reattach(&task, spec);
+        if ok {
+            info!(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id,
+                try_number = ti.try_number, "following the pod of a running kubernetes_pod try again");
+        }
+        ok
+    }
+
+    /// An event of a `kubernetes_pod` try: decided by its pod, whatever the executor's rules
+    /// (no worker reports through the Execution API; no process of this host to record).
+    fn apply_pod_event(&mut self, ev: &Event) {
+        let Some(&key) = self.ti_index.get(&ev.task().ti_id) else {
+            return;
+        };
+        match ev {
+            Event::Started { task, at, .. } => {
+                if self.engine.on_started(key, task.try_number, *at) {
+                    let row = &mut self.rows.get_mut(&key.0).expect("indexed").tis[key.1];
+                    row.hostname = Some(self.hostname.clone());
+                }
+            }
+            Event::Finished {
+                task, outcome, at, ..
+            } => {
+                let result = match outcome {
+                    Outcome::Success => TryResult::Success,
+                    Outcome::Killed => {
+                        if self.engine.requeue(key, *at) {
+                            return;
+                        }
+                        TryResult::Failed
+                    }
+                    _ => TryResult::Failed,
+                };
+                self.engine.on_finished(key, task.try_number, result, *at);
+            }
+        }
     }
 
     pub(crate) fn parts_for_dispatch(
