@@ -304,7 +304,7 @@ impl Engine {
                 self.dirty.insert((pk, run.dag.topo_pos[ti.task], i));
             }
         }
-        for slots in self.extra_slots.values_mut() {
+        for (_, slots) in self.extra_slots.iter_mut().filter(|(k, _)| k.0 == pk) {
             slots.sort_by_key(|&s| run.tis[s].map_index);
         }
         if run.state == RunState::Queued {

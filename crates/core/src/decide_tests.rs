@@ -1052,3 +1052,30 @@ fn a_cleared_literal_mapping_runs_again_without_asking() {
     assert!(step.need_map_length.is_empty());
     assert_eq!(h.instances(1, "square"), "0=running 1=running");
 }
+
+#[test]
+fn mapped_runs_of_the_same_dag_keep_their_own_instances() {
+    let spec = dag(
+        "m",
+        vec![
+            bash("make", &[]),
+            mapped("square", &["make"], over_xcom("make")),
+        ],
+    );
+    let mut h = Harness::new();
+    h.add_run(1, &spec, t0());
+    h.step();
+    h.finish(1, "make", TryResult::Success);
+    h.step();
+    h.engine.set_map_length(1, 1, MapLength::Known(5));
+    h.step();
+    // A second run loaded while the first has more instances than the DAG has tasks.
+    h.add_run(2, &spec, t0() + ChronoDuration::days(1));
+    h.step();
+    assert_eq!(
+        h.instances(1, "square"),
+        "0=running 1=running 2=running 3=running 4=running"
+    );
+    assert_eq!(h.instances(2, "square"), "-1=none");
+    assert_eq!(h.state(2, "make"), TaskState::Running);
+}
