@@ -130,9 +130,23 @@ app.kubernetes.io/part-of: updraft
       key: api-secret-key
 - name: UPDRAFT__CORE__EXECUTOR
   value: {{ .Values.executor | quote }}
-{{- if eq .Values.executor "local_api" }}
+{{- if or (eq .Values.executor "local_api") (eq .Values.executor "kubernetes") }}
 - name: UPDRAFT__CORE__EXECUTION_API_SERVER_URL
   value: {{ printf "http://%s:%v/execution" (include "updraft.apiServer.serviceName" .) .Values.apiServer.service.port | quote }}
+{{- end }}
+{{- if eq .Values.executor "kubernetes" }}
+- name: UPDRAFT__KUBERNETES__IN_CLUSTER
+  value: "true"
+- name: UPDRAFT__KUBERNETES__NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: UPDRAFT__KUBERNETES__WORKER_IMAGE
+  value: {{ include "updraft.image" . | quote }}
+- name: UPDRAFT__KUBERNETES__INSTANCE
+  value: {{ include "updraft.fullname" . | quote }}
+- name: UPDRAFT__KUBERNETES__WORKER_SERVICE_ACCOUNT_NAME
+  value: {{ include "updraft.workers.serviceAccountName" . | quote }}
+- name: UPDRAFT__KUBERNETES__POD_TEMPLATE_FILE
+  value: /opt/updraft/pod_templates/pod_template_file.yaml
 {{- end }}
 - name: UPDRAFT__CORE__DAGS_FOLDER
   value: {{ .Values.dags.mountPath | quote }}
@@ -255,4 +269,39 @@ policy/v1beta1
 {{- if and $s $s.data (hasKey $s.data .key) -}}
 {{- index $s.data .key -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The Kubernetes executor's default worker pod: the worker needs no database and no secret
+     (its workload carries a token for the Task Execution API), only the logs volume ------- */}}
+{{- define "updraft.workerPodTemplate" -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    {{- include "updraft.labels" (dict "ctx" . "component" "worker") | nindent 4 }}
+spec:
+  serviceAccountName: {{ include "updraft.workers.serviceAccountName" . }}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  securityContext:
+    {{- toYaml .Values.securityContexts.pod | nindent 4 }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: base
+      image: {{ include "updraft.image" . }}
+      imagePullPolicy: {{ .Values.images.updraft.pullPolicy }}
+      env:
+        - name: UPDRAFT_HOME
+          value: /opt/updraft
+        - name: UPDRAFT__LOGGING__BASE_LOG_FOLDER
+          value: /opt/updraft/logs
+      securityContext:
+        {{- include "updraft.containerSecurityContext" (dict "ctx" . "component" (dict "securityContexts" (dict))) | nindent 8 }}
+      volumeMounts:
+        {{- include "updraft.volumeMounts" . | nindent 8 }}
+  volumes:
+    {{- include "updraft.volumes" . | nindent 4 }}
 {{- end -}}

@@ -1008,3 +1008,6 @@ mod execution_api;
 
 #[path = "cli/python_dags.rs"]
 mod python_dags;
+
+#[path = "cli/kubernetes.rs"]
+mod kubernetes;

@@ -43,6 +43,13 @@ const CHART_MANAGED: &[(&str, &str)] = &[
     ("scheduler", "health_check_host"),
     ("scheduler", "health_check_port"),
     ("scheduler", "health_check_threshold"),
+    ("kubernetes", "namespace"),
+    ("kubernetes", "worker_image"),
+    ("kubernetes", "pod_template_file"),
+    ("kubernetes", "worker_service_account_name"),
+    ("kubernetes", "instance"),
+    ("kubernetes", "in_cluster"),
+    ("kubernetes", "config_file"),
 ];
 
 fn chart_dir() -> PathBuf {
@@ -1493,4 +1500,95 @@ fn local_api_executor_reaches_the_api_server_service() {
         out.stdout.trim(),
         "http://t-updraft-api-server:8080/execution"
     );
+}
+
+/// `executor: kubernetes` gives the scheduler the worker image, the release namespace, the
+/// worker service account, the api-server Service's Task Execution API and a mounted pod
+/// template that the executor accepts, whose worker writes to the logs volume.
+#[test]
+fn kubernetes_executor_gets_its_image_pod_template_and_the_api_server_service() {
+    let Some(helms) = helms() else { return };
+    let d = docs(&render(
+        &helms[0].1,
+        None,
+        &["--set", "executor=kubernetes,images.updraft.tag=1.2.3"],
+    ));
+    let sched = get(&d, "Deployment", "t-updraft-scheduler");
+    let env = env_of(container(sched, "scheduler"));
+    let v = |k: &str| s(&env[k]["value"]).to_string();
+    assert_eq!(v("UPDRAFT__CORE__EXECUTOR"), "kubernetes");
+    assert_eq!(
+        v("UPDRAFT__CORE__EXECUTION_API_SERVER_URL"),
+        "http://t-updraft-api-server:8080/execution"
+    );
+    assert_eq!(v("UPDRAFT__KUBERNETES__NAMESPACE"), "ns");
+    assert_eq!(v("UPDRAFT__KUBERNETES__WORKER_IMAGE"), "updraft:1.2.3");
+    assert_eq!(
+        v("UPDRAFT__KUBERNETES__WORKER_SERVICE_ACCOUNT_NAME"),
+        "t-updraft-worker"
+    );
+    assert_eq!(v("UPDRAFT__KUBERNETES__IN_CLUSTER"), "true");
+    let template_path = v("UPDRAFT__KUBERNETES__POD_TEMPLATE_FILE");
+    let mount = seq(&container(sched, "scheduler")["volumeMounts"])
+        .iter()
+        .find(|m| m["name"] == "pod-template")
+        .expect("the pod template is mounted")
+        .clone();
+    assert!(template_path.starts_with(s(&mount["mountPath"])));
+    assert_eq!(
+        sched["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+
+    let cm = get(&d, "ConfigMap", "t-updraft-pod-template");
+    let text = s(&cm["data"]["pod_template_file.yaml"]);
+    let template = updraft_kube_executor::PodConfig::parse_template(text).expect("a pod template");
+    let base = &template["spec"]["containers"][0];
+    assert_eq!(base["name"], "base");
+    assert!(
+        base["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "logs" && m["mountPath"] == "/opt/updraft/logs"),
+        "{text}"
+    );
+    assert_eq!(template["spec"]["serviceAccountName"], "t-updraft-worker");
+    assert_eq!(template["spec"]["automountServiceAccountToken"], false);
+    // the worker never gets the database URL or a key
+    assert!(
+        !text.contains("DATABASE") && !text.contains("FERNET"),
+        "{text}"
+    );
+
+    // The binary accepts the options the chart sets.
+    let mut home = Home::new();
+    for (k, e) in &env {
+        if k.starts_with("UPDRAFT__KUBERNETES__") || k == "UPDRAFT__CORE__EXECUTOR" {
+            home = home.with_env(k, s(&e["value"]));
+        }
+    }
+    let out = home
+        .run(&["config", "get", "kubernetes", "worker_image"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "updraft:1.2.3");
+
+    // A podTemplate of one's own replaces the chart's.
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("pod-template.yaml");
+    std::fs::write(
+        &values,
+        "executor: kubernetes\npodTemplate: |\n  apiVersion: v1\n  kind: Pod\n  spec:\n    nodeSelector:\n      pool: tasks\n",
+    )
+    .unwrap();
+    let d = docs(&render(
+        &helms[0].1,
+        None,
+        &["-f", values.to_str().unwrap()],
+    ));
+    let cm = get(&d, "ConfigMap", "t-updraft-pod-template");
+    let template =
+        updraft_kube_executor::PodConfig::parse_template(s(&cm["data"]["pod_template_file.yaml"]))
+            .expect("a pod template");
+    assert_eq!(template["spec"]["nodeSelector"]["pool"], "tasks");
 }

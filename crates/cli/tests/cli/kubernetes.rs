@@ -1,0 +1,706 @@
+//! `core.executor = "kubernetes"` end to end against a real kube-apiserver (v1.20 with etcd,
+//! `scripts/kube-apiserver.sh`): `standalone` (scheduler and API server) creates one pod per
+//! try. There is no kubelet; [`Kubelet`] plays it: it sees each pod, patches its status through
+//! the `/status` subresource and, for a pod that runs, starts the pod's command
+//! (`updraft task execute` with the pod's environment) as a local process, then patches the pod
+//! `Succeeded` or `Failed` with the exit code. A `sim` label (from the task's
+//! `executor_config.pod_override`) makes the first pod of a task misbehave: a Pending problem
+//! (image pull, unschedulable, container config, plain pending), or a running pod that dies
+//! (OOMKilled, Evicted, deleted).
+//!
+//! Needs `UPDRAFT_TEST_KUBECONFIG` (printed by `scripts/kube-apiserver.sh start`, exported by
+//! scripts/test.sh): without it the tests skip with a notice, except under `CI`, where they fail.
+
+use super::*;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use updraft_kube_executor::Client;
+
+fn kubeconfig() -> Option<PathBuf> {
+    let var = "UPDRAFT_TEST_KUBECONFIG";
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            let msg = format!(
+                "{var} is not set: run `eval \"export $(scripts/kube-apiserver.sh start | tail -n 1)\"` \
+                 (scripts/test.sh does)"
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fresh namespace on the test apiserver.
+fn namespace(rt: &tokio::runtime::Runtime, c: &Client, stem: &str) -> String {
+    let ns = format!(
+        "{stem}-{}",
+        &uuid_like()[..10].to_ascii_lowercase().replace('_', "")
+    );
+    rt.block_on(c.post(
+        "/api/v1/namespaces",
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    ))
+    .expect("create namespace");
+    ns
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", t, std::process::id())
+        .chars()
+        .rev()
+        .collect()
+}
+
+/// What the simulated kubelet did.
+#[derive(Default)]
+struct Seen {
+    /// Pod uids handled.
+    pods: HashSet<String>,
+    /// Tasks seen before: a `sim` label acts on a task's first pod only.
+    tasks: HashSet<String>,
+    /// `(task_id, try_number)` of every worker started.
+    workers: Vec<(String, u32)>,
+}
+
+/// The kubelet of the tests (see the module doc). Stops when dropped.
+struct Kubelet {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+struct PodInfo {
+    name: String,
+    uid: String,
+    sim: String,
+    env: Vec<(String, String)>,
+    dag_id: String,
+    run_id: String,
+    task_id: String,
+    try_number: u32,
+}
+
+fn pod_info(p: &Value) -> Option<PodInfo> {
+    let ann = &p["metadata"]["annotations"];
+    let a = |k: &str| {
+        ann[format!("updraft.apache.org/{k}")]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let base = p["spec"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "base")?;
+    let env = base["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    Some(PodInfo {
+        name: p["metadata"]["name"].as_str()?.to_string(),
+        uid: p["metadata"]["uid"].as_str()?.to_string(),
+        sim: p["metadata"]["labels"]["sim"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        env,
+        dag_id: a("dag_id"),
+        run_id: a("run_id"),
+        task_id: a("task_id"),
+        try_number: a("try_number").parse().ok()?,
+    })
+}
+
+fn container(state: Value) -> Value {
+    json!({"containerStatuses": [{"name": "base", "image": "updraft:test", "imageID": "",
+        "ready": false, "restartCount": 0, "state": state}]})
+}
+
+fn status(phase: &str, extra: Value) -> Value {
+    let mut s = json!({"phase": phase});
+    for (k, v) in extra.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    s
+}
+
+/// SIGKILLs a process and everything it started (a task runs in a process group of its own).
+fn kill_tree(pid: u32) {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+            && let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+        {
+            parent.insert(p, pp);
+        }
+    }
+    let mut doomed = vec![pid];
+    let mut i = 0;
+    while i < doomed.len() {
+        let cur = doomed[i];
+        doomed.extend(parent.iter().filter(|(_, pp)| **pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    for p in doomed {
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+}
+
+impl Kubelet {
+    fn start(rt: &tokio::runtime::Runtime, c: Client, ns: String, home: PathBuf) -> Kubelet {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        rt.spawn(async move {
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok((pods, _)) = c.list_pods(&ns, "updraft.apache.org/executor").await {
+                    for p in pods {
+                        if p["metadata"]["deletionTimestamp"].is_string() {
+                            continue;
+                        }
+                        let Some(info) = pod_info(&p) else { continue };
+                        let first = {
+                            let mut s = seen2.lock().unwrap();
+                            if !s.pods.insert(info.uid.clone()) {
+                                continue;
+                            }
+                            s.tasks.insert(info.task_id.clone())
+                        };
+                        tokio::spawn(play(
+                            c.clone(),
+                            ns.clone(),
+                            home.clone(),
+                            info,
+                            first,
+                            seen2.clone(),
+                            stop2.clone(),
+                        ));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Kubelet { stop, seen }
+    }
+
+    fn workers(&self) -> Vec<(String, u32)> {
+        self.seen.lock().unwrap().workers.clone()
+    }
+}
+
+/// One pod's life, as a kubelet would live it.
+async fn play(
+    c: Client,
+    ns: String,
+    home: PathBuf,
+    pod: PodInfo,
+    first: bool,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let patch = |s: Value| {
+        let (c, ns, name) = (c.clone(), ns.clone(), pod.name.clone());
+        async move {
+            if let Err(e) = c.patch_pod_status(&ns, &name, &s).await {
+                eprintln!("kubelet: cannot patch {name}: {e}");
+            }
+        }
+    };
+    let sim = if first { pod.sim.as_str() } else { "" };
+    let waiting = |reason: &str| {
+        container(json!({"waiting": {"reason": reason, "message": format!("simulated {reason}")}}))
+    };
+    match sim {
+        "image-pull-once" => return patch(status("Pending", waiting("ImagePullBackOff"))).await,
+        "config-error-once" => {
+            return patch(status("Pending", waiting("CreateContainerConfigError"))).await;
+        }
+        "unschedulable-once" => {
+            return patch(status(
+                "Pending",
+                json!({"conditions": [{"type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]}),
+            ))
+            .await;
+        }
+        "pending-once" => return,
+        _ => {}
+    }
+    patch(status(
+        "Running",
+        container(json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})),
+    ))
+    .await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.args(["task", "execute"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("UPDRAFT_HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in &pod.env {
+        cmd.env(k, v);
+    }
+    let mut child: Child = cmd.spawn().expect("start the pod's command");
+    seen.lock()
+        .unwrap()
+        .workers
+        .push((pod.task_id.clone(), pod.try_number));
+    if matches!(sim, "oom-once" | "evict-once" | "delete-once") {
+        // Dies once its task runs: the worker never reports.
+        let log = home
+            .join("logs")
+            .join(format!("dag_id={}", pod.dag_id))
+            .join(format!("run_id={}", pod.run_id))
+            .join(format!("task_id={}", pod.task_id))
+            .join(format!("attempt={}.log", pod.try_number));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline
+            && !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&format!("{} try {}", pod.task_id, pod.try_number))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        kill_tree(child.id());
+        let _ = child.wait();
+        match sim {
+            "oom-once" => {
+                patch(status(
+                    "Failed",
+                    container(json!({"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                        "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}})),
+                ))
+                .await
+            }
+            "evict-once" => {
+                patch(status(
+                    "Failed",
+                    json!({"reason": "Evicted", "message": "The node was low on resource: memory."}),
+                ))
+                .await
+            }
+            _ => {
+                let _ = c.delete_pod(&ns, &pod.name).await;
+            }
+        }
+        return;
+    }
+    let code = loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            kill_tree(child.id());
+            let _ = child.wait();
+            return;
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code().unwrap_or(1);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let terminated = container(json!({"terminated": {"exitCode": code,
+        "reason": if code == 0 { "Completed" } else { "Error" },
+        "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}}));
+    let phase = if code == 0 { "Succeeded" } else { "Failed" };
+    patch(status(phase, terminated)).await;
+}
+
+/// `updraft standalone` with the Kubernetes executor, killed when dropped.
+struct Standalone {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kube_home(kubeconfig: &Path, ns: &str, port: u16) -> Home {
+    Home::new()
+        .with_env("UPDRAFT__CORE__EXECUTOR", "kubernetes")
+        .with_env("UPDRAFT__CORE__LOAD_EXAMPLES", "false")
+        .with_env("UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION", "false")
+        .with_env("UPDRAFT__SCHEDULER__DAG_DIR_LIST_INTERVAL", "1s")
+        .with_env("UPDRAFT__API__PORT", &port.to_string())
+        .with_env("UPDRAFT__KUBERNETES__IN_CLUSTER", "false")
+        .with_env(
+            "UPDRAFT__KUBERNETES__CONFIG_FILE",
+            &kubeconfig.to_string_lossy(),
+        )
+        .with_env("UPDRAFT__KUBERNETES__NAMESPACE", ns)
+        .with_env("UPDRAFT__KUBERNETES__WORKER_IMAGE", "updraft:test")
+        .with_env("UPDRAFT__KUBERNETES__INSTANCE", &format!("test-{ns}"))
+        .with_env("UPDRAFT__KUBERNETES__WORKER_PODS_PENDING_TIMEOUT", "4s")
+        .with_env("UPDRAFT__KUBERNETES__WORKER_PODS_IMAGE_PULL_TIMEOUT", "1s")
+        .with_env(
+            "UPDRAFT__KUBERNETES__WORKER_PODS_UNSCHEDULABLE_TIMEOUT",
+            "1s",
+        )
+        .with_env(
+            "UPDRAFT__KUBERNETES__WORKER_PODS_CONTAINER_CONFIG_TIMEOUT",
+            "1s",
+        )
+}
+
+fn start(home: &Home, log_name: &str) -> Standalone {
+    let log = home.path().join(log_name);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.arg("standalone")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("UPDRAFT_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    for (k, v) in &home.env {
+        cmd.env(k, v);
+    }
+    Standalone {
+        child: cmd.spawn().expect("spawn updraft standalone"),
+        log,
+    }
+}
+
+fn wait<T: std::fmt::Debug>(
+    what: &str,
+    s: &Standalone,
+    limit: Duration,
+    mut probe: impl FnMut() -> (bool, T),
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (done, seen) = probe();
+        if done {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+            panic!("timed out waiting for {what}; last seen: {seen:?}\nstandalone log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn states(home: &Home, dag_id: &str, run_id: &str) -> Vec<Value> {
+    let out = home.run(&["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"]);
+    if out.code != 0 {
+        return Vec::new();
+    }
+    out.json().as_array().cloned().unwrap_or_default()
+}
+
+fn ti<'a>(states: &'a [Value], task_id: &str) -> &'a Value {
+    states
+        .iter()
+        .find(|t| t["task_id"] == task_id)
+        .unwrap_or_else(|| panic!("no task {task_id} in {states:?}"))
+}
+
+fn run_state(home: &Home, dag_id: &str, run_id: &str) -> String {
+    let out = home.run(&["dags", "list-runs", dag_id, "-o", "json"]);
+    if out.code != 0 {
+        return String::new();
+    }
+    out.json()
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["run_id"] == run_id).cloned())
+        .and_then(|r| r["state"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn trigger(home: &Home, s: &Standalone, dag_id: &str) -> String {
+    wait(
+        &format!("{dag_id} to be parsed"),
+        s,
+        Duration::from_secs(60),
+        || {
+            let out = home.run(&["dags", "list", "-o", "json"]);
+            let found = out.code == 0
+                && out
+                    .json()
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d["dag_id"] == dag_id));
+            (found, out.code)
+        },
+    );
+    home.run(&["dags", "trigger", dag_id])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+fn log_of(home: &Home, dag_id: &str, run_id: &str, task_id: &str, attempt: u32) -> String {
+    let path = home
+        .path()
+        .join("logs")
+        .join(format!("dag_id={dag_id}"))
+        .join(format!("run_id={run_id}"))
+        .join(format!("task_id={task_id}"))
+        .join(format!("attempt={attempt}.log"));
+    std::fs::read_to_string(&path).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const FLOW: &str = r#"dag_id: kube_flow
+schedule: null
+tasks:
+  - task_id: extract
+    bash_command: echo extracting
+  - task_id: flaky
+    upstream: [extract]
+    retries: 1
+    retry_delay: 0
+    bash_command: 'if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then echo first try fails; exit 1; fi; echo second try works'
+  - task_id: load
+    upstream: [flaky]
+    bash_command: 'echo "loading after {{ ti.try_number }}"'
+  - task_id: pull
+    bash_command: echo pulled
+    executor_config: {pod_override: {metadata: {labels: {sim: image-pull-once}}}}
+  - task_id: unsched
+    bash_command: echo scheduled at last
+    executor_config: {pod_override: {metadata: {labels: {sim: unschedulable-once}}}}
+  - task_id: config
+    bash_command: echo configured
+    executor_config: {pod_override: {metadata: {labels: {sim: config-error-once}}}}
+  - task_id: pending
+    bash_command: echo no longer pending
+    executor_config: {pod_override: {metadata: {labels: {sim: pending-once}}}}
+  - task_id: oom
+    retries: 1
+    retry_delay: 0
+    bash_command: 'echo "oom try $AIRFLOW_CTX_TRY_NUMBER"; if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then sleep 60; fi'
+    executor_config: {pod_override: {metadata: {labels: {sim: oom-once}}}}
+  - task_id: evicted
+    retries: 1
+    retry_delay: 0
+    bash_command: 'echo "evicted try $AIRFLOW_CTX_TRY_NUMBER"; if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then sleep 60; fi'
+    executor_config: {pod_override: {metadata: {labels: {sim: evict-once}}}}
+  - task_id: deleted
+    retries: 1
+    retry_delay: 0
+    bash_command: 'echo "deleted try $AIRFLOW_CTX_TRY_NUMBER"; if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then sleep 60; fi'
+    executor_config: {pod_override: {metadata: {labels: {sim: delete-once}}}}
+"#;
+
+/// A DAG of runner tasks through pods: dependencies and a retry through the worker's reports;
+/// every Pending problem requeues the try without using it up, with Kubernetes' reason in the
+/// try's log; a pod OOMKilled, evicted or deleted while its task runs fails the try (retried)
+/// with the reason in the log, whose task output up to the kill is kept.
+#[test]
+fn kubernetes_executor_runs_a_dag_in_pods_and_explains_every_pod_problem() {
+    let Some(kc) = kubeconfig() else { return };
+    let rt = runtime();
+    let c = Client::from_kubeconfig(&kc).expect("kubeconfig");
+    let ns = namespace(&rt, &c, "flow");
+    let home = kube_home(&kc, &ns, free_port());
+    home.dag("flow.yaml", FLOW);
+    let kubelet = Kubelet::start(&rt, c.clone(), ns.clone(), home.path().to_path_buf());
+    let s = start(&home, "standalone.log");
+    let run_id = trigger(&home, &s, "kube_flow");
+    let state = wait("kube_flow to finish", &s, Duration::from_secs(120), || {
+        let st = run_state(&home, "kube_flow", &run_id);
+        (st == "success" || st == "failed", st)
+    });
+    let tis = states(&home, "kube_flow", &run_id);
+    let log = |task: &str, n: u32| log_of(&home, "kube_flow", &run_id, task, n);
+    assert_eq!(
+        state,
+        "success",
+        "{tis:#?}\nstandalone:\n{}",
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+    for t in ["extract", "load", "pull", "unsched", "config", "pending"] {
+        assert_eq!(ti(&tis, t)["state"], "success", "{t}");
+        assert_eq!(ti(&tis, t)["try_number"], 1, "{t}: no try used up");
+    }
+    for t in ["flaky", "oom", "evicted", "deleted"] {
+        assert_eq!(ti(&tis, t)["state"], "success", "{t}");
+        assert_eq!(ti(&tis, t)["try_number"], 2, "{t}");
+    }
+
+    // The worker's log and the executor's lines are one log per try.
+    let extract = log("extract", 1);
+    assert!(
+        extract.contains(&format!("pod {ns}/")) && extract.contains(" created"),
+        "{extract}"
+    );
+    assert!(extract.contains("extracting"), "{extract}");
+    assert!(extract.contains("reported the try as success"), "{extract}");
+    assert!(log("flaky", 1).contains("reported the try as up_for_retry"));
+    assert!(log("load", 1).contains("loading after 1"));
+
+    for (task, reason) in [
+        (
+            "pull",
+            "is pending: ImagePullBackOff: simulated ImagePullBackOff",
+        ),
+        (
+            "unsched",
+            "is pending: Unschedulable: 0/3 nodes are available",
+        ),
+        ("config", "is pending: CreateContainerConfigError"),
+        ("pending", "never started (pending for"),
+    ] {
+        let l = log(task, 1);
+        assert!(l.contains(reason), "{task}: {l}");
+        assert!(
+            l.contains("never started") && l.contains("without using up a try"),
+            "{task}: {l}"
+        );
+        // ... and the try that then ran, in the same log
+        assert!(l.contains("reported the try as success"), "{task}: {l}");
+    }
+
+    for (task, reason) in [
+        ("oom", "failed: OOMKilled (exit code 137)"),
+        (
+            "evicted",
+            "failed: Evicted: The node was low on resource: memory.",
+        ),
+        ("deleted", "was deleted before it ended"),
+    ] {
+        let first = log(task, 1);
+        assert!(first.contains(&format!("{task} try 1")), "{task}: {first}");
+        assert!(first.contains(reason), "{task}: {first}");
+        assert!(
+            first.contains("ended without a report from its worker"),
+            "{task}: {first}"
+        );
+        assert!(log(task, 2).contains(&format!("{task} try 2")));
+    }
+
+    // Every worker ran once per try.
+    let mut workers = kubelet.workers();
+    let n = workers.len();
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers.len(), n, "a try ran twice: {workers:?}");
+    // Succeeded pods are deleted; failed ones are kept (`delete_worker_pods_on_failure` is
+    // off by default), except the deleted one.
+    let left = wait("pods to be deleted", &s, Duration::from_secs(20), || {
+        let (pods, _) = rt
+            .block_on(c.list_pods(&ns, "updraft.apache.org/executor"))
+            .unwrap();
+        let mut left: Vec<(String, String, String)> = pods
+            .iter()
+            .map(|p| {
+                let a = &p["metadata"]["annotations"];
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                (
+                    s(&a["updraft.apache.org/task_id"]),
+                    s(&a["updraft.apache.org/try_number"]),
+                    s(&p["status"]["phase"]),
+                )
+            })
+            .collect();
+        left.sort();
+        (left.len() <= 3, left)
+    });
+    let failed = |t: &str| (t.to_string(), "1".to_string(), "Failed".to_string());
+    assert_eq!(
+        left,
+        vec![failed("evicted"), failed("flaky"), failed("oom")]
+    );
+}
+
+const SLOW: &str = r#"dag_id: kube_slow
+schedule: null
+tasks:
+  - task_id: slow
+    bash_command: 'echo "slow try $AIRFLOW_CTX_TRY_NUMBER started"; sleep 8; echo "slow done"'
+  - task_id: after
+    upstream: [slow]
+    bash_command: echo after
+"#;
+
+/// The scheduler (and API server) killed with SIGKILL while a pod runs: the next start adopts
+/// the pod, whose worker reports through the restarted API; nothing runs twice.
+#[test]
+fn kubernetes_executor_adopts_running_pods_after_a_scheduler_crash() {
+    let Some(kc) = kubeconfig() else { return };
+    let rt = runtime();
+    let c = Client::from_kubeconfig(&kc).expect("kubeconfig");
+    let ns = namespace(&rt, &c, "adopt");
+    let home = kube_home(&kc, &ns, free_port());
+    home.dag("slow.yaml", SLOW);
+    let kubelet = Kubelet::start(&rt, c.clone(), ns.clone(), home.path().to_path_buf());
+    let mut s = start(&home, "standalone-1.log");
+    let run_id = trigger(&home, &s, "kube_slow");
+    wait("the slow task to run", &s, Duration::from_secs(60), || {
+        let l = log_of(&home, "kube_slow", &run_id, "slow", 1);
+        (l.contains("slow try 1 started"), l)
+    });
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
+    let _ = s.child.wait();
+    drop(s);
+
+    let s = start(&home, "standalone-2.log");
+    let state = wait("kube_slow to finish", &s, Duration::from_secs(90), || {
+        let st = run_state(&home, "kube_slow", &run_id);
+        (st == "success" || st == "failed", st)
+    });
+    let tis = states(&home, "kube_slow", &run_id);
+    let second = std::fs::read_to_string(&s.log).unwrap_or_default();
+    assert_eq!(state, "success", "{tis:#?}\n{second}");
+    assert_eq!(ti(&tis, "slow")["try_number"], 1);
+    assert!(second.contains("adopting a task pod"), "{second}");
+    let slow = log_of(&home, "kube_slow", &run_id, "slow", 1);
+    assert_eq!(slow.matches("slow try 1 started").count(), 1, "{slow}");
+    assert!(slow.contains("slow done"), "{slow}");
+    assert!(slow.contains("reported the try as success"), "{slow}");
+    let workers = kubelet.workers();
+    assert_eq!(
+        workers.iter().filter(|(t, _)| t == "slow").count(),
+        1,
+        "{workers:?}"
+    );
+}
