@@ -1895,7 +1895,7 @@ impl Loop {
     fn pod_override_of(&self, task: &updraft_executor::TaskTry) -> Option<serde_json::Value> {
         let key = self.ti_index.get(&task.ti_id)?;
         let run = self.engine.run(key.0)?;
-        run.dag.spec.tasks[key.1]
+        run.task(key.1)
             .executor_config
             .as_ref()?
             .get("pod_override")
