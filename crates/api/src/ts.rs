@@ -41,9 +41,9 @@ fn write(t: &DateTime<Utc>, out: &mut [u8; MAX]) -> Option<usize> {
     // chrono's `SecondsFormat::AutoSi`: no fraction, milli-, micro- or nanoseconds.
     let (value, width) = if nanos == 0 {
         (0, 0)
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         (nanos / 1_000_000, 3)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         (nanos / 1_000, 6)
     } else {
         (nanos, 9)
