@@ -382,3 +382,194 @@ async fn a_pod_task_without_kubernetes_access_fails_with_the_reason() {
     assert!(log.contains("no-such-kubeconfig"), "{log}");
     env.db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_reattaches_a_running_pod_and_completes_its_log() {
+    let Some(kubeconfig) = kubeconfig() else {
+        return;
+    };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
+    let c = Client::from_kubeconfig(Path::new(&kubeconfig)).unwrap();
+    let suffix = &uuid::Uuid::now_v7().simple().to_string()[20..];
+    let ns = format!("podrestart-{suffix}");
+    c.post(
+        "/api/v1/namespaces",
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await
+    .unwrap();
+    let kubelet = FakeKubelet::start().await.unwrap();
+    let node = format!("fake-node-{suffix}");
+    kubelet.register_node(&c, &node).await.unwrap();
+    env.cfg.kubernetes.in_cluster = false;
+    env.cfg.kubernetes.config_file = Some(kubeconfig.clone());
+    env.cfg.kubernetes.namespace = ns.clone();
+    env.cfg.scheduler.shutdown_grace = Duration::from_secs(2);
+
+    let opts = dag_processor::parse_options(&env.cfg);
+    let spec = updraft_dagfile::parse_dag_file(
+        "restart.yaml",
+        "dag_id: restart_pods\ntasks:\n  - task_id: long\n    operator: kubernetes_pod\n    image: busybox\n  - task_id: after\n    upstream: long\n    bash_command: echo after\n",
+        &opts,
+    )
+    .unwrap()
+    .remove(0);
+    env.store().upsert_dag(&spec, false).await.unwrap();
+    let service = |env: &Env| {
+        let (tx, rx) = watch::channel(false);
+        let sched = Scheduler::new(SchedulerOptions {
+            store: env.store().clone(),
+            config: env.cfg.clone(),
+            hostname: "test-host".into(),
+            mode: Mode::Service,
+            process_dags: false,
+            take_lease: false,
+        });
+        (tx, tokio::spawn(sched.run(rx)))
+    };
+    let (stop, first) = service(&env);
+    let run = trigger_dag(
+        env.store(),
+        "restart_pods",
+        TriggerRequest {
+            conf: json!({}),
+            run_id: None,
+            logical_date: None,
+            triggered_by: "cli".into(),
+            triggering_user_name: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+
+    // the pod appears; the test's kubelet runs it and it prints a first line
+    let pod = loop {
+        let (pods, _) = c
+            .list_pods(&ns, "kubernetes_pod_operator=True")
+            .await
+            .unwrap();
+        if let Some(p) = pods.into_iter().next() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    kubelet.bind(&c, &ns, &name, &node).await.unwrap();
+    let status = |phase: &str, state: Value| {
+        json!({"phase": phase, "containerStatuses": [{"name": "base", "image": "busybox",
+            "imageID": "", "ready": false, "restartCount": 0, "state": state}]})
+    };
+    kubelet.push(&ns, &name, "base", "one");
+    c.patch_pod_status(
+        &ns,
+        &name,
+        &status(
+            "Running",
+            json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let ti = loop {
+        let tis = env.tis(&run).await;
+        let ti = tis["long"].clone();
+        if ti.state == TaskState::Running
+            && std::fs::metadata(updraft_executor::log_path(
+                &env.cfg.logging.base_log_folder,
+                &updraft_executor::TaskTry {
+                    ti_id: ti.id,
+                    dag_id: ti.dag_id.clone(),
+                    run_id: ti.run_id.clone(),
+                    task_id: ti.task_id.clone(),
+                    map_index: ti.map_index,
+                    try_number: ti.try_number,
+                },
+            ))
+            .is_ok()
+            && env.events(&ti).contains(&"one".to_string())
+        {
+            break ti;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+
+    // the scheduler stops while the pod runs: the pod stays, the try stays running
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the scheduler stops")
+        .unwrap()
+        .unwrap();
+    assert!(c.get_pod(&ns, &name).await.unwrap().is_some());
+    assert_eq!(env.tis(&run).await["long"].state, TaskState::Running);
+    kubelet.push(&ns, &name, "base", "two");
+
+    // the next scheduler follows it again; the pod ends
+    let (stop, second) = service(&env);
+    kubelet.push(&ns, &name, "base", "three");
+    let mut logged = false;
+    for _ in 0..800 {
+        if env.events(&ti).contains(&"three".to_string()) {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(logged, "{:?}", env.events(&ti));
+    kubelet.exit(&ns, &name, "base");
+    c.patch_pod_status(
+        &ns,
+        &name,
+        &status(
+            "Succeeded",
+            json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut finished = None;
+    for _ in 0..1200 {
+        let r = env
+            .store()
+            .get_run(&run.dag_id, &run.run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        if r.state.is_finished() {
+            finished = Some(r.state);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), second).await;
+    assert_eq!(finished, Some(RunState::Success));
+    let tis = env.tis(&run).await;
+    assert_eq!(tis["long"].state, TaskState::Success);
+    assert_eq!(tis["long"].try_number, 1, "the pod task ran once");
+    assert_eq!(tis["after"].state, TaskState::Success);
+    let output: Vec<String> = env
+        .log(&tis["long"])
+        .iter()
+        .filter(|v| v["logger"] == "task.stdout")
+        .map(|v| v["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(output, ["one", "two", "three"]);
+    assert!(
+        env.events(&tis["long"])
+            .iter()
+            .any(|l| l.contains("re-attaching to pod")),
+        "{:?}",
+        env.events(&tis["long"])
+    );
+    let (pods, _) = c
+        .list_pods(&ns, "kubernetes_pod_operator=True")
+        .await
+        .unwrap();
+    assert!(pods.is_empty(), "one pod, deleted at the end: {pods:?}");
+    env.db.finish().await;
+}
