@@ -323,8 +323,15 @@ async fn play(
         }
         return;
     }
+    let mut polls = 0u32;
     let code = loop {
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        polls += 1;
+        // A deleted pod's containers are killed, as a kubelet does.
+        let deleted = polls % 10 == 0
+            && matches!(c.get_pod(&ns, &pod.name).await, Ok(p)
+                if p.as_ref().is_none_or(|p| p["metadata"]["uid"] != pod.uid.as_str()
+                    || p["metadata"]["deletionTimestamp"].is_string()));
+        if stop.load(std::sync::atomic::Ordering::SeqCst) || deleted {
             kill_tree(child.id());
             let _ = child.wait();
             return;
@@ -701,6 +708,50 @@ fn kubernetes_executor_adopts_running_pods_after_a_scheduler_crash() {
     assert_eq!(
         workers.iter().filter(|(t, _)| t == "slow").count(),
         1,
+        "{workers:?}"
+    );
+}
+
+const LONG: &str = r#"dag_id: kube_clear
+schedule: null
+tasks:
+  - task_id: long
+    bash_command: 'echo "long try $AIRFLOW_CTX_TRY_NUMBER"; if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then sleep 60; fi'
+"#;
+
+/// Clearing a running task deletes its pod (whose worker the kubelet then kills) and the task
+/// runs again in a new pod.
+#[test]
+fn kubernetes_executor_deletes_the_pod_of_a_cleared_task() {
+    let Some(kc) = kubeconfig() else { return };
+    let rt = runtime();
+    let c = Client::from_kubeconfig(&kc).expect("kubeconfig");
+    let ns = namespace(&rt, &c, "clear");
+    let home = kube_home(&kc, &ns, free_port());
+    home.dag("long.yaml", LONG);
+    let kubelet = Kubelet::start(&rt, c.clone(), ns.clone(), home.path().to_path_buf());
+    let s = start(&home, "standalone.log");
+    let run_id = trigger(&home, &s, "kube_clear");
+    wait("the long task to run", &s, Duration::from_secs(60), || {
+        let l = log_of(&home, "kube_clear", &run_id, "long", 1);
+        (l.contains("long try 1"), l)
+    });
+    home.run(&["tasks", "clear", "kube_clear", "-t", "long", "-y"])
+        .ok();
+    let state = wait("kube_clear to finish", &s, Duration::from_secs(60), || {
+        let st = run_state(&home, "kube_clear", &run_id);
+        (st == "success" || st == "failed", st)
+    });
+    let tis = states(&home, "kube_clear", &run_id);
+    assert_eq!(state, "success", "{tis:#?}");
+    assert_eq!(ti(&tis, "long")["try_number"], 2);
+    let first = log_of(&home, "kube_clear", &run_id, "long", 1);
+    assert!(first.contains("deleted: the try was stopped"), "{first}");
+    assert!(log_of(&home, "kube_clear", &run_id, "long", 2).contains("long try 2"));
+    let workers = kubelet.workers();
+    assert_eq!(
+        workers,
+        vec![("long".to_string(), 1), ("long".to_string(), 2)],
         "{workers:?}"
     );
 }
