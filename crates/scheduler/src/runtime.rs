@@ -1479,7 +1479,13 @@ impl Loop {
             }
         }
         for (task, command) in commands {
-            if stale.contains(&self.ti_index.get(&task.ti_id).map_or(-1, |k| k.0)) {
+            // A stale run was reloaded: its tries were not committed (and instances a mapped
+            // task got in this step no longer exist).
+            if self
+                .ti_index
+                .get(&task.ti_id)
+                .is_none_or(|k| stale.contains(&k.0))
+            {
                 continue;
             }
             if command
