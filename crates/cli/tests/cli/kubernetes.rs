@@ -327,7 +327,7 @@ async fn play(
     let code = loop {
         polls += 1;
         // A deleted pod's containers are killed, as a kubelet does.
-        let deleted = polls % 10 == 0
+        let deleted = polls.is_multiple_of(10)
             && matches!(c.get_pod(&ns, &pod.name).await, Ok(p)
                 if p.as_ref().is_none_or(|p| p["metadata"]["uid"] != pod.uid.as_str()
                     || p["metadata"]["deletionTimestamp"].is_string()));
