@@ -404,6 +404,69 @@ const UNMAPPED: &[&str] = &[
     "corpus_callbacks",
 ];
 
+/// Dynamic task mapping: over literals (a `@task` with `partial`, a classic operator), over an
+/// upstream's XCom and `expand_kwargs`, the mapped results reduced downstream, and over an empty
+/// list (the mapped task skipped). States per map index and XComs as Airflow 3.3 gives them.
+const MAPPED: &[&str] = &[
+    "corpus_mapping_literal",
+    "corpus_mapping_xcom",
+    "corpus_mapping_empty",
+];
+
+#[test]
+fn mapped_python_tasks_run_as_on_airflow() {
+    let Some(python) = python() else { return };
+    let home = python_home(&python);
+    run_corpus(&home, MAPPED);
+    // `tasks states-for-dag-run` shows each instance with its map index.
+    let runs = home
+        .run(&["dags", "list-runs", "corpus_mapping_xcom", "-o", "json"])
+        .ok()
+        .json();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
+    let states = home
+        .run(&[
+            "tasks",
+            "states-for-dag-run",
+            "corpus_mapping_xcom",
+            &run_id,
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    let mut square: Vec<(i64, String)> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["task_id"] == "square")
+        .map(|t| {
+            (
+                t["map_index"].as_i64().unwrap(),
+                t["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    square.sort();
+    assert_eq!(
+        square,
+        (0..4)
+            .map(|i| (i, "success".to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn mapped_python_tasks_run_as_on_airflow_on_postgres() {
+    let Some(python) = python() else { return };
+    let Some(url) = super::execution_api::postgres_schema_url("pymapped") else {
+        return;
+    };
+    let home = python_home(&python).with_env("UPDRAFT__DATABASE__URL", &url);
+    home.run(&["db", "migrate"]).ok();
+    run_corpus(&home, MAPPED);
+}
+
 #[test]
 fn the_python_corpus_runs_as_on_airflow() {
     let Some(python) = python() else { return };
