@@ -137,6 +137,8 @@ struct Loop {
     /// Tries run by the Task SDK: like every try under `local_api`, their process's exit is no
     /// report. Kept until their run is dropped, so re-applied executor events read the same.
     sdk_tries: HashSet<(Uuid, u32)>,
+    /// The warm worker SDK tries fork from (`python.warm_pool`); dropped (killed) with the loop.
+    sdk_pool: Option<crate::sdk::WarmPool>,
     /// Tries of `kubernetes_pod` tasks: their pods, created and followed by this process.
     pods: crate::pod_operator::PodOperator,
     /// Tries whose previous try's worker had reported its end but not exited yet when they
@@ -209,8 +211,25 @@ impl Scheduler {
                 python: config.python.executable.clone(),
                 dags_folder: config.core.dags_folder.clone(),
                 logs_dir: config.logging.base_log_folder.clone(),
+                pool_socket: None,
             }),
             _ => None,
+        };
+        let (sdk, sdk_pool) = match sdk {
+            Some(mut d) if config.python.warm_pool && d.unusable().is_none() => {
+                match crate::sdk::WarmPool::start(&d) {
+                    Ok(pool) => {
+                        d.pool_socket = Some(pool.socket().to_path_buf());
+                        (Some(d), Some(pool))
+                    }
+                    Err(e) => {
+                        warn!(error = %e, python = %d.python,
+                            "cannot start the warm Python worker; Python tasks start cold");
+                        (Some(d), None)
+                    }
+                }
+            }
+            other => (other, None),
         };
         let holder = format!("{hostname}:{}:{}", std::process::id(), Uuid::now_v7());
         if take_lease {
@@ -243,6 +262,7 @@ impl Scheduler {
             api,
             sdk,
             sdk_tries: HashSet::new(),
+            sdk_pool,
             pods,
             deferred_submits: HashMap::new(),
             pending_xcoms: Vec::new(),
@@ -1162,6 +1182,13 @@ impl Loop {
     /// end.
     async fn heartbeat(&mut self) {
         let now = Utc::now();
+        if let Some(pool) = &mut self.sdk_pool {
+            match pool.restart_if_gone() {
+                Ok(true) => warn!("the warm Python worker had exited; started it again"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "cannot restart the warm Python worker"),
+            }
+        }
         let mut ids: Vec<Uuid> = self.executor.running().iter().map(|t| t.ti_id).collect();
         ids.extend(self.pods.running());
         if !ids.is_empty()
@@ -1719,6 +1746,14 @@ impl Loop {
         };
         if let Some(why) = sdk.unusable() {
             return Err(why);
+        }
+        if self.cfg.core.executor == "kubernetes" {
+            // A pod runs `updraft task execute`, which runs shell commands only.
+            return Err(format!(
+                "task `{}` runs with the Airflow Task SDK, which the Kubernetes executor's pods \
+                 do not run yet; use core.executor = \"local\" or \"local_api\" for Python tasks",
+                task.task_id
+            ));
         }
         let (key, run) = self
             .ti_index

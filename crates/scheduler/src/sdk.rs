@@ -36,6 +36,8 @@ pub struct SdkDispatch {
     pub python: String,
     pub dags_folder: PathBuf,
     pub logs_dir: PathBuf,
+    /// The warm worker's socket (`python.warm_pool`): tries ask it for a forked child.
+    pub pool_socket: Option<PathBuf>,
 }
 
 impl SdkDispatch {
@@ -147,12 +149,21 @@ pub fn command(
     workload: &serde_json::Value,
     extra_env: BTreeMap<String, String>,
 ) -> Command {
-    let quoted = format!("'{}'", d.python.replace('\'', r"'\''"));
+    let quoted = shell_quote(&d.python);
     let mut extra_env = extra_env;
     extra_env.insert(WORKLOAD_ENV.to_string(), workload.to_string());
     extra_env.insert(RUNNER_ENV.to_string(), RUNNER_SCRIPT.to_string());
+    let bash_command = match &d.pool_socket {
+        // A small client without `site` (milliseconds to start) hands the try to the warm
+        // worker and stands for it: the executor's pid, group, output and exit code are its.
+        Some(socket) => format!(
+            "exec {quoted} -S -c \"${RUNNER_ENV}\" --client {}",
+            shell_quote(&socket.to_string_lossy())
+        ),
+        None => format!("exec {quoted} -c \"${RUNNER_ENV}\""),
+    };
     Command {
-        bash_command: format!("exec {quoted} -c \"${RUNNER_ENV}\""),
+        bash_command,
         env: Some(environment(d)),
         append_env: false,
         cwd: None,
@@ -161,6 +172,87 @@ pub fn command(
         // The task runner enforces the task's execution_timeout itself.
         execution_timeout: None,
         extra_env,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The warm worker (`python.warm_pool`): one `python.executable` process that imported the
+/// Task SDK once and forks a child per try on its unix socket (see `python/run_task.py`). A
+/// try whose client cannot reach it runs cold, so the pool is only ever a shortcut.
+pub struct WarmPool {
+    child: std::process::Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    env: BTreeMap<String, String>,
+    python: String,
+}
+
+impl WarmPool {
+    /// Starts the worker; its socket lives in a fresh directory only this user can enter.
+    pub fn start(d: &SdkDispatch) -> std::io::Result<WarmPool> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let dir = std::env::temp_dir().join(format!(
+            "updraft-pool-{}-{}",
+            std::process::id(),
+            Uuid::now_v7().simple()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let socket = dir.join("pool.sock");
+        let env = environment(d);
+        let child = spawn_pool(&d.python, &socket, &env)?;
+        Ok(WarmPool {
+            child,
+            dir,
+            socket,
+            env,
+            python: d.python.clone(),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Starts the worker again if it exited (tries ran cold meanwhile); true if it had.
+    pub fn restart_if_gone(&mut self) -> std::io::Result<bool> {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            return Ok(false);
+        }
+        self.child = spawn_pool(&self.python, &self.socket, &self.env)?;
+        Ok(true)
+    }
+}
+
+fn spawn_pool(
+    python: &str,
+    socket: &Path,
+    env: &BTreeMap<String, String>,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt as _;
+    std::process::Command::new(python)
+        .arg("-c")
+        .arg(RUNNER_SCRIPT)
+        .arg("--pool")
+        .arg(socket)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        // Its own group, in the scheduler's session, so a forked child can join the group of
+        // the try's client (a group of another session cannot be joined).
+        .process_group(0)
+        .spawn()
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        // Only the worker itself: each forked child joined its try's group and ends with it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -185,6 +277,7 @@ mod tests {
             python: "/opt/it's/python".into(),
             dags_folder: "/dags".into(),
             logs_dir: "/logs".into(),
+            pool_socket: None,
         }
     }
 
@@ -252,6 +345,19 @@ mod tests {
         assert_eq!(bundles[0]["name"], BUNDLE_NAME);
         assert_eq!(bundles[0]["kwargs"]["path"], "/dags");
         assert_eq!(env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"], "/logs");
+    }
+
+    #[test]
+    fn with_a_warm_pool_the_try_is_handed_to_it_by_a_client() {
+        let mut d = dispatch();
+        d.pool_socket = Some("/tmp/p dir/pool.sock".into());
+        let c = command(&d, &serde_json::json!({}), BTreeMap::new());
+        assert_eq!(
+            c.bash_command,
+            format!(
+                "exec '/opt/it'\\''s/python' -S -c \"${RUNNER_ENV}\" --client '/tmp/p dir/pool.sock'"
+            )
+        );
     }
 
     #[test]

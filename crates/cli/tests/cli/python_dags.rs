@@ -364,19 +364,20 @@ fn run_corpus(home: &Home, dag_ids: &[&str]) {
 }
 
 /// The log files of the corpus runs, for a failure's diagnosis (capped).
-fn logs_of_failed(home: &Home) -> String {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "log") {
-                out.push(p);
-            }
+fn collect_logs(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_logs(&p, out);
+        } else if p.extension().is_some_and(|e| e == "log") {
+            out.push(p);
         }
     }
+}
+
+fn logs_of_failed(home: &Home) -> String {
     let mut files = Vec::new();
-    walk(&home.path().join("logs"), &mut files);
+    collect_logs(&home.path().join("logs"), &mut files);
     let mut text = String::new();
     for f in files {
         let body = std::fs::read_to_string(&f).unwrap_or_default();
@@ -467,10 +468,28 @@ fn mapped_python_tasks_run_as_on_airflow_on_postgres() {
     run_corpus(&home, MAPPED);
 }
 
+/// With the warm worker (the default): tries fork from one pre-imported process.
 #[test]
 fn the_python_corpus_runs_as_on_airflow() {
     let Some(python) = python() else { return };
-    run_corpus(&python_home(&python), UNMAPPED);
+    let home = python_home(&python);
+    run_corpus(&home, UNMAPPED);
+    // The worker was ready long before the last tries: they did not fall back to a cold start.
+    let mut files = Vec::new();
+    collect_logs(&home.path().join("logs"), &mut files);
+    let warm = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            text.contains("Task SDK") || text.contains("supervisor")
+        })
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains("warm worker pool unavailable")
+        })
+        .count();
+    assert!(warm > 0, "no try ran from the warm worker");
 }
 
 #[test]
@@ -479,7 +498,10 @@ fn the_python_corpus_runs_as_on_airflow_on_postgres() {
     let Some(url) = super::execution_api::postgres_schema_url("pycorpus") else {
         return;
     };
-    let home = python_home(&python).with_env("UPDRAFT__DATABASE__URL", &url);
+    // Cold: every try starts its own interpreter (python.warm_pool = false).
+    let home = python_home(&python)
+        .with_env("UPDRAFT__DATABASE__URL", &url)
+        .with_env("UPDRAFT__PYTHON__WARM_POOL", "false");
     home.run(&["db", "migrate"]).ok();
     run_corpus(&home, UNMAPPED);
 }

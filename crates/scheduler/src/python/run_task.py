@@ -24,6 +24,22 @@ def preload():
     from airflow.executors import workloads  # noqa: F401
     from pydantic import TypeAdapter  # noqa: F401
 
+    # What the task runner imports to load the DAG file (the DagBag alone is half a second),
+    # and the operators most DAG files use; a missing provider is simply not preloaded.
+    for name in (
+        "airflow.dag_processing.bundles.manager",
+        "airflow.dag_processing.bundles.local",
+        "airflow.dag_processing.dagbag",
+        "airflow.providers.standard.operators.python",
+        "airflow.providers.standard.operators.bash",
+        "airflow.providers.standard.operators.empty",
+        "airflow.providers.standard.decorators.python",
+    ):
+        try:
+            __import__(name)
+        except Exception:
+            pass
+
 
 def run(raw):
     from airflow.executors.workloads import ExecuteTask
