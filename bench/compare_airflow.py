@@ -279,7 +279,7 @@ def collect(api: Api, dag_id: str, run_id: str, expected: dict) -> dict:
         mi = e.get("map_index", -1)
         name = e["task_id"] if mi in (-1, None) else f"{e['task_id']}[{mi}]"
         one = api.get(f"{base}/taskInstances/{q(e['task_id'])}/xcomEntries/{q(e['key'])}"
-                      f"?map_index={mi}&deserialize=true")
+                      f"?map_index={mi}")
         xcoms.setdefault(name, {})[e["key"]] = one.get("value") if one else None
     variables = {}
     for key in (expected.get("variables_after") or {}):
