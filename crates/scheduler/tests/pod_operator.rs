@@ -149,8 +149,9 @@ impl Env {
 }
 
 /// The test's kubelet: binds every pod of the namespace to the fake node, prints two lines,
-/// runs it and ends it with the exit code its task is given in `codes` (0 otherwise). Returns
-/// the pods as first seen.
+/// runs it and ends it with the exit code its task is given in `codes` (0 otherwise; -1: the
+/// image cannot be pulled, the pod stays Pending with `ImagePullBackOff`). Returns the pods as
+/// first seen.
 fn play_kubelet(
     c: Client,
     ns: String,
@@ -179,6 +180,19 @@ fn play_kubelet(
                     .to_string();
                 let code = codes.get(task.as_str()).copied().unwrap_or(0);
                 kubelet.bind(&c, &ns, &name, &node).await.expect("bind");
+                if code == -1 {
+                    c.patch_pod_status(
+                        &ns,
+                        &name,
+                        &json!({"phase": "Pending", "containerStatuses": [{"name": "base",
+                            "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                            "state": {"waiting": {"reason": "ImagePullBackOff",
+                                "message": "Back-off pulling image \"registry.example.com/gone:1\""}}}]}),
+                    )
+                    .await
+                    .expect("pending");
+                    continue;
+                }
                 kubelet.push(&ns, &name, "base", &format!("{task}: hello from the pod"));
                 let status = |phase: &str, state: Value| {
                     json!({"phase": phase, "containerStatuses": [{"name": "base", "image": "x",
@@ -239,6 +253,10 @@ tasks:
     image: busybox
     cmds: ["false"]
     on_finish_action: keep_pod
+  - task_id: pull
+    operator: kubernetes_pod
+    image: registry.example.com/gone:1
+    startup_timeout_seconds: 1
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +287,7 @@ async fn a_dag_mixing_bash_and_pod_tasks_runs_end_to_end() {
         ns.clone(),
         node,
         kubelet.clone(),
-        HashMap::from([("crash", 3)]),
+        HashMap::from([("crash", 3), ("pull", -1)]),
     );
 
     let run = env.run_dag(DAG).await;
@@ -279,6 +297,7 @@ async fn a_dag_mixing_bash_and_pod_tasks_runs_end_to_end() {
     assert_eq!(state("transform"), TaskState::Success);
     assert_eq!(state("report"), TaskState::Success);
     assert_eq!(state("crash"), TaskState::Failed);
+    assert_eq!(state("pull"), TaskState::Failed);
     let stored = env
         .store()
         .get_run(&run.dag_id, &run.run_id)
@@ -327,6 +346,12 @@ async fn a_dag_mixing_bash_and_pod_tasks_runs_end_to_end() {
     assert!(
         crash.iter().any(|l| l.contains("exited with code 3")),
         "{crash:?}"
+    );
+    let pull = env.events(&tis["pull"]).join("\n");
+    assert!(pull.contains("is pending: ImagePullBackOff"), "{pull}");
+    assert!(
+        pull.contains("did not start within startup_timeout_seconds (1s): ImagePullBackOff"),
+        "{pull}"
     );
     // the rendered template fields are recorded like a bash task's
     let rendered = env
@@ -446,6 +471,7 @@ async fn a_restarted_scheduler_reattaches_a_running_pod_and_completes_its_log() 
     .unwrap();
 
     // the pod appears; the test's kubelet runs it and it prints a first line
+    let mut waited = 0;
     let pod = loop {
         let (pods, _) = c
             .list_pods(&ns, "kubernetes_pod_operator=True")
@@ -454,6 +480,8 @@ async fn a_restarted_scheduler_reattaches_a_running_pod_and_completes_its_log() 
         if let Some(p) = pods.into_iter().next() {
             break p;
         }
+        waited += 1;
+        assert!(waited < 2400, "no pod was created");
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let name = pod["metadata"]["name"].as_str().unwrap().to_string();
@@ -493,6 +521,12 @@ async fn a_restarted_scheduler_reattaches_a_running_pod_and_completes_its_log() 
         {
             break ti;
         }
+        waited += 1;
+        assert!(
+            waited < 4800,
+            "the try is {:?} and did not log its first line",
+            ti.state
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
 
