@@ -140,11 +140,12 @@ fn print_banner(role: &str, cfg: &Config, fresh: bool) {
         eprintln!("updraft: first start, created {home} with updraft.toml and example DAGs");
     }
     eprintln!(
-        "updraft {role} {}\n  home:        {home}\n  database:    {}\n  dags folder: {}\n  logs:        {}\n  running:     scheduler, local executor (parallelism {}), dag processor\n  stop with Ctrl-C (running tasks get {}s to finish)",
+        "updraft {role} {}\n  home:        {home}\n  database:    {}\n  dags folder: {}\n  logs:        {}\n  running:     scheduler, {} executor (parallelism {}), dag processor\n  stop with Ctrl-C (running tasks get {}s to finish)",
         env!("CARGO_PKG_VERSION"),
         redact(&cfg.database.url),
         cfg.core.dags_folder.display(),
         cfg.logging.base_log_folder.display(),
+        cfg.core.executor,
         cfg.core.parallelism,
         cfg.scheduler.shutdown_grace.as_secs(),
     );
