@@ -457,6 +457,71 @@ fn mapped_python_tasks_run_as_on_airflow() {
     );
 }
 
+/// Clearing a mapped task (with its downstream) clears every instance; the scheduler reads the
+/// upstream's value again and runs the same instances, and the reducer sees their new results.
+#[test]
+fn a_cleared_mapped_task_runs_all_its_instances_again() {
+    let Some(python) = python() else { return };
+    let home = python_home(&python);
+    let dags = home.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::copy(
+        corpus().join("mapping_xcom.py"),
+        dags.join("mapping_xcom.py"),
+    )
+    .unwrap();
+    let s = start(&home);
+    wait_parsed(&s, &["corpus_mapping_xcom"]);
+    let (status, run) = s.call(
+        "POST",
+        "/api/v2/dags/corpus_mapping_xcom/dagRuns",
+        r#"{"logical_date": null}"#,
+    );
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["dag_run_id"].as_str().unwrap().to_string();
+    let wait_success = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let run = s.get(&format!(
+                "/api/v2/dags/corpus_mapping_xcom/dagRuns/{run_id}"
+            ));
+            match run["state"].as_str() {
+                Some("success") => return,
+                Some("failed") => panic!("{what}: the run failed\n{}", s.log()),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{what}: {run}\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_success("first run");
+    let body = serde_json::json!({
+        "dry_run": false,
+        "only_failed": false,
+        "dag_run_id": run_id,
+        "task_ids": ["square"],
+        "include_downstream": true,
+    });
+    let (status, cleared) = s.call(
+        "POST",
+        "/api/v2/dags/corpus_mapping_xcom/clearTaskInstances",
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{cleared}");
+    // The four instances of `square` and `summed`.
+    assert_eq!(cleared["total_entries"], 5, "{cleared}");
+    wait_success("after the clear");
+    let got = outcome_of(&s, "corpus_mapping_xcom", &run_id);
+    for i in 0..4 {
+        let name = format!("square[{i}]");
+        assert_eq!(got.tasks[&name], "success", "{got:?}");
+        assert_eq!(got.tries.get(&name), Some(&2), "{got:?}");
+    }
+    assert_eq!(got.tries.get("summed"), Some(&2), "{got:?}");
+    assert_eq!(got.xcoms["summed"]["return_value"], 174, "{got:?}");
+    assert_eq!(got.tries.get("make_list"), None, "not cleared: {got:?}");
+}
+
 #[test]
 fn mapped_python_tasks_run_as_on_airflow_on_postgres() {
     let Some(python) = python() else { return };
