@@ -792,10 +792,6 @@ impl Loop {
             for ti in &rows.tis {
                 self.ti_index.remove(&ti.id);
             }
-            if !self.sdk_tries.is_empty() {
-                let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
-                self.sdk_tries.retain(|(id, _)| !ids.contains(id));
-            }
             if kill {
                 for (i, ti) in rows.tis.iter().enumerate() {
                     if self
@@ -1613,6 +1609,13 @@ impl Loop {
                 let dag_id = run.dag_id.clone();
                 info!(dag_id, run_pk = pk, state = %state, "dag run finished");
                 self.summary.finished.push((pk, state));
+                // Its Task SDK tries are forgotten only now: a reload of the run (which drops
+                // and installs it again) must keep them, or a `Started` event arriving after
+                // it would mark the try running before its worker enters running (409).
+                if let Some(rows) = self.rows.get(&pk) {
+                    let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
+                    self.sdk_tries.retain(|(id, _)| !ids.contains(id));
+                }
                 self.drop_run(pk, false);
                 self.arm_dag(&dag_id, now);
             }

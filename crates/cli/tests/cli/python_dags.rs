@@ -574,10 +574,11 @@ fn the_python_corpus_runs_as_on_airflow_on_postgres() {
 /// A Python task whose interpreter cannot start fails, and its log says why.
 #[test]
 fn a_python_task_whose_interpreter_cannot_start_fails_with_the_reason_in_its_log() {
-    // The DAG is parsed with a working interpreter first; a file that no longer parses keeps
-    // its DAGs at their last good version, so the second start still has it.
+    // The DAG is parsed with a working interpreter and triggered while paused (the run waits);
+    // the second start has an interpreter that does not exist (the file keeps its DAG at the
+    // last good version) and unpauses the DAG, so the run's tasks meet the broken one.
     let Some(python) = python() else { return };
-    let home = python_home(&python);
+    let home = python_home(&python).with_env("UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION", "true");
     let dags = home.path().join("dags");
     std::fs::create_dir_all(&dags).unwrap();
     std::fs::copy(
@@ -587,10 +588,6 @@ fn a_python_task_whose_interpreter_cannot_start_fails_with_the_reason_in_its_log
     .unwrap();
     let s = start(&home);
     wait_parsed(&s, &["corpus_basic_with_dag"]);
-    drop(s);
-    // Same database and parsed DAG; tasks now get an interpreter that does not exist.
-    let broken = home.with_env("UPDRAFT__PYTHON__EXECUTABLE", "/nonexistent/python3");
-    let s = start(&broken);
     let (status, run) = s.call(
         "POST",
         "/api/v2/dags/corpus_basic_with_dag/dagRuns",
@@ -598,6 +595,15 @@ fn a_python_task_whose_interpreter_cannot_start_fails_with_the_reason_in_its_log
     );
     assert_eq!(status, 200, "{run}");
     let run_id = run["dag_run_id"].as_str().unwrap().to_string();
+    drop(s);
+    let broken = home.with_env("UPDRAFT__PYTHON__EXECUTABLE", "/nonexistent/python3");
+    let s = start(&broken);
+    let (status, dag) = s.call(
+        "PATCH",
+        "/api/v2/dags/corpus_basic_with_dag",
+        r#"{"is_paused": false}"#,
+    );
+    assert_eq!(status, 200, "{dag}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let run = s.get(&format!(
