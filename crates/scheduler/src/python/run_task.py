@@ -77,6 +77,19 @@ def serve(path):
     import signal
     import socket
 
+    # The pool ends with the scheduler that started it, even one killed with SIGKILL (which
+    # runs no clean-up): a thread watches for the parent to change.
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     preload()
     # Forked children must not inherit the pool's handling of SIGCHLD.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -124,8 +137,6 @@ def serve(path):
         for fd in fds:
             os.close(fd)
         # A thread per try waits for its exit and reports it; the main thread keeps accepting.
-        import threading
-
         threading.Thread(target=reap, args=(conn, pid), daemon=True).start()
 
 
