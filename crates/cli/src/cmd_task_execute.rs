@@ -196,6 +196,9 @@ async fn execute(cfg: Config, workload: Option<String>) -> Result<ExitCode> {
         cfg.logging.base_log_folder.join(&w.log_path)
     };
     let mut log = Log::open(log_path);
+    if let Some(execute_task) = w.task_sdk.clone() {
+        return execute_sdk(&cfg, &w, execute_task, &mut log).await;
+    }
     let mut api = Api {
         base: w.api_url.trim_end_matches('/').to_string(),
         token: w.token.clone(),
@@ -307,6 +310,132 @@ async fn execute(cfg: Config, workload: Option<String>) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A Python task's try (`Operator::Sdk`, in a pod of the Kubernetes executor): the stock Task
+/// SDK supervisor under this host's `python.executable`, with the environment the scheduler
+/// gives it locally (`updraft_scheduler::sdk::environment`: Execution API, a local bundle at
+/// this host's DAGs folder, its log folder). It always starts cold: a pod has no warm worker
+/// to fork from. The supervisor enters running, heartbeats and reports the end itself, so this
+/// worker only runs it, copies its output into the try's log, passes SIGTERM on and exits with
+/// its status (a pod that ends before the supervisor reported fails the try).
+async fn execute_sdk(
+    cfg: &Config,
+    w: &Workload,
+    mut execute_task: Value,
+    log: &mut Log,
+) -> Result<ExitCode> {
+    // The scheduler leaves the `ExecuteTask`'s token empty: the workload carries one token.
+    execute_task["token"] = Value::String(w.token.clone());
+    let d = updraft_scheduler::sdk::SdkDispatch {
+        secret: Vec::new(),
+        token_lifetime: 0,
+        api_url: w.api_url.clone(),
+        python: cfg.python.executable.clone(),
+        dags_folder: cfg.core.dags_folder.clone(),
+        logs_dir: cfg.logging.base_log_folder.clone(),
+        pool_socket: None,
+    };
+    let c = updraft_scheduler::sdk::command(&d, &execute_task, Default::default());
+    log.note(
+        "info",
+        &format!(
+            "worker {} runs try {} of dag_id={} task_id={} run_id={} with the Task SDK under {} (cold start)",
+            hostname(),
+            w.ti.try_number,
+            w.ti.dag_id,
+            w.ti.task_id,
+            w.ti.run_id,
+            d.python
+        ),
+    );
+    let mut cmd = tokio::process::Command::new(find_bash());
+    cmd.arg("-c")
+        .arg(&c.bash_command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .env_clear()
+        .envs(c.env.iter().flatten())
+        .envs(&c.extra_env);
+    // SAFETY: prctl only sets a flag of the child about to exec; no allocation happens here.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The supervisor dies with its worker: a killed pod leaves no orphan behind.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let text = format!("cannot start the Task SDK runner under bash: {e}");
+            log.note("error", &text);
+            bail!(text);
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (mut out_lines, mut err_lines) = (Lines::default(), Lines::default());
+    let (mut out_open, mut err_open) = (true, true);
+    let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut status = None;
+    while out_open || err_open || status.is_none() {
+        tokio::select! {
+            r = stdout.read(&mut out_buf), if out_open => match r {
+                Ok(0) | Err(_) => {
+                    out_open = false;
+                    let rest = out_lines.finish();
+                    log.records("info", "task.stdout", &rest);
+                }
+                Ok(n) => {
+                    let lines = out_lines.push(&out_buf[..n]);
+                    log.records("info", "task.stdout", &lines);
+                }
+            },
+            r = stderr.read(&mut err_buf), if err_open => match r {
+                Ok(0) | Err(_) => {
+                    err_open = false;
+                    let rest = err_lines.finish();
+                    log.records("error", "task.stderr", &rest);
+                }
+                Ok(n) => {
+                    let lines = err_lines.push(&err_buf[..n]);
+                    log.records("error", "task.stderr", &lines);
+                }
+            },
+            s = child.wait(), if status.is_none() => status = Some(s),
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            }, if status.is_none() => {
+                // Passed on to the supervisor's group, as the local executor stops a try.
+                log.note("error", "stopping the task: the worker was asked to stop (SIGTERM)");
+                signal_group(pgid, libc::SIGTERM);
+                term = None;
+            }
+        }
+    }
+    signal_group(pgid, libc::SIGKILL);
+    match status.expect("loop ends after the exit") {
+        Ok(st) if st.success() => Ok(ExitCode::SUCCESS),
+        Ok(st) => {
+            log.note("error", &format!("the Task SDK runner exited with {st}"));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            log.note(
+                "error",
+                &format!("cannot wait for the Task SDK runner: {e}"),
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn enc(s: &str) -> String {

@@ -1553,7 +1553,7 @@ impl Loop {
             }
             let command = match &self.api {
                 Some(api) => {
-                    let command = self.worker_command(api, &task, &command);
+                    let command = self.worker_command(api, &task, &command, None);
                     if self
                         .executor
                         .running()
@@ -1690,6 +1690,7 @@ impl Loop {
         api: &ApiDispatch,
         task: &updraft_executor::TaskTry,
         command: &updraft_executor::Command,
+        task_sdk: Option<serde_json::Value>,
     ) -> updraft_executor::Command {
         let fileloc = self
             .ti_index
@@ -1704,7 +1705,7 @@ impl Loop {
             api.token_lifetime,
             Utc::now().timestamp(),
         );
-        let workload = crate::workload::Workload::new(
+        let mut workload = crate::workload::Workload::new(
             task,
             command,
             &fileloc,
@@ -1712,6 +1713,7 @@ impl Loop {
             &api.url,
             token,
         );
+        workload.task_sdk = task_sdk;
         let mut command = crate::workload::worker_command(
             &api.exe,
             &workload,
@@ -1750,20 +1752,25 @@ impl Loop {
         if let Some(why) = sdk.unusable() {
             return Err(why);
         }
-        if self.cfg.core.executor == "kubernetes" {
-            // A pod runs `updraft task execute`, which runs shell commands only.
-            return Err(format!(
-                "task `{}` runs with the Airflow Task SDK, which the Kubernetes executor's pods \
-                 do not run yet; use core.executor = \"local\" or \"local_api\" for Python tasks",
-                task.task_id
-            ));
-        }
         let (key, run) = self
             .ti_index
             .get(&task.ti_id)
             .and_then(|k| self.engine.run(k.0).map(|r| (*k, r)))
             .ok_or_else(|| "run is not loaded".to_string())?;
         let spec = run.task(key.1);
+        if let (true, Some(api)) = (self.executor.is_kube(), &self.api) {
+            // A pod runs `updraft task execute`, which runs the supervisor (cold) from this
+            // `ExecuteTask`; the worker's workload carries the try's token.
+            let execute_task = crate::sdk::workload(
+                task,
+                spec,
+                run.dag.version,
+                &run.dag.spec.fileloc,
+                &sdk.dags_folder,
+                "",
+            );
+            return Ok(self.worker_command(api, task, command, Some(execute_task)));
+        }
         let token = updraft_crypto::task_token::issue(
             &sdk.secret,
             &task.ti_id.to_string(),

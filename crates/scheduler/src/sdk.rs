@@ -1,9 +1,12 @@
 //! Tries of tasks only the Airflow Task SDK can run (`Operator::Sdk`: `@task`, `PythonOperator`,
 //! custom operators of Python DAG files). The scheduler mints the try's Execution API token,
 //! builds Airflow's `ExecuteTask` workload and has the local executor run the stock supervisor
-//! under `python.executable` (an embedded helper, `python/run_task.py`), whatever
-//! `core.executor` is. The supervisor runs the task and reports through `/execution`: the
-//! try's end is the report it sends, not the exit of the process (as under `local_api`).
+//! under `python.executable` (an embedded helper, `python/run_task.py`). Under
+//! `core.executor = "kubernetes"` the try's pod runs `updraft task execute` instead, whose
+//! workload carries the `ExecuteTask` (`workload::Workload::task_sdk`); it builds the same
+//! [`command`] with the pod's own settings and runs it cold. The supervisor runs the task and
+//! reports through `/execution`: the try's end is the report it sends, not the exit of the
+//! process (as under `local_api`).
 //!
 //! The workload carries the token, so it travels in the environment ([`WORKLOAD_ENV`]), never
 //! on the command line; the helper removes it from the environment before task code runs.

@@ -4,6 +4,9 @@
 //! the Execution API's URL and the command the scheduler rendered at dispatch (templates read
 //! variables and XComs, which the scheduler has; the worker only runs the result).
 //!
+//! A Python task's try run in a pod (`core.executor = "kubernetes"`) carries Airflow's
+//! `ExecuteTask` for the Task SDK in [`Workload::task_sdk`].
+//!
 //! The scheduler hands the workload to the worker in the environment variable
 //! [`WORKLOAD_ENV`], never on the command line: it holds the try's token, and a process's
 //! arguments are readable by every user of the machine, its environment only by its owner.
@@ -36,6 +39,12 @@ pub struct Workload {
     pub api_url: String,
     /// What to run.
     pub command: WorkloadCommand,
+    /// A try of a Python DAG task (`Operator::Sdk`): Airflow's own `ExecuteTask` workload for
+    /// the Task SDK's supervisor, which the worker runs instead of `command` (the supervisor
+    /// enters running, heartbeats and reports itself). Its `token` is left empty: the worker
+    /// fills in [`Workload::token`], so the workload carries one token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_sdk: Option<serde_json::Value>,
 }
 
 fn execute_task() -> String {
@@ -152,6 +161,7 @@ impl Workload {
             token,
             api_url: api_url.to_string(),
             command: WorkloadCommand::from_command(command),
+            task_sdk: None,
         }
     }
 

@@ -183,6 +183,18 @@ fn kill_tree(pid: u32) {
 
 impl Kubelet {
     fn start(rt: &tokio::runtime::Runtime, c: Client, ns: String, home: PathBuf) -> Kubelet {
+        Kubelet::start_with_image_env(rt, c, ns, home, Vec::new())
+    }
+
+    /// `image_env`: what the worker image's `ENV` lines would set in every container (e.g.
+    /// `UPDRAFT__PYTHON__EXECUTABLE` of an image holding the user's Python environment).
+    fn start_with_image_env(
+        rt: &tokio::runtime::Runtime,
+        c: Client,
+        ns: String,
+        home: PathBuf,
+        image_env: Vec<(String, String)>,
+    ) -> Kubelet {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (stop2, seen2) = (stop.clone(), seen.clone());
@@ -193,7 +205,11 @@ impl Kubelet {
                         if p["metadata"]["deletionTimestamp"].is_string() {
                             continue;
                         }
-                        let Some(info) = pod_info(&p) else { continue };
+                        let Some(mut info) = pod_info(&p) else {
+                            continue;
+                        };
+                        // The image's environment comes first; the pod's own entries win.
+                        info.env = image_env.iter().cloned().chain(info.env).collect();
                         let first = {
                             let mut s = seen2.lock().unwrap();
                             if !s.pods.insert(info.uid.clone()) {
@@ -754,4 +770,148 @@ fn kubernetes_executor_deletes_the_pod_of_a_cleared_task() {
         vec![("long".to_string(), 1), ("long".to_string(), 2)],
         "{workers:?}"
     );
+}
+
+fn airflow_python() -> Option<String> {
+    match std::env::var("UPDRAFT_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            let msg = "UPDRAFT_TEST_PYTHON is not set: run \
+                       `eval \"export $(scripts/airflow-python.sh | tail -n 1)\"`";
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+/// `GET` on the standalone's `/api/v2` as its admin.
+fn api_get(home: &Home, port: u16, path: &str) -> Value {
+    use std::io::{Read as _, Write as _};
+    let call = |method: &str, path: &str, auth: &str, body: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str::<Value>(body).unwrap_or(Value::Null),
+        )
+    };
+    let admin = std::fs::read_to_string(home.path().join("standalone_admin_password.txt"))
+        .expect("the admin password")
+        .trim()
+        .to_string();
+    let login = json!({"username": "admin", "password": admin}).to_string();
+    let (status, body) = call("POST", "/auth/token", "", &login);
+    assert_eq!(status, 201, "{body}");
+    let auth = format!(
+        "Authorization: Bearer {}\r\n",
+        body["access_token"].as_str().unwrap()
+    );
+    let (status, body) = call("GET", path, &auth, "");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// A Python DAG file (TaskFlow with XComs, `multiple_outputs`, a task returning nothing) under
+/// the Kubernetes executor: each task runs in its own pod, whose `updraft task execute` starts
+/// the stock Task SDK supervisor cold under the image's Python (`UPDRAFT__PYTHON__EXECUTABLE`,
+/// as a worker image sets it); every task succeeds once and the XComs are Airflow's.
+#[test]
+fn kubernetes_executor_runs_python_tasks_with_the_task_sdk_in_pods() {
+    let Some(kubeconfig) = kubeconfig() else {
+        return;
+    };
+    let Some(python) = airflow_python() else {
+        return;
+    };
+    let rt = runtime();
+    let c = Client::from_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let ns = namespace(&rt, &c, "kpy");
+    let port = free_port();
+    let home = kube_home(&kubeconfig, &ns, port)
+        .with_env("UPDRAFT__PYTHON__EXECUTABLE", &python)
+        .with_env("UPDRAFT__API__HOST", "127.0.0.1");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/corpus");
+    let dags = home.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::copy(
+        corpus.join("taskflow_xcom.py"),
+        dags.join("taskflow_xcom.py"),
+    )
+    .unwrap();
+    let kubelet = Kubelet::start_with_image_env(
+        &rt,
+        c.clone(),
+        ns.clone(),
+        home.path().to_path_buf(),
+        vec![("UPDRAFT__PYTHON__EXECUTABLE".into(), python.clone())],
+    );
+    let s = start(&home, "standalone.log");
+    let dag_id = "corpus_taskflow_xcom";
+    let run_id = trigger(&home, &s, dag_id);
+    let state = wait("the run to finish", &s, Duration::from_secs(300), || {
+        let st = run_state(&home, dag_id, &run_id);
+        (st == "success" || st == "failed", st)
+    });
+    let tis = states(&home, dag_id, &run_id);
+    assert_eq!(
+        state,
+        "success",
+        "{tis:?}\nreport log:\n{}",
+        log_of(&home, dag_id, &run_id, "report", 1)
+    );
+    for task in ["extract", "split", "report", "nothing"] {
+        let t = ti(&tis, task);
+        assert_eq!(t["state"], "success", "{task}: {t}");
+        assert_eq!(t["try_number"], 1, "{task}: {t}");
+    }
+    // Each task ran in a pod of its own, once.
+    let mut workers = kubelet.workers();
+    workers.sort();
+    assert_eq!(
+        workers,
+        vec![
+            ("extract".to_string(), 1),
+            ("nothing".to_string(), 1),
+            ("report".to_string(), 1),
+            ("split".to_string(), 1)
+        ]
+    );
+    let xcom = |task: &str, key: &str| {
+        api_get(
+            &home,
+            port,
+            &format!(
+                "/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/{key}"
+            ),
+        )["value"]
+            .clone()
+    };
+    let want = json!({"orders": [3, 4, 5], "customer": "ada"});
+    assert_eq!(xcom("extract", "return_value"), want);
+    assert_eq!(xcom("split", "count"), 3);
+    assert_eq!(xcom("split", "total"), 12);
+    assert_eq!(xcom("report", "return_value"), "ada: 3 orders, 12 items");
+    let entries = api_get(
+        &home,
+        port,
+        &format!("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/nothing/xcomEntries"),
+    );
+    assert_eq!(entries["total_entries"], 0, "{entries}");
+    // The try's log shows the supervisor ran in the pod, cold, and the task's own output.
+    let log = log_of(&home, dag_id, &run_id, "nothing", 1);
+    assert!(log.contains("with the Task SDK under"), "{log}");
+    assert!(log.contains("(cold start)"), "{log}");
+    assert!(log.contains("ada: 3 orders, 12 items"), "{log}");
 }
