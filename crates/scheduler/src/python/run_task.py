@@ -41,6 +41,151 @@ def preload():
             pass
 
 
+class DagFiles:
+    """The warm pool's DAG files, imported once per file version: the task runner re-imports
+    a try's DAG file (`BundleDagBag`) in every try, about 0.1 s for a file of 40 tasks. The pool
+    imports it before forking, and the forked child hands that bag to the task runner instead.
+    A version is the file's and every bundle module it imported's (path, mtime, size), checked
+    before each try, so an edited file or helper module is imported again. A file that fails to
+    import here (a top-level Variable.get needs a supervisor, say) is remembered as such and its
+    tries import it the normal way; nothing a DAG file does at import can stop the pool."""
+
+    # An import in the pool blocks every try behind it; past this it counts as failed.
+    IMPORT_TIMEOUT = 30
+
+    def __init__(self):
+        self.bundles = {}
+        # absolute path -> (deps, bag or None)
+        self.files = {}
+
+    def bundle_path(self, name):
+        if name not in self.bundles:
+            from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+            bundle = DagBundlesManager().get_bundle(name=name, version=None)
+            self.bundles[name] = os.fspath(bundle.path)
+        return self.bundles[name]
+
+    @staticmethod
+    def stamp(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def fresh(self, deps):
+        return all(self.stamp(path) == stamp for path, stamp in deps)
+
+    def get(self, raw):
+        """The bag of the workload's DAG file (None: let the task runner import it), as
+        `(dag_folder, bundle_path, bundle_name, bag)`."""
+        import json
+
+        work = json.loads(raw)
+        info = work.get("bundle_info") or {}
+        rel = work.get("dag_rel_path")
+        name = info.get("name")
+        if not rel or not name or info.get("version") is not None:
+            return None
+        root = self.bundle_path(name)
+        path = os.fspath(os.path.join(root, rel))
+        hit = self.files.get(path)
+        if hit is None or not self.fresh(hit[0]):
+            hit = self.load(path, root, name)
+            self.files[path] = hit
+        if hit[1] is None:
+            return None
+        return (path, root, name, hit[1])
+
+    def load(self, path, root, name):
+        import signal
+
+        from airflow.dag_processing.dagbag import BundleDagBag
+
+        before = set(sys.modules)
+        stamp = self.stamp(path)
+
+        def expired(_sig, _frame):
+            raise TimeoutError(f"importing {path} took over {self.IMPORT_TIMEOUT} s")
+
+        cwd = os.getcwd()
+        old = signal.signal(signal.SIGALRM, expired)
+        signal.alarm(self.IMPORT_TIMEOUT)
+        # What the import prints or logs (a failing file's traceback) is the try's business:
+        # it sees the same when its task runner imports the file. Not the scheduler's console.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = (os.dup(1), os.dup(2))
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        bag = None
+        error = None
+        try:
+            bag = BundleDagBag(
+                dag_folder=path,
+                safe_mode=False,
+                load_op_links=False,
+                bundle_path=root,
+                bundle_name=name,
+            )
+        except BaseException as e:  # noqa: BLE001 - any failure means "not preloaded"
+            error = e
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            try:
+                os.chdir(cwd)
+            except OSError:
+                pass
+        if error is not None:
+            sys.stderr.write(f"updraft pool: {path} not preloaded: {error}\n")
+        deps = [(path, stamp)]
+        prefix = root.rstrip(os.sep) + os.sep
+        for mod in set(sys.modules) - before:
+            f = getattr(sys.modules.get(mod), "__file__", None)
+            if f and f.startswith(prefix) and f != path:
+                deps.append((f, self.stamp(f)))
+        if bag is None or bag.import_errors or not bag.dags:
+            return (deps, None)
+        return (deps, bag)
+
+
+def use_preloaded(entry):
+    """In a forked child: the task runner's `BundleDagBag(...)` of this DAG file returns the
+    pool's bag (this process's copy of it) instead of importing the file again."""
+    import airflow.dag_processing.dagbag as dagbag
+
+    path, root, name, bag = entry
+    real = dagbag.BundleDagBag
+
+    class Preloaded(real):
+        def __new__(cls, *args, **kwargs):
+            folder = kwargs.get("dag_folder", args[0] if args else None)
+            if (
+                folder is not None
+                and os.fspath(folder) == path
+                and os.fspath(kwargs.get("bundle_path") or "") == root
+                and kwargs.get("bundle_name") == name
+                and not kwargs.get("safe_mode", True)
+            ):
+                # Not an instance of this class, so `__init__` (the import) does not run.
+                return bag
+            obj = real.__new__(real)
+            obj.__init__(*args, **kwargs)
+            return obj
+
+    dagbag.BundleDagBag = Preloaded
+
+
 def run(raw):
     from airflow.executors.workloads import ExecuteTask
     from airflow.sdk.execution_time.supervisor import supervise_task
@@ -104,6 +249,7 @@ def serve(path):
     srv.listen(64)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    dags = DagFiles()
     while True:
         conn, _ = srv.accept()
         try:
@@ -117,12 +263,19 @@ def serve(path):
             sys.stderr.write(f"updraft pool: bad request: {e}\n")
             conn.close()
             continue
+        entry = None
+        try:
+            raw = request["env"].get(WORKLOAD_ENV)
+            if raw:
+                entry = dags.get(raw)
+        except Exception as e:  # the try imports its DAG file itself
+            sys.stderr.write(f"updraft pool: DAG file not preloaded: {e}\n")
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 srv.close()
-                child(conn, request, list(fds))
+                child(conn, request, list(fds), entry)
                 code = 0
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
@@ -140,7 +293,7 @@ def serve(path):
         threading.Thread(target=reap, args=(conn, pid), daemon=True).start()
 
 
-def child(conn, request, fds):
+def child(conn, request, fds, entry=None):
     import json
 
     pgid = request.get("pgid")
@@ -162,6 +315,8 @@ def child(conn, request, fds):
         os.chdir(request["cwd"])
     conn.sendall((json.dumps({"pid": os.getpid()}) + "\n").encode())
     # The connection stays open in this process too: the pool reports the exit status on it.
+    if entry is not None:
+        use_preloaded(entry)
     code = cold()
     sys.stdout.flush()
     sys.stderr.flush()
