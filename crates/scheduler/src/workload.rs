@@ -200,3 +200,54 @@ pub fn worker_command(exe: &Path, workload: &Workload, marker: (&str, String)) -
         extra_env,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        let task = TaskTry {
+            ti_id: Uuid::nil(),
+            dag_id: "d".into(),
+            run_id: "r".into(),
+            task_id: "t".into(),
+            map_index: -1,
+            try_number: 1,
+        };
+        let command = Command {
+            bash_command: "true".into(),
+            env: None,
+            append_env: false,
+            cwd: None,
+            skip_on_exit_code: Vec::new(),
+            execution_timeout: None,
+            extra_env: BTreeMap::new(),
+        };
+        Workload::new(
+            &task,
+            &command,
+            "/dags/f.py",
+            Path::new("/dags"),
+            "http://x/execution",
+            "tok".into(),
+        )
+    }
+
+    #[test]
+    fn a_shell_workload_has_no_task_sdk_field_and_older_workloads_still_parse() {
+        let w = workload();
+        let json = serde_json::to_value(&w).unwrap();
+        assert!(json.get("task_sdk").is_none(), "{json}");
+        let back: Workload = serde_json::from_value(json).unwrap();
+        assert_eq!(back, w);
+    }
+
+    #[test]
+    fn a_task_sdk_workload_carries_the_execute_task_through_json() {
+        let mut w = workload();
+        w.task_sdk = Some(serde_json::json!({"type": "ExecuteTask", "token": ""}));
+        let back: Workload = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+        assert_eq!(back.task_sdk, w.task_sdk);
+        assert_eq!(back.token, "tok");
+    }
+}
