@@ -146,6 +146,15 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The Task Execution API alone at `/execution`: what `dags test` and `tasks test` serve
+/// in-process for the tries of Python tasks (no `/api/v2`, no UI, no login).
+pub fn execution_app(state: AppState) -> Router {
+    Router::new()
+        .nest("/execution", execution::router(state.clone()))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
 /// One log line per request, and the security headers every response carries.
 async fn trace(request: Request, next: Next) -> Response {
     let method = request.method().clone();

@@ -222,6 +222,71 @@ async fn run_service(
     Ok(())
 }
 
+/// The Task Execution API that `dags test` and `tasks test` serve for the tries of Python
+/// tasks while they run: on an ephemeral 127.0.0.1 port, with a token secret drawn for this
+/// command alone and never written anywhere, so no configured API server or key is needed.
+pub(crate) struct InProcessApi {
+    pub(crate) secret: Vec<u8>,
+    pub(crate) url: String,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcessApi {
+    /// Starts serving; `cfg.core.execution_api_server_url` is pointed at it, since the tries'
+    /// supervisors must reach this server and no other.
+    pub(crate) async fn start(cfg: &mut Config, store: &DynStore) -> Result<InProcessApi> {
+        use std::io::Read as _;
+        let mut secret = vec![0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut secret))
+            .context("cannot draw a token secret for the in-process execution api")?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .context("cannot listen on 127.0.0.1 for the in-process execution api")?;
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}/execution");
+        cfg.core.execution_api_server_url = url.clone();
+        let state = updraft_api::AppState::new(
+            store.clone(),
+            std::sync::Arc::new(cfg.clone()),
+            secret.clone(),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(updraft_api::serve_router(
+            listener,
+            updraft_api::execution_app(state),
+            stopped,
+        ));
+        Ok(InProcessApi {
+            secret,
+            url,
+            stop,
+            handle,
+        })
+    }
+
+    /// Stops serving once in-flight requests are answered.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        match self.handle.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "in-process execution api failed"),
+            Err(e) => tracing::warn!(error = %e, "in-process execution api panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Whether any task of the DAG runs with the Task SDK (and so needs the Execution API).
+async fn has_sdk_tasks(store: &DynStore, dag_id: &str) -> Result<bool> {
+    Ok(store.get_dag(dag_id).await?.is_some_and(|dag| {
+        dag.spec
+            .tasks
+            .iter()
+            .any(|t| matches!(t.operator, updraft_core::Operator::Sdk(_)))
+    }))
+}
+
 /// `updraft dags test`.
 pub async fn dags_test(
     cfg: Config,
@@ -260,7 +325,13 @@ pub async fn dags_test(
     )
     .await?;
     eprintln!("testing dag `{dag_id}`, run `{}`", run.run_id);
-    let summary = Scheduler::new(SchedulerOptions {
+    let mut cfg = cfg;
+    let api = if has_sdk_tasks(&store, dag_id).await? {
+        Some(InProcessApi::start(&mut cfg, &store).await?)
+    } else {
+        None
+    };
+    let scheduler = Scheduler::new(SchedulerOptions {
         store: store.clone(),
         config: cfg.clone(),
         hostname: hostname(),
@@ -268,9 +339,17 @@ pub async fn dags_test(
         process_dags: false,
         // A test run is never picked up by a service scheduler, so no lease is needed.
         take_lease: false,
-    })
-    .run(shutdown_signal())
-    .await?;
+    });
+    let scheduler = match &api {
+        // Python tasks run through the Task SDK exactly as under a service scheduler.
+        Some(api) => scheduler.with_task_token_secret(api.secret.clone()),
+        None => scheduler,
+    };
+    let summary = scheduler.run(shutdown_signal()).await;
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    let summary = summary?;
     let tis = store.list_task_instances(dag_id, &run.run_id).await?;
     for ti in &tis {
         eprintln!(
@@ -307,6 +386,40 @@ pub async fn tasks_test(
     let store = open_store(&cfg).await?;
     store.migrate().await?;
     dag_processor::sync_once(&store, &cfg).await?;
+    let mut cfg = cfg;
+    let is_sdk = store.get_dag(dag_id).await?.is_some_and(|dag| {
+        dag.spec
+            .tasks
+            .iter()
+            .any(|t| t.task_id == task_id && matches!(t.operator, updraft_core::Operator::Sdk(_)))
+    });
+    // A Python task runs through the Task SDK against an Execution API served here, its log
+    // in a folder of its own that goes away with the command (nothing is recorded).
+    let (api, logs) = if is_sdk {
+        let api = InProcessApi::start(&mut cfg, &store).await?;
+        let logs = std::env::temp_dir().join(format!(
+            "updraft-tasks-test-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_micros()
+        ));
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
+        (Some(api), Some(logs))
+    } else {
+        (None, None)
+    };
+    let sdk = match (&api, &logs) {
+        (Some(api), Some(logs)) => Some(updraft_scheduler::sdk::SdkDispatch {
+            secret: api.secret.clone(),
+            token_lifetime: cfg.execution_api.jwt_expiration_time.as_secs().max(1) as i64,
+            api_url: api.url.clone(),
+            python: cfg.python.executable.clone(),
+            dags_folder: cfg.core.dags_folder.clone(),
+            logs_dir: logs.clone(),
+            pool_socket: None,
+        }),
+        _ => None,
+    };
     let mut log = Vec::new();
     let outcome = updraft_scheduler::task_test::run(
         &store,
@@ -314,9 +427,17 @@ pub async fn tasks_test(
         dag_id,
         task_id,
         logical_date.unwrap_or_else(Utc::now),
+        sdk.as_ref(),
         &mut log,
     )
-    .await?;
+    .await;
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    if let Some(logs) = logs {
+        let _ = std::fs::remove_dir_all(logs);
+    }
+    let outcome = outcome?;
     for line in String::from_utf8_lossy(&log).lines() {
         println!("{}", crate::cmd_tasks::format_log_line(line));
     }

@@ -203,8 +203,9 @@ impl Scheduler {
         } else {
             None
         };
-        let sdk = match (&token_secret, &mode) {
-            (Some(secret), Mode::Service) => Some(crate::sdk::SdkDispatch {
+        // `dags test` gives a secret only when it serves the Execution API itself.
+        let sdk = match &token_secret {
+            Some(secret) => Some(crate::sdk::SdkDispatch {
                 secret: secret.clone(),
                 token_lifetime: config.execution_api.jwt_expiration_time.as_secs().max(1) as i64,
                 api_url: config.core.execution_api_server_url.clone(),
@@ -791,6 +792,10 @@ impl Loop {
         if let Some(rows) = self.rows.remove(&pk) {
             for ti in &rows.tis {
                 self.ti_index.remove(&ti.id);
+            }
+            if !self.sdk_tries.is_empty() {
+                let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
+                self.sdk_tries.retain(|(id, _)| !ids.contains(id));
             }
             if kill {
                 for (i, ti) in rows.tis.iter().enumerate() {
@@ -1553,7 +1558,7 @@ impl Loop {
             }
             let command = match &self.api {
                 Some(api) => {
-                    let command = self.worker_command(api, &task, &command, None);
+                    let command = self.worker_command(api, &task, &command);
                     if self
                         .executor
                         .running()
@@ -1609,13 +1614,6 @@ impl Loop {
                 let dag_id = run.dag_id.clone();
                 info!(dag_id, run_pk = pk, state = %state, "dag run finished");
                 self.summary.finished.push((pk, state));
-                // Its Task SDK tries are forgotten only now: a reload of the run (which drops
-                // and installs it again) must keep them, or a `Started` event arriving after
-                // it would mark the try running before its worker enters running (409).
-                if let Some(rows) = self.rows.get(&pk) {
-                    let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
-                    self.sdk_tries.retain(|(id, _)| !ids.contains(id));
-                }
                 self.drop_run(pk, false);
                 self.arm_dag(&dag_id, now);
             }
@@ -1690,7 +1688,6 @@ impl Loop {
         api: &ApiDispatch,
         task: &updraft_executor::TaskTry,
         command: &updraft_executor::Command,
-        task_sdk: Option<serde_json::Value>,
     ) -> updraft_executor::Command {
         let fileloc = self
             .ti_index
@@ -1705,7 +1702,7 @@ impl Loop {
             api.token_lifetime,
             Utc::now().timestamp(),
         );
-        let mut workload = crate::workload::Workload::new(
+        let workload = crate::workload::Workload::new(
             task,
             command,
             &fileloc,
@@ -1713,7 +1710,6 @@ impl Loop {
             &api.url,
             token,
         );
-        workload.task_sdk = task_sdk;
         let mut command = crate::workload::worker_command(
             &api.exe,
             &workload,
@@ -1743,14 +1739,22 @@ impl Loop {
     ) -> Result<updraft_executor::Command, String> {
         let Some(sdk) = &self.sdk else {
             return Err(format!(
-                "task `{}` runs with the Airflow Task SDK, which needs a running scheduler and \
-                 API server (`updraft standalone`, or `scheduler` + `api-server`); `dags test`, \
-                 `tasks test` and in-process backfills cannot run Python tasks yet",
+                "task `{}` runs with the Airflow Task SDK, which needs the Task Execution API \
+                 (`updraft standalone`, `scheduler` + `api-server`, `dags test` or `tasks test`); \
+                 `dags backfill` cannot run Python tasks yet",
                 task.task_id
             ));
         };
         if let Some(why) = sdk.unusable() {
             return Err(why);
+        }
+        if self.cfg.core.executor == "kubernetes" {
+            // A pod runs `updraft task execute`, which runs shell commands only.
+            return Err(format!(
+                "task `{}` runs with the Airflow Task SDK, which the Kubernetes executor's pods \
+                 do not run yet; use core.executor = \"local\" or \"local_api\" for Python tasks",
+                task.task_id
+            ));
         }
         let (key, run) = self
             .ti_index
@@ -1758,19 +1762,6 @@ impl Loop {
             .and_then(|k| self.engine.run(k.0).map(|r| (*k, r)))
             .ok_or_else(|| "run is not loaded".to_string())?;
         let spec = run.task(key.1);
-        if let (true, Some(api)) = (self.executor.is_kube(), &self.api) {
-            // A pod runs `updraft task execute`, which runs the supervisor (cold) from this
-            // `ExecuteTask`; the worker's workload carries the try's token.
-            let execute_task = crate::sdk::workload(
-                task,
-                spec,
-                run.dag.version,
-                &run.dag.spec.fileloc,
-                &sdk.dags_folder,
-                "",
-            );
-            return Ok(self.worker_command(api, task, command, Some(execute_task)));
-        }
         let token = updraft_crypto::task_token::issue(
             &sdk.secret,
             &task.ti_id.to_string(),

@@ -1,5 +1,9 @@
 //! `updraft tasks test`: runs one task try in-process, without checking dependencies and
 //! without recording anything in the database, and echoes its log (as Airflow does).
+//!
+//! A task only the Task SDK runs (`Operator::Sdk`) reports through the Execution API, which
+//! reads and writes its task instance in the store; so, like Airflow's `tasks test` when no
+//! run exists at the date, it gets a temporary run in the store that is deleted afterwards.
 
 use crate::dispatch;
 use crate::rows::RunRows;
@@ -20,6 +24,7 @@ pub async fn run(
     dag_id: &str,
     task_id: &str,
     logical_date: DateTime<Utc>,
+    sdk: Option<&crate::sdk::SdkDispatch>,
     out: &mut dyn Write,
 ) -> Result<bool> {
     let dag = store
@@ -34,6 +39,15 @@ pub async fn run(
     if matches!(task.operator, Operator::Empty) {
         writeln!(out, "task `{task_id}` is an empty task: nothing to run")?;
         return Ok(true);
+    }
+    if matches!(task.operator, Operator::Sdk(_)) {
+        let Some(sdk) = sdk else {
+            bail!("task `{task_id}` runs with the Airflow Task SDK, which needs the execution api");
+        };
+        if let Some(why) = sdk.unusable() {
+            bail!("{why}");
+        }
+        return run_sdk(store, cfg, &dag, &version, i, logical_date, sdk, out).await;
     }
     let info = manual_run_info(&dag.spec, logical_date);
     let run_id = format!("__updraft_tasks_test__{}", logical_date.timestamp_micros());
@@ -127,6 +141,158 @@ pub async fn run(
         outcome,
         Outcome::Success | Outcome::Skipped { .. }
     ))
+}
+
+/// A try of a Task SDK task in a temporary run of the store (deleted afterwards, whatever
+/// happens), through the same supervisor command as under the scheduler.
+#[allow(clippy::too_many_arguments)]
+async fn run_sdk(
+    store: &DynStore,
+    cfg: &updraft_config::Config,
+    dag: &updraft_store::DagRecord,
+    version: &DagVersion,
+    i: usize,
+    logical_date: DateTime<Utc>,
+    sdk: &crate::sdk::SdkDispatch,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let dag_id = dag.dag_id.as_str();
+    let task_id = dag.spec.tasks[i].task_id.as_str();
+    let logical_date =
+        DateTime::from_timestamp_micros(logical_date.timestamp_micros()).unwrap_or(logical_date);
+    let existing = store
+        .list_runs(&updraft_store::RunFilter {
+            dag_id: Some(dag_id.to_string()),
+            logical_date_gte: Some(logical_date),
+            logical_date_lte: Some(logical_date),
+            ..Default::default()
+        })
+        .await?;
+    if let Some(run) = existing.first() {
+        bail!(
+            "dag `{dag_id}` already has run `{}` at {}; testing a python task needs a logical date \
+             without a run (pass another date)",
+            run.run_id,
+            logical_date.to_rfc3339()
+        );
+    }
+    let run = crate::trigger::trigger_dag_record(
+        store,
+        dag,
+        crate::trigger::TriggerRequest {
+            conf: serde_json::json!({}),
+            run_id: Some(format!(
+                "__updraft_tasks_test__{}",
+                logical_date.timestamp_micros()
+            )),
+            logical_date: Some(logical_date),
+            triggered_by: "test".into(),
+            triggering_user_name: None,
+        },
+        Utc::now(),
+    )
+    .await?;
+    let result = run_sdk_in(store, cfg, version, i, &run, sdk, out).await;
+    if let Err(e) = store.delete_run(dag_id, &run.run_id).await {
+        tracing::warn!(error = %e, run_id = %run.run_id, "cannot delete the temporary run of tasks test");
+    }
+    let state = result?;
+    writeln!(out, "task `{task_id}` finished: {state}")?;
+    Ok(matches!(state, TaskState::Success | TaskState::Skipped))
+}
+
+async fn run_sdk_in(
+    store: &DynStore,
+    cfg: &updraft_config::Config,
+    version: &DagVersion,
+    i: usize,
+    run: &DagRun,
+    sdk: &crate::sdk::SdkDispatch,
+    out: &mut dyn Write,
+) -> Result<TaskState> {
+    let spec = &version.spec;
+    let task_id = spec.tasks[i].task_id.as_str();
+    let mut tis = store.list_task_instances(&run.dag_id, &run.run_id).await?;
+    // The one try the Execution API lets enter running: queued, try 1.
+    let ti = tis
+        .iter_mut()
+        .find(|t| t.task_id == task_id && t.map_index == -1)
+        .with_context(|| format!("task `{task_id}` has no instance in the temporary run"))?;
+    ti.state = TaskState::Queued;
+    ti.try_number = 1;
+    ti.queued_dttm = Some(Utc::now());
+    store
+        .apply(&updraft_store::Batch {
+            task_instances: vec![ti.clone()],
+            ..Default::default()
+        })
+        .await?;
+    let tis = store.list_task_instances(&run.dag_id, &run.run_id).await?;
+    let rows = RunRows::new(run.clone(), tis, version).map_err(anyhow::Error::msg)?;
+    let params = updraft_template::resolve_params(spec, &rows.run.conf).map_err(|e| e.to_string());
+    let secrets = dispatch::secrets_for(store, cfg);
+    let (task_try, command, _) =
+        dispatch::prepare(store, &secrets, &rows, version, &params, 1, i, &[])
+            .await
+            .map_err(|e| match e {
+                dispatch::PrepareError::Task(message) => anyhow::Error::msg(message),
+                dispatch::PrepareError::Store(e) => e.into(),
+            })?;
+    let token = updraft_crypto::task_token::issue(
+        &sdk.secret,
+        &task_try.ti_id.to_string(),
+        task_try.try_number,
+        sdk.token_lifetime,
+        Utc::now().timestamp(),
+    );
+    let workload = crate::sdk::workload(
+        &task_try,
+        &spec.tasks[i],
+        version.version,
+        &spec.fileloc,
+        &sdk.dags_folder,
+        &token,
+    );
+    let command = crate::sdk::command(sdk, &workload, command.extra_env);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let executor = LocalExecutor::start(
+        ExecutorOptions {
+            parallelism: 1,
+            logs_dir: sdk.logs_dir.clone(),
+            hostname: "localhost".into(),
+            kill_grace: Duration::from_secs(5),
+        },
+        tx,
+    );
+    executor.submit(task_try.clone(), command);
+    // The supervisor's exit only says it is done; the state is what it reported.
+    loop {
+        match rx.recv().await {
+            Some(Event::Finished { .. }) => break,
+            Some(_) => continue,
+            None => bail!("executor stopped unexpectedly"),
+        }
+    }
+    let log = std::fs::read_to_string(updraft_executor::log_path(&sdk.logs_dir, &task_try))
+        .unwrap_or_default();
+    out.write_all(log.as_bytes())?;
+    // Its end is the report the supervisor sent (which a scheduler would apply); none means
+    // the supervisor could not run the task.
+    let report = store
+        .task_reports_of_runs(&[run.id])
+        .await?
+        .into_iter()
+        .find(|r| r.ti_id == task_try.ti_id && r.try_number == task_try.try_number);
+    match report {
+        Some(report) => Ok(report.state),
+        None => {
+            writeln!(
+                out,
+                "task `{task_id}` ended without reporting a state through the execution api"
+            )?;
+            Ok(TaskState::Failed)
+        }
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
