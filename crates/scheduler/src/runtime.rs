@@ -793,10 +793,6 @@ impl Loop {
             for ti in &rows.tis {
                 self.ti_index.remove(&ti.id);
             }
-            if !self.sdk_tries.is_empty() {
-                let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
-                self.sdk_tries.retain(|(id, _)| !ids.contains(id));
-            }
             if kill {
                 for (i, ti) in rows.tis.iter().enumerate() {
                     if self
@@ -1558,7 +1554,7 @@ impl Loop {
             }
             let command = match &self.api {
                 Some(api) => {
-                    let command = self.worker_command(api, &task, &command);
+                    let command = self.worker_command(api, &task, &command, None);
                     if self
                         .executor
                         .running()
@@ -1614,6 +1610,13 @@ impl Loop {
                 let dag_id = run.dag_id.clone();
                 info!(dag_id, run_pk = pk, state = %state, "dag run finished");
                 self.summary.finished.push((pk, state));
+                // Its Task SDK tries are forgotten only now: a reload of the run (which drops
+                // and installs it again) must keep them, or a `Started` event arriving after
+                // it would mark the try running before its worker enters running (409).
+                if let Some(rows) = self.rows.get(&pk) {
+                    let ids: HashSet<Uuid> = rows.tis.iter().map(|t| t.id).collect();
+                    self.sdk_tries.retain(|(id, _)| !ids.contains(id));
+                }
                 self.drop_run(pk, false);
                 self.arm_dag(&dag_id, now);
             }
@@ -1688,6 +1691,7 @@ impl Loop {
         api: &ApiDispatch,
         task: &updraft_executor::TaskTry,
         command: &updraft_executor::Command,
+        task_sdk: Option<serde_json::Value>,
     ) -> updraft_executor::Command {
         let fileloc = self
             .ti_index
@@ -1702,7 +1706,7 @@ impl Loop {
             api.token_lifetime,
             Utc::now().timestamp(),
         );
-        let workload = crate::workload::Workload::new(
+        let mut workload = crate::workload::Workload::new(
             task,
             command,
             &fileloc,
@@ -1710,6 +1714,7 @@ impl Loop {
             &api.url,
             token,
         );
+        workload.task_sdk = task_sdk;
         let mut command = crate::workload::worker_command(
             &api.exe,
             &workload,
@@ -1748,20 +1753,25 @@ impl Loop {
         if let Some(why) = sdk.unusable() {
             return Err(why);
         }
-        if self.cfg.core.executor == "kubernetes" {
-            // A pod runs `updraft task execute`, which runs shell commands only.
-            return Err(format!(
-                "task `{}` runs with the Airflow Task SDK, which the Kubernetes executor's pods \
-                 do not run yet; use core.executor = \"local\" or \"local_api\" for Python tasks",
-                task.task_id
-            ));
-        }
         let (key, run) = self
             .ti_index
             .get(&task.ti_id)
             .and_then(|k| self.engine.run(k.0).map(|r| (*k, r)))
             .ok_or_else(|| "run is not loaded".to_string())?;
         let spec = run.task(key.1);
+        if let (true, Some(api)) = (self.executor.is_kube(), &self.api) {
+            // A pod runs `updraft task execute`, which runs the supervisor (cold) from this
+            // `ExecuteTask`; the worker's workload carries the try's token.
+            let execute_task = crate::sdk::workload(
+                task,
+                spec,
+                run.dag.version,
+                &run.dag.spec.fileloc,
+                &sdk.dags_folder,
+                "",
+            );
+            return Ok(self.worker_command(api, task, command, Some(execute_task)));
+        }
         let token = updraft_crypto::task_token::issue(
             &sdk.secret,
             &task.ti_id.to_string(),
