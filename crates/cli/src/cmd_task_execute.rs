@@ -424,7 +424,21 @@ async fn execute_sdk(
     signal_group(pgid, libc::SIGKILL);
     match status.expect("loop ends after the exit") {
         Ok(st) if st.success() => Ok(ExitCode::SUCCESS),
+        Ok(st) if matches!(st.code(), Some(126 | 127)) => {
+            // bash could not run the interpreter: the image's Python is missing or broken.
+            log.note(
+                "error",
+                &format!(
+                    "the Task SDK runner could not start ({st}): python.executable (`{}`, \
+                     UPDRAFT__PYTHON__EXECUTABLE in the worker image) must be an interpreter \
+                     holding apache-airflow-task-sdk 1.3 and apache-airflow-core 3.3",
+                    d.python
+                ),
+            );
+            Ok(ExitCode::FAILURE)
+        }
         Ok(st) => {
+            // A task that failed has reported so itself; otherwise the lines above say why.
             log.note("error", &format!("the Task SDK runner exited with {st}"));
             Ok(ExitCode::FAILURE)
         }

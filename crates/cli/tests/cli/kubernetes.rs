@@ -915,3 +915,40 @@ fn kubernetes_executor_runs_python_tasks_with_the_task_sdk_in_pods() {
     assert!(log.contains("(cold start)"), "{log}");
     assert!(log.contains("ada: 3 orders, 12 items"), "{log}");
 }
+
+/// A pod whose image has no usable Python: `updraft task execute` of a Task SDK workload fails
+/// and says in the try's log which setting names the interpreter and what it must hold.
+#[test]
+fn a_task_sdk_pod_without_python_says_which_setting_to_fix() {
+    let home = Home::new().with_env("UPDRAFT__PYTHON__EXECUTABLE", "/nonexistent/bin/python3");
+    let workload = json!({
+        "type": "ExecuteTask",
+        "ti": {"id": "0190f1c2-0000-7000-8000-000000000001", "dag_id": "d", "run_id": "r",
+            "task_id": "t", "try_number": 1},
+        "log_path": "dag_id=d/run_id=r/task_id=t/attempt=1.log",
+        "token": "the-token",
+        "api_url": "http://127.0.0.1:9/execution",
+        "command": {"bash_command": "echo never run"},
+        "task_sdk": {"type": "ExecuteTask", "token": ""},
+    });
+    let file = home.write("workload.json", &workload.to_string());
+    let out = home
+        .run(&["task", "execute", "--workload", &file.to_string_lossy()])
+        .fails(1);
+    let log = std::fs::read_to_string(
+        home.path()
+            .join("logs/dag_id=d/run_id=r/task_id=t/attempt=1.log"),
+    )
+    .unwrap_or_else(|e| panic!("no log ({e}); stderr: {}", out.stderr));
+    assert!(
+        log.contains("with the Task SDK under /nonexistent/bin/python3 (cold start)"),
+        "{log}"
+    );
+    assert!(log.contains("the Task SDK runner could not start"), "{log}");
+    assert!(
+        log.contains("UPDRAFT__PYTHON__EXECUTABLE in the worker image"),
+        "{log}"
+    );
+    assert!(!log.contains("echo never run"), "{log}");
+    assert!(!log.contains("the-token"), "{log}");
+}
