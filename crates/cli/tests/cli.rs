@@ -1009,5 +1009,8 @@ mod execution_api;
 #[path = "cli/python_dags.rs"]
 mod python_dags;
 
+#[path = "cli/python_test_cmds.rs"]
+mod python_test_cmds;
+
 #[path = "cli/kubernetes.rs"]
 mod kubernetes;
