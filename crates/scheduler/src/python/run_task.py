@@ -246,6 +246,7 @@ def serve(path):
     child's pid, then its exit status, back on the connection; a client that goes away (killed
     by the executor) takes its try with it."""
     import array
+    import gc
     import json
     import signal
     import socket
@@ -299,6 +300,9 @@ def serve(path):
                 entry = dags.get(raw)
         except Exception as e:  # the try imports its DAG file itself
             sys.stderr.write(f"updraft pool: DAG file not preloaded: {e}\n")
+        # Everything the pool holds so far moves out of the collector's reach: a collection in
+        # the child would otherwise touch every object and copy the pool's memory page by page.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             code = 1
