@@ -6,7 +6,8 @@
 //! `Succeeded` or `Failed` with the exit code. A `sim` label (from the task's
 //! `executor_config.pod_override`) makes the first pod of a task misbehave: a Pending problem
 //! (image pull, unschedulable, container config, plain pending), or a running pod that dies
-//! (OOMKilled, Evicted, deleted).
+//! (OOMKilled, Evicted, deleted). A `kubernetes_pod` task's pod (the user's image, which
+//! cannot run here) is patched Running, then Succeeded with exit code 0.
 //!
 //! Needs `UPDRAFT_TEST_KUBECONFIG` (printed by `scripts/kube-apiserver.sh start`, exported by
 //! scripts/test.sh): without it the tests skip with a notice, except under `CI`, where they fail.
@@ -79,6 +80,8 @@ struct Seen {
     tasks: HashSet<String>,
     /// `(task_id, try_number)` of every worker started.
     workers: Vec<(String, u32)>,
+    /// `(task_id, args, env)` of every pod-operator pod run (the user's image, no worker).
+    user_pods: Vec<(String, Value, Value)>,
 }
 
 /// The kubelet of the tests (see the module doc). Stops when dropped.
@@ -228,6 +231,23 @@ impl Kubelet {
                         ));
                     }
                 }
+                if let Ok((pods, _)) = c
+                    .list_pods(&ns, updraft_kube_executor::pod_operator::LABEL_POD_OPERATOR)
+                    .await
+                {
+                    for p in pods {
+                        let uid = p["metadata"]["uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
+                        if p["metadata"]["deletionTimestamp"].is_string()
+                            || !seen2.lock().unwrap().pods.insert(uid)
+                        {
+                            continue;
+                        }
+                        tokio::spawn(play_user_pod(c.clone(), ns.clone(), p, seen2.clone()));
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
@@ -236,6 +256,44 @@ impl Kubelet {
 
     fn workers(&self) -> Vec<(String, u32)> {
         self.seen.lock().unwrap().workers.clone()
+    }
+
+    fn user_pods(&self) -> Vec<(String, Value, Value)> {
+        self.seen.lock().unwrap().user_pods.clone()
+    }
+}
+
+/// A pod-operator pod (the user's image, which this kubelet cannot run): it runs and exits 0.
+async fn play_user_pod(c: Client, ns: String, pod: Value, seen: Arc<Mutex<Seen>>) {
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let task_id = pod["metadata"]["annotations"]["updraft.apache.org/task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let base = pod["spec"]["containers"][0].clone();
+    seen.lock().unwrap().user_pods.push((
+        task_id,
+        json!([base["command"].clone(), base["args"].clone()]),
+        base["env"].clone(),
+    ));
+    for s in [
+        status(
+            "Running",
+            container(json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})),
+        ),
+        status(
+            "Succeeded",
+            container(json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}})),
+        ),
+    ] {
+        if let Err(e) = c.patch_pod_status(&ns, &name, &s).await {
+            eprintln!("kubelet: cannot patch {name}: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -525,6 +583,14 @@ tasks:
   - task_id: load
     upstream: [flaky]
     bash_command: 'echo "loading after {{ ti.try_number }}"'
+  - task_id: report
+    upstream: [load]
+    operator: kubernetes_pod
+    image: registry.example.com/reports:1.4
+    cmds: [python, /app/report.py]
+    arguments: ['--run', '{{ run_id }}']
+    env_vars: {REPORT_TRY: '{{ ti.try_number }}'}
+    get_logs: false
   - task_id: pull
     bash_command: echo pulled
     executor_config: {pod_override: {metadata: {labels: {sim: image-pull-once}}}}
@@ -581,7 +647,9 @@ fn kubernetes_executor_runs_a_dag_in_pods_and_explains_every_pod_problem() {
         "{tis:#?}\nstandalone:\n{}",
         std::fs::read_to_string(&s.log).unwrap_or_default()
     );
-    for t in ["extract", "load", "pull", "unsched", "config", "pending"] {
+    for t in [
+        "extract", "load", "report", "pull", "unsched", "config", "pending",
+    ] {
         assert_eq!(ti(&tis, t)["state"], "success", "{t}");
         assert_eq!(ti(&tis, t)["try_number"], 1, "{t}: no try used up");
     }
@@ -640,6 +708,33 @@ fn kubernetes_executor_runs_a_dag_in_pods_and_explains_every_pod_problem() {
         );
         assert!(log(task, 2).contains(&format!("{task} try 2")));
     }
+
+    // The pod-operator task ran the user's image once, after `load`, its fields rendered.
+    let user_pods = kubelet.user_pods();
+    assert_eq!(user_pods.len(), 1, "{user_pods:?}");
+    let (task, command, env) = &user_pods[0];
+    assert_eq!(task, "report");
+    assert_eq!(
+        command,
+        &json!([["python", "/app/report.py"], ["--run", run_id.as_str()]])
+    );
+    assert_eq!(env, &json!([{"name": "REPORT_TRY", "value": "1"}]));
+    assert!(
+        !kubelet.workers().iter().any(|(t, _)| t == "report"),
+        "a pod-operator task needs no worker"
+    );
+    // `on_finish_action: delete_pod` (the default) removes it once it succeeded.
+    wait(
+        "the report pod to be deleted",
+        &s,
+        Duration::from_secs(20),
+        || {
+            let (pods, _) = rt
+                .block_on(c.list_pods(&ns, updraft_kube_executor::pod_operator::LABEL_POD_OPERATOR))
+                .unwrap();
+            (pods.is_empty(), pods.len())
+        },
+    );
 
     // Every worker ran once per try.
     let mut workers = kubelet.workers();
