@@ -22,7 +22,9 @@ if [[ -z "${UPDRAFT_BENCH_BINARY:-}" ]]; then
   SRC="$(mktemp -d /tmp/updraft-bench-src.XXXXXX)"
   trap 'rm -rf "$SRC"' EXIT
   echo "[python-parse] building $(git -C "$ROOT" rev-parse --short HEAD) (release) in $TARGET" >&2
-  git -C "$ROOT" archive HEAD | tar -x -C "$SRC"
+  # -m: files get the time of extraction, not of the commit, so cargo never takes another
+  # snapshot's newer build in the shared target directory for this one's.
+  git -C "$ROOT" archive HEAD | tar -x -m -C "$SRC"
   (cd "$SRC" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p updraft --bin updraft >&2)
   UPDRAFT_BENCH_BINARY="$TARGET/release/updraft"
 fi
