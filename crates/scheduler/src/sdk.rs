@@ -21,6 +21,12 @@ use uuid::Uuid;
 pub const RUNNER_SCRIPT: &str = include_str!("python/run_task.py");
 /// The environment variable carrying the helper's source to `python -c`.
 pub const RUNNER_ENV: &str = "UPDRAFT_SDK_RUNNER";
+/// The warm pool's per-try client (`python.warm_pool`), small because it is compiled per try.
+pub const CLIENT_SCRIPT: &str = include_str!("python/pool_client.py");
+
+/// The environment variable carrying the client's source to `python -S -c`.
+pub const CLIENT_ENV: &str = "UPDRAFT_SDK_CLIENT";
+
 /// The environment variable carrying the workload JSON (same name as `updraft task execute`).
 pub const WORKLOAD_ENV: &str = crate::workload::WORKLOAD_ENV;
 /// The bundle name the workload names; the helper's environment configures a local bundle of
@@ -159,10 +165,13 @@ pub fn command(
     let bash_command = match &d.pool_socket {
         // A small client without `site` (milliseconds to start) hands the try to the warm
         // worker and stands for it: the executor's pid, group, output and exit code are its.
-        Some(socket) => format!(
-            "exec {quoted} -S -c \"${RUNNER_ENV}\" --client {}",
-            shell_quote(&socket.to_string_lossy())
-        ),
+        Some(socket) => {
+            extra_env.insert(CLIENT_ENV.to_string(), CLIENT_SCRIPT.to_string());
+            format!(
+                "exec {quoted} -S -c \"${CLIENT_ENV}\" {}",
+                shell_quote(&socket.to_string_lossy())
+            )
+        }
         None => format!("exec {quoted} -c \"${RUNNER_ENV}\""),
     };
     Command {
@@ -357,10 +366,11 @@ mod tests {
         let c = command(&d, &serde_json::json!({}), BTreeMap::new());
         assert_eq!(
             c.bash_command,
-            format!(
-                "exec '/opt/it'\\''s/python' -S -c \"${RUNNER_ENV}\" --client '/tmp/p dir/pool.sock'"
-            )
+            format!("exec '/opt/it'\\''s/python' -S -c \"${CLIENT_ENV}\" '/tmp/p dir/pool.sock'")
         );
+        // the client runs the try cold from the runner's source when the pool is gone
+        assert_eq!(c.extra_env[CLIENT_ENV], CLIENT_SCRIPT);
+        assert_eq!(c.extra_env[RUNNER_ENV], RUNNER_SCRIPT);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 #   python -c <this file>            one try (the workload in the environment), exits with the
 #                                     supervisor's exit code
 #   python -c <this file> --pool SOCK a warm pool: imports the SDK once, then serves tries on the
-#                                     unix socket SOCK, forking one child per try
+#                                     unix socket SOCK, forking one child per try (its client is
+#                                     `pool_client.py`)
 import os
 import sys
 
@@ -367,55 +368,8 @@ def reap(conn, pid):
     conn.close()
 
 
-def client(path):
-    """One try through the warm pool: hands the pool this process's environment, working
-    directory, process group and stdout/stderr, then waits for the forked child's exit status
-    and exits with it. The executor sees this process as the try (its pid, its group, its
-    output); killing the group kills the child too, which joined it. Without a pool (not
-    started, or gone), the try runs cold in this process."""
-    import array
-    import json
-    import socket
-
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(path)
-        request = json.dumps(
-            {"env": dict(os.environ), "cwd": os.getcwd(), "pgid": os.getpgid(0)}
-        ).encode()
-        fds = array.array("i", [1, 2])
-        conn.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
-    except OSError as e:
-        sys.stderr.write(f"updraft: warm worker pool unavailable ({e}); starting cold\n")
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-c", os.environ["UPDRAFT_SDK_RUNNER"]])
-    # The token now lives in the child; drop this copy.
-    os.environ.pop(WORKLOAD_ENV, None)
-    status = 1
-    buf = b""
-    while True:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            msg = json.loads(line)
-            if "status" in msg:
-                status = msg["status"]
-    if status < 0:
-        # Killed by a signal: end the same way so the executor reads the same outcome.
-        import signal
-
-        os.kill(os.getpid(), -status)
-        signal.pause()
-    return status
-
-
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--pool":
         serve(sys.argv[2])
-    elif len(sys.argv) >= 3 and sys.argv[1] == "--client":
-        sys.exit(client(sys.argv[2]))
     else:
         sys.exit(cold())
