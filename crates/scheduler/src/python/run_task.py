@@ -132,6 +132,14 @@ class DagFiles:
 
         from airflow.dag_processing.dagbag import BundleDagBag
 
+        # The file's own imports of the DAGs folder must be fresh too (an edited helper module
+        # is why this file is imported again): the folder's modules leave `sys.modules` first.
+        # Bags already loaded keep the module objects they hold.
+        prefix = root.rstrip(os.sep) + os.sep
+        for mod_name, mod in list(sys.modules.items()):
+            f = getattr(mod, "__file__", None)
+            if isinstance(f, str) and f.startswith(prefix):
+                del sys.modules[mod_name]
         before = set(sys.modules)
         stamp = self.stamp(path)
 
@@ -178,10 +186,9 @@ class DagFiles:
         if error is not None:
             sys.stderr.write(f"updraft pool: {path} not preloaded: {error}\n")
         deps = [(path, stamp)]
-        prefix = root.rstrip(os.sep) + os.sep
         for mod in set(sys.modules) - before:
             f = getattr(sys.modules.get(mod), "__file__", None)
-            if f and f.startswith(prefix) and f != path:
+            if isinstance(f, str) and f.startswith(prefix) and f != path:
                 deps.append((f, self.stamp(f)))
         if bag is None or bag.import_errors or not bag.dags:
             return (deps, None)
