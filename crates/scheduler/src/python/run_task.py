@@ -135,10 +135,14 @@ class DagFiles:
         # The file's own imports of the DAGs folder must be fresh too (an edited helper module
         # is why this file is imported again): the folder's modules leave `sys.modules` first.
         # Bags already loaded keep the module objects they hold.
+        # Never the interpreter's own (a DAGs folder that holds the virtualenv).
         prefix = root.rstrip(os.sep) + os.sep
+        installed = tuple(
+            p.rstrip(os.sep) + os.sep for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}
+        )
         for mod_name, mod in list(sys.modules.items()):
             f = getattr(mod, "__file__", None)
-            if isinstance(f, str) and f.startswith(prefix):
+            if isinstance(f, str) and f.startswith(prefix) and not f.startswith(installed):
                 del sys.modules[mod_name]
         before = set(sys.modules)
         stamp = self.stamp(path)
