@@ -979,6 +979,10 @@ mod pools {
     }
 }
 
+/// Servers started by tests, and the CLI reads of their runs.
+#[path = "cli/standalone.rs"]
+mod standalone;
+
 #[path = "cli/engine.rs"]
 mod engine;
 

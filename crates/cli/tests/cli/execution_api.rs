@@ -4,7 +4,7 @@
 //! task is found by the heartbeat timeout and its try retried, with its log up to the kill kept.
 
 use super::*;
-use std::process::Child;
+use crate::standalone::{log_of, run_state, spawn, start, states, ti, trigger, wait};
 use std::time::{Duration, Instant};
 
 const FLOW: &str = r#"dag_id: flow
@@ -31,19 +31,6 @@ tasks:
     bash_command: 'echo "started try $AIRFLOW_CTX_TRY_NUMBER"; if [ "$AIRFLOW_CTX_TRY_NUMBER" = 1 ]; then sleep 120; fi; echo finished'
 "#;
 
-/// `updraft standalone` with the `local_api` executor, killed when dropped.
-struct Standalone {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn api_home() -> Home {
     Home::new()
         .with_env("UPDRAFT__CORE__EXECUTOR", "local_api")
@@ -51,114 +38,14 @@ fn api_home() -> Home {
         .with_env("UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION", "false")
         .with_env("UPDRAFT__SCHEDULER__TASK_HEARTBEAT_TIMEOUT", "4s")
         .with_env("UPDRAFT__SCHEDULER__DAG_DIR_LIST_INTERVAL", "1s")
-}
-
-fn start(home: &Home) -> Standalone {
-    let log = home.path().join("standalone.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
-    cmd.arg("standalone")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("UPDRAFT_HOME", home.path())
-        .env("UPDRAFT__API__PORT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    for (k, v) in &home.env {
-        cmd.env(k, v);
-    }
-    Standalone {
-        child: cmd.spawn().expect("spawn updraft standalone"),
-        log,
-    }
-}
-
-fn wait<T: std::fmt::Debug>(
-    what: &str,
-    s: &Standalone,
-    limit: Duration,
-    mut probe: impl FnMut() -> (bool, T),
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (done, seen) = probe();
-        if done {
-            return seen;
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-            panic!("timed out waiting for {what}; last seen: {seen:?}\nstandalone log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn states(home: &Home, dag_id: &str, run_id: &str) -> Vec<Value> {
-    let out = home.run(&["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"]);
-    if out.code != 0 {
-        return Vec::new();
-    }
-    out.json().as_array().cloned().unwrap_or_default()
-}
-
-fn task<'a>(states: &'a [Value], task_id: &str) -> &'a Value {
-    states
-        .iter()
-        .find(|t| t["task_id"] == task_id)
-        .unwrap_or_else(|| panic!("no task {task_id} in {states:?}"))
-}
-
-fn run_state(home: &Home, dag_id: &str, run_id: &str) -> String {
-    let out = home.run(&["dags", "list-runs", dag_id, "-o", "json"]);
-    if out.code != 0 {
-        return String::new();
-    }
-    out.json()
-        .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["run_id"] == run_id).cloned())
-        .and_then(|r| r["state"].as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-fn trigger(home: &Home, s: &Standalone, dag_id: &str) -> String {
-    wait(
-        &format!("{dag_id} to be parsed"),
-        s,
-        Duration::from_secs(60),
-        || {
-            let out = home.run(&["dags", "list", "-o", "json"]);
-            let found = out.code == 0
-                && out
-                    .json()
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|d| d["dag_id"] == dag_id));
-            (found, out.code)
-        },
-    );
-    home.run(&["dags", "trigger", dag_id])
-        .ok()
-        .stdout
-        .trim()
-        .to_string()
-}
-
-fn log_of(home: &Home, dag_id: &str, run_id: &str, task_id: &str, attempt: u32) -> String {
-    let path = home
-        .path()
-        .join("logs")
-        .join(format!("dag_id={dag_id}"))
-        .join(format!("run_id={run_id}"))
-        .join(format!("task_id={task_id}"))
-        .join(format!("attempt={attempt}.log"));
-    std::fs::read_to_string(&path).unwrap_or_default()
+        .with_env("UPDRAFT__API__PORT", "0")
 }
 
 /// The `flow` DAG: every try goes through `task execute` and the API; `flaky` fails its first
 /// try and succeeds on the retry.
 fn flow_runs_green(home: &Home) {
     home.dag("flow.yaml", FLOW);
-    let s = start(home);
+    let s = start(home, "standalone.log");
     let run_id = trigger(home, &s, "flow");
     let state = wait("flow to finish", &s, Duration::from_secs(90), || {
         let st = run_state(home, "flow", &run_id);
@@ -173,10 +60,10 @@ fn flow_runs_green(home: &Home) {
         log_of(home, "flow", &run_id, "flaky", 2),
         std::fs::read_to_string(&s.log).unwrap_or_default()
     );
-    assert_eq!(task(&tis, "extract")["state"], "success");
-    assert_eq!(task(&tis, "flaky")["state"], "success");
-    assert_eq!(task(&tis, "flaky")["try_number"], 2);
-    assert_eq!(task(&tis, "load")["state"], "success");
+    assert_eq!(ti(&tis, "extract")["state"], "success");
+    assert_eq!(ti(&tis, "flaky")["state"], "success");
+    assert_eq!(ti(&tis, "flaky")["try_number"], 2);
+    assert_eq!(ti(&tis, "load")["state"], "success");
 
     // The worker wrote each try's log in Airflow's layout, task output included.
     let first = log_of(home, "flow", &run_id, "flaky", 1);
@@ -263,7 +150,7 @@ fn a_killed_worker_is_found_by_the_heartbeat_timeout_and_retried_on_postgres() {
 
 fn killed_worker_is_retried(home: Home) {
     home.dag("slow.yaml", SLOW);
-    let s = start(&home);
+    let s = start(&home, "standalone.log");
     let run_id = trigger(&home, &s, "slow");
     wait("the first try to run", &s, Duration::from_secs(60), || {
         let tis = states(&home, "slow", &run_id);
@@ -286,7 +173,7 @@ fn killed_worker_is_retried(home: Home) {
     });
     let tis = states(&home, "slow", &run_id);
     assert_eq!(state, "success", "{tis:?}");
-    assert_eq!(task(&tis, "sleeper")["try_number"], 2);
+    assert_eq!(ti(&tis, "sleeper")["try_number"], 2);
     let first = log_of(&home, "slow", &run_id, "sleeper", 1);
     assert!(
         first.contains("started try 1"),
@@ -409,23 +296,8 @@ fn the_stock_task_sdk_client_drives_the_execution_api() {
         (store, a)
     });
 
-    let log = home.path().join("api-server.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
-    cmd.arg("api-server")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("UPDRAFT_HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    for (k, v) in &home.env {
-        cmd.env(k, v);
-    }
-    let server = Standalone {
-        child: cmd.spawn().unwrap(),
-        log: log.clone(),
-    };
+    let server = spawn(&home, &["api-server"], "api-server.log");
+    let log = server.log.clone();
     wait("the api server", &server, Duration::from_secs(30), || {
         let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         (up, up)
@@ -521,23 +393,7 @@ fn a_worker_stops_its_task_when_a_heartbeat_is_refused() {
             .unwrap();
         (store, a)
     });
-    let log = home.path().join("api-server.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
-    cmd.arg("api-server")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("UPDRAFT_HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    for (k, v) in &home.env {
-        cmd.env(k, v);
-    }
-    let server = Standalone {
-        child: cmd.spawn().unwrap(),
-        log,
-    };
+    let server = spawn(&home, &["api-server"], "api-server.log");
     wait("the api server", &server, Duration::from_secs(30), || {
         let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         (up, up)

@@ -13,6 +13,7 @@
 //! scripts/test.sh): without it the tests skip with a notice, except under `CI`, where they fail.
 
 use super::*;
+use crate::standalone::{log_of, run_state, start, states, ti, trigger, wait};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::process::Child;
@@ -422,19 +423,6 @@ async fn play(
     patch(status(phase, terminated)).await;
 }
 
-/// `updraft standalone` with the Kubernetes executor, killed when dropped.
-struct Standalone {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn kube_home(kubeconfig: &Path, ns: &str, port: u16) -> Home {
     Home::new()
         .with_env("UPDRAFT__CORE__EXECUTOR", "kubernetes")
@@ -460,106 +448,6 @@ fn kube_home(kubeconfig: &Path, ns: &str, port: u16) -> Home {
             "UPDRAFT__KUBERNETES__WORKER_PODS_CONTAINER_CONFIG_TIMEOUT",
             "1s",
         )
-}
-
-fn start(home: &Home, log_name: &str) -> Standalone {
-    let log = home.path().join(log_name);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
-    cmd.arg("standalone")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("UPDRAFT_HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    for (k, v) in &home.env {
-        cmd.env(k, v);
-    }
-    Standalone {
-        child: cmd.spawn().expect("spawn updraft standalone"),
-        log,
-    }
-}
-
-fn wait<T: std::fmt::Debug>(
-    what: &str,
-    s: &Standalone,
-    limit: Duration,
-    mut probe: impl FnMut() -> (bool, T),
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (done, seen) = probe();
-        if done {
-            return seen;
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-            panic!("timed out waiting for {what}; last seen: {seen:?}\nstandalone log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn states(home: &Home, dag_id: &str, run_id: &str) -> Vec<Value> {
-    let out = home.run(&["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"]);
-    if out.code != 0 {
-        return Vec::new();
-    }
-    out.json().as_array().cloned().unwrap_or_default()
-}
-
-fn ti<'a>(states: &'a [Value], task_id: &str) -> &'a Value {
-    states
-        .iter()
-        .find(|t| t["task_id"] == task_id)
-        .unwrap_or_else(|| panic!("no task {task_id} in {states:?}"))
-}
-
-fn run_state(home: &Home, dag_id: &str, run_id: &str) -> String {
-    let out = home.run(&["dags", "list-runs", dag_id, "-o", "json"]);
-    if out.code != 0 {
-        return String::new();
-    }
-    out.json()
-        .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["run_id"] == run_id).cloned())
-        .and_then(|r| r["state"].as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-fn trigger(home: &Home, s: &Standalone, dag_id: &str) -> String {
-    wait(
-        &format!("{dag_id} to be parsed"),
-        s,
-        Duration::from_secs(60),
-        || {
-            let out = home.run(&["dags", "list", "-o", "json"]);
-            let found = out.code == 0
-                && out
-                    .json()
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|d| d["dag_id"] == dag_id));
-            (found, out.code)
-        },
-    );
-    home.run(&["dags", "trigger", dag_id])
-        .ok()
-        .stdout
-        .trim()
-        .to_string()
-}
-
-fn log_of(home: &Home, dag_id: &str, run_id: &str, task_id: &str, attempt: u32) -> String {
-    let path = home
-        .path()
-        .join("logs")
-        .join(format!("dag_id={dag_id}"))
-        .join(format!("run_id={run_id}"))
-        .join(format!("task_id={task_id}"))
-        .join(format!("attempt={attempt}.log"));
-    std::fs::read_to_string(&path).unwrap_or_default()
 }
 
 fn free_port() -> u16 {
