@@ -1379,6 +1379,14 @@ impl Loop {
             }
         }
 
+        // A placeholder that became map index 0 may be dispatched in this very step: its try
+        // must carry its map index.
+        for key in &changed_tis {
+            if let (Some(ti), Some(rows)) = (self.engine.ti(*key), self.rows.get_mut(&key.0)) {
+                rows.tis[key.1].map_index = ti.map_index;
+            }
+        }
+
         // XComs reported in this step are not stored yet, but downstream tasks dispatched in
         // the same step must see them.
         let fresh_xcoms = std::mem::take(&mut self.pending_xcoms);
