@@ -26,7 +26,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -35,7 +34,8 @@ import tempfile
 import textwrap
 import time
 import urllib.error
-import urllib.request
+
+from standalone_api import Api, free_port
 
 
 def log(msg: str) -> None:
@@ -243,46 +243,6 @@ def cold_cli(binary: str, folder: str, python: str, work: str, n: int) -> dict:
     res["second_run_wall_s"] = r3(time.monotonic() - t0)
     log(f"second CLI run (new process, store already filled): {res['second_run_wall_s']} s")
     return res
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    def __init__(self, port: int, home: str):
-        self.base = f"http://127.0.0.1:{port}"
-        self.home = home
-        self.token = None
-
-    def login(self) -> bool:
-        pw_file = os.path.join(self.home, "standalone_admin_password.txt")
-        if not os.path.exists(pw_file):
-            return False
-        with open(pw_file) as f:
-            pw = f.read().strip()
-        body = json.dumps({"username": "admin", "password": pw}).encode()
-        req = urllib.request.Request(self.base + "/auth/token", data=body,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                self.token = json.load(r)["access_token"]
-            return True
-        except (urllib.error.URLError, OSError, KeyError, ValueError):
-            return False
-
-    def get(self, path: str):
-        req = urllib.request.Request(self.base + path,
-                                     headers={"Authorization": f"Bearer {self.token}"})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return json.load(r)
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return None
-            raise
 
 
 class Standalone:

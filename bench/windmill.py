@@ -17,15 +17,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from datetime import datetime
+
+from standalone_api import Api, free_port
 
 PEER_DAGS = "/work/shared/peers/airflow/dags"
 PEER_RESULTS = "/work/shared/peers/airflow/results.json"
@@ -37,43 +37,6 @@ def log(msg: str) -> None:
 
 def ts(s: str) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    def __init__(self, port: int, home: str):
-        self.base = f"http://127.0.0.1:{port}"
-        self.home = home
-        self.token = None
-
-    def login(self) -> bool:
-        pw_file = os.path.join(self.home, "standalone_admin_password.txt")
-        if not os.path.exists(pw_file):
-            return False
-        with open(pw_file) as f:
-            pw = f.read().strip()
-        body = json.dumps({"username": "admin", "password": pw}).encode()
-        req = urllib.request.Request(self.base + "/auth/token", data=body,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                self.token = json.load(r)["access_token"]
-            return True
-        except (urllib.error.URLError, OSError, KeyError, ValueError):
-            return False
-
-    def call(self, method: str, path: str, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.load(r)
 
 
 def run_mode(binary: str, python: str, warm: bool, work: str, timeout: float) -> dict:
