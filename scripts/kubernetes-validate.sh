@@ -10,45 +10,11 @@
 #   UPDRAFT_CACHE=/somewhere scripts/kubernetes-validate.sh
 set -euo pipefail
 
-VERSION="1.37.0"
-
-CACHE="${UPDRAFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/updraft}"
-VENV="$CACHE/kubernetes-validate-venv"
-PY="$VENV/bin/python"
+. "$(dirname "$0")/lib/venv.sh"
+ensure_venv kubernetes-validate.sh kubernetes-validate-venv kubernetes-validate "kubernetes-validate==1.37.0" "1.37.0"
 BIN="$VENV/bin/kubernetes-validate"
-
-log() { echo "kubernetes-validate.sh: $*" >&2; }
-
-installed_version() {
-    "$PY" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' \
-        2>/dev/null || true
-}
-
-PYTHON="${PYTHON:-$(command -v python3 || true)}"
-if [ -z "$PYTHON" ]; then
-    log "installing python3"
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3 python3-venv >/dev/null
-    PYTHON=$(command -v python3)
-fi
-
-# A venv whose interpreter went away (python upgraded, cache copied) is rebuilt.
-if [ -d "$VENV" ] && ! "$PY" -c 'import sys' >/dev/null 2>&1; then
-    log "rebuilding broken venv $VENV"
-    rm -rf "$VENV"
-fi
-if [ ! -x "$PY" ]; then
-    log "creating venv $VENV"
-    mkdir -p "$CACHE"
-    "$PYTHON" -m venv "$VENV"
-fi
-if [ "$(installed_version)" != "$VERSION" ]; then
-    log "installing kubernetes-validate==$VERSION"
-    "$PY" -m pip install -q --disable-pip-version-check "kubernetes-validate==$VERSION" >&2
-fi
-if [ "$(installed_version)" != "$VERSION" ] || [ ! -x "$BIN" ]; then
-    log "kubernetes-validate is '$(installed_version)' after install, expected $VERSION"
+if [ ! -x "$BIN" ]; then
+    log "$BIN is missing after installing kubernetes-validate $VERSION"
     exit 1
 fi
 log "kubernetes-validate $VERSION in $VENV"
